@@ -1,0 +1,113 @@
+"""Canonical encoding and sign-bytes: the only place signed bytes are built.
+
+Values are encoded as msgpack after a normalising pass:
+
+* maps: string keys only, sorted by their UTF-8 bytes, no duplicates;
+* strings: Unicode NFC (so 张三 typed on two keyboards hashes the same);
+* integers: signed 64-bit range; msgpack's shortest form is unique per value,
+  which is what makes the encoding deterministic;
+* bytes stay bytes (``bin``), lists stay lists; tuples become lists;
+* floats, None-as-key, sets and other types are refused: they have no single
+  canonical form, or no place in a certificate.
+
+``decode`` accepts only canonical input: it re-encodes and compares, so a peer
+cannot smuggle two encodings of one value past a signature check.
+
+``sign_bytes(domain, chain_id, value)`` prefixes a domain tag and the chain id
+so a signature made for one purpose or chain is worthless in any other.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from certificates.errors import EncodingError
+
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+
+#: Domain tags; one per kind of signed object. Adding one is an API change.
+DOMAIN_ANCHOR = "certledger/anchor/v1"
+DOMAIN_BATCH = "certledger/batch/v1"
+DOMAIN_TX = "certledger/tx/v1"
+DOMAIN_PRESENTATION = "certledger/presentation/v1"
+DOMAIN_VOTE = "certledger/vote/v1"
+DOMAIN_PROPOSAL = "certledger/proposal/v1"
+DOMAIN_ENVELOPE = "certledger/envelope/v1"
+DOMAIN_REQUEST = "certledger/request/v1"
+
+
+def normalize(value: Any, _path: str = "$") -> Any:
+    """Return the canonical Python form of ``value`` or raise EncodingError."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise EncodingError(f"{_path}: integer {value} is outside the 64-bit range")
+        return value
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, list | tuple):
+        return [normalize(v, f"{_path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        items: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EncodingError(f"{_path}: map key {k!r} is not a string")
+            nk = unicodedata.normalize("NFC", k)
+            if nk in items:
+                raise EncodingError(f"{_path}: duplicate map key {nk!r} after NFC normalisation")
+            items[nk] = normalize(v, f"{_path}.{nk}")
+        return dict(sorted(items.items(), key=lambda kv: kv[0].encode("utf-8")))
+    raise EncodingError(f"{_path}: type {type(value).__name__} has no canonical encoding")
+
+
+def encode(value: Any) -> bytes:
+    """Canonical bytes of ``value``."""
+    try:
+        out: bytes = msgpack.packb(normalize(value), use_bin_type=True)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise EncodingError(f"cannot encode value: {exc}") from exc
+    return out
+
+
+def decode(data: bytes, *, max_len: int = 64 * 1024 * 1024) -> Any:
+    """Decode canonical bytes; refuses anything that is not exactly ``encode(value)``."""
+    if not isinstance(data, bytes | bytearray):
+        raise EncodingError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_len:
+        raise EncodingError(f"encoded value is {len(data)} bytes, limit is {max_len}")
+    try:
+        value = msgpack.unpackb(
+            bytes(data),
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types on junk
+        raise EncodingError(f"not valid msgpack ({type(exc).__name__}: {exc})") from exc
+    if encode(value) != bytes(data):
+        raise EncodingError("encoding is not canonical (key order, NFC or integer width)")
+    return value
+
+
+def sign_bytes(domain: str, chain_id: str, value: Any) -> bytes:
+    """``len(domain) || domain || len(chain_id) || chain_id || canonical(value)``.
+
+    Length prefixes keep the three parts unambiguous whatever they contain.
+    """
+    if not domain.startswith("certledger/"):
+        raise EncodingError(f"domain tag {domain!r} must start with 'certledger/'")
+    if not chain_id:
+        raise EncodingError("chain id must not be empty")
+    d = domain.encode("utf-8")
+    c = unicodedata.normalize("NFC", chain_id).encode("utf-8")
+    if len(d) > 255 or len(c) > 255:
+        raise EncodingError("domain tag and chain id must each be at most 255 bytes")
+    return len(d).to_bytes(1, "big") + d + len(c).to_bytes(1, "big") + c + encode(value)
