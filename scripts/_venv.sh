@@ -13,7 +13,13 @@ fi
 stamp=.venv/.certledger-installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-  python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  log=.venv/install.log
+  echo "setting up .venv (log: $log)" >&2
+  if ! { python -m pip install --disable-pip-version-check --upgrade pip &&
+         python -m pip install --disable-pip-version-check -e ".[dev]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "installing certledger's dependencies failed; see $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

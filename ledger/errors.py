@@ -1,0 +1,63 @@
+"""Exception hierarchy for the ledger package (one root, typed reasons)."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error raised by ``ledger``."""
+
+    code = "ledger_error"
+
+
+class CommitError(LedgerError):
+    """A commit certificate does not prove 2f+1 precommits for its block."""
+
+    code = "invalid_commit"
+
+
+class ValidatorSetError(LedgerError):
+    code = "invalid_validator_set"
+
+
+# --- storage, blocks and chain (ledger/store.py, block.py, chain.py, audit.py) ---
+
+
+class StorageError(LedgerError):
+    """The store cannot be opened, read or written (lock held, I/O error, closed)."""
+
+    code = "storage_error"
+
+
+class CorruptStoreError(StorageError):
+    """The store's contents are inconsistent or unreadable; it must not be served."""
+
+    code = "corrupt_store"
+
+    def __init__(self, message: str, height: int | None = None) -> None:
+        super().__init__(message)
+        self.height = height
+
+
+class SchemaVersionError(StorageError):
+    """The store was written by another schema version of certledger."""
+
+    code = "schema_version"
+
+
+class InvalidBlockError(LedgerError):
+    """A block (or its encoding) breaks a validation rule; the message names which."""
+
+    code = "invalid_block"
+
+    def __init__(self, message: str, rule: str = "invalid") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class BlockDecodeError(InvalidBlockError):
+    """Bytes are not a canonical encoding of a block, header or commit."""
+
+    code = "block_decode"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "decode")

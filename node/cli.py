@@ -1,0 +1,68 @@
+"""The ``certledger`` command line (click).
+
+Subcommands live in small ``node/cli_*.py`` modules and register themselves on
+the root group here. A user mistake (bad file, bad key, bad input) surfaces as
+one line on stderr and exit status 2; only a bug shows a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from certificates.errors import CertificatesError
+
+
+def _domain_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [CertificatesError]
+    try:
+        from ledger.errors import LedgerError
+
+        errors.append(LedgerError)
+    except ImportError:  # pragma: no cover - ledger is part of the same distribution
+        pass
+    return tuple(errors)
+
+
+class CliGroup(click.Group):
+    """Turns the packages' typed errors into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _domain_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            name = f" {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{name}") from exc
+
+
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="certledger")
+def cli() -> None:
+    """certledger: a permissioned registry for electronic certificates (电子证照)."""
+
+
+def _register() -> None:
+    from node import cli_bench, cli_cert, cli_keys
+
+    cli.add_command(cli_keys.keys)
+    cli.add_command(cli_cert.cert)
+    cli.add_command(cli_bench.bench)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="certledger", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The certledger CLI: the offline certificate flow and its error handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from node.cli import cli
+
+SAMPLE = Path(__file__).resolve().parents[1] / "scripts" / "samples" / "diploma.json"
+ENV = {"CERTLEDGER_PASSPHRASE": "test-pass"}
+
+
+def run(*args: str, ok: bool = True) -> tuple[int, str, str]:
+    res = CliRunner().invoke(cli, list(args), env=ENV, catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output + res.stderr
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture()
+def issued(tmp_path: Path) -> Path:
+    run("keys", "gen", "--out", str(tmp_path / "k.key"), "--iterations", "1000", "--label", "U")
+    run("cert", "digest", str(SAMPLE), "--wallet-out", str(tmp_path / "w.json"))
+    run("cert", "sign", str(tmp_path / "w.json"), "--key", str(tmp_path / "k.key"),
+        "--chain-id", "c1", "--out", str(tmp_path / "a.json"))
+    return tmp_path
+
+
+def test_keys_gen_show(tmp_path: Path) -> None:
+    _, out, _ = run("keys", "gen", "--out", str(tmp_path / "k"), "--iterations", "1000")
+    info = json.loads(out)
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o600
+    _, out2, _ = run("keys", "show", str(tmp_path / "k"))
+    assert json.loads(out2)["key_id"] == info["key_id"] and len(info["key_id"]) == 32
+
+
+def test_offline_flow_valid(issued: Path) -> None:
+    _, out, _ = run("cert", "present", str(issued / "w.json"), "--disclose", "name,degree",
+                    "--out", str(issued / "p.json"))
+    assert json.loads(out)["bytes"] < 400
+    _, out, _ = run("cert", "check", str(issued / "p.json"), "--anchor", str(issued / "a.json"),
+                    "--issuer-key", str(issued / "k.key"), "--chain-id", "c1")
+    verdict = json.loads(out)
+    assert verdict["valid"] is True
+    assert set(verdict["disclosed"]) == {"name", "degree"}
+    assert "110101199003071234" not in (issued / "p.json").read_text()  # id number hidden
+
+
+def test_digest_is_stable_for_a_wallet(issued: Path) -> None:
+    _, a, _ = run("cert", "digest", str(issued / "w.json"))
+    _, b, _ = run("cert", "digest", str(issued / "w.json"))
+    assert a == b and len(json.loads(a)["digest"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("tamper", "failing"),
+    [("value", "integrity"), ("chain", "issuer_signature"), ("key", "issuer_signature")],
+)
+def test_offline_flow_detects_tampering(issued: Path, tamper: str, failing: str) -> None:
+    run("cert", "present", str(issued / "w.json"), "--disclose", "name,degree",
+        "--out", str(issued / "p.json"))
+    chain, key = "c1", str(issued / "k.key")
+    if tamper == "value":
+        text = (issued / "p.json").read_text(encoding="utf-8").replace("李明", "王明")
+        (issued / "p.json").write_text(text, encoding="utf-8")
+    elif tamper == "chain":
+        chain = "other-chain"
+    else:
+        run("keys", "gen", "--out", str(issued / "other.key"), "--iterations", "1000")
+        key = str(issued / "other.key")
+    code, out, _ = run("cert", "check", str(issued / "p.json"), "--anchor",
+                       str(issued / "a.json"), "--issuer-key", key, "--chain-id", chain, ok=False)
+    verdict = json.loads(out)
+    assert code == 1 and verdict["valid"] is False
+    assert [c["name"] for c in verdict["checks"] if not c["ok"]] == [failing]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["keys", "show", "{tmp}/missing"], "does not exist"),
+        (["cert", "digest", "{tmp}/junk.json", "--wallet-out", "{tmp}/w"], "not a JSON document"),
+        (["cert", "digest", "{tmp}/bad_id.json", "--wallet-out", "{tmp}/w"], "check character"),
+        (["cert", "present", "{tmp}/w.json", "--disclose", "nope", "--out", "{tmp}/p"], "nope"),
+        (["cert", "sign", "{tmp}/w.json", "--key", "{tmp}/junk.json", "--chain-id", "c",
+          "--out", "{tmp}/a"], "key file"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_nonzero(issued: Path, args: list[str],
+                                                message: str) -> None:
+    (issued / "junk.json").write_text("{not json")
+    doc = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    doc["id"] = doc["id"][:-1] + ("M" if doc["id"][-1] != "M" else "N")
+    (issued / "bad_id.json").write_text(json.dumps(doc))
+    argv = [a.replace("{tmp}", str(issued)) for a in args]
+    code, out, err = run(*argv, ok=False)
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), err
+    assert message in lines[0]
+    assert "Traceback" not in out + err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("certledger")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "node.cli"]
+    res = subprocess.run([*cmd, "keys", "show", str(tmp_path / "nope")], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, **ENV}, check=False)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and "does not exist" in res.stderr
+
+
+def test_bench_crypto_json_shape() -> None:
+    _, out, _ = run("bench", "crypto", "--json", "--seconds", "0.1")
+    data = json.loads(out)
+    assert data["cpu_count"] >= 1
+    names = [b["backend"] for b in data["backends"]]
+    assert names == ["gmssl_pyx", "gmssl"]
+    for b in data["backends"]:
+        assert set(b) == {"backend", "sm2_sign_per_s", "sm2_verify_per_s", "sm3_mb_per_s"}
+        assert all(b[k] > 0 for k in ("sm2_sign_per_s", "sm2_verify_per_s", "sm3_mb_per_s"))
