@@ -50,6 +50,7 @@ MAX_PATH_LENGTH: Final = 64
 KEY_ID_SIZE: Final = 16
 SIGNATURE_SIZE: Final = 64
 ANCHOR_KEYS: Final = ("id", "type", "issuer", "digest", "valid_from", "valid_until", "supersedes")
+_BATCH_KEYS: Final = ("root", "size", "issuer", "signer_key_id", "signature")
 _ISSUER_RE: Final = re.compile(r"[0-9A-Z]{1,32}")
 
 
@@ -171,7 +172,7 @@ class SignedAnchor:
             self.signer_key_id,
             self.record.sign_bytes(chain_id),
             self.signature,
-            f"anchor {self.record.id}",
+            self.record.id,
         )
 
     def canonical_value(self) -> dict[str, Any]:
@@ -278,9 +279,6 @@ class SignedBatch:
             _bytes(d["signer_key_id"], KEY_ID_SIZE, "signed batch.signer_key_id", binary),
             _bytes(d["signature"], SIGNATURE_SIZE, "signed batch.signature", binary),
         )
-
-
-_BATCH_KEYS: Final = ("root", "size", "issuer", "signer_key_id", "signature")
 
 
 @dataclass(frozen=True)

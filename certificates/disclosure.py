@@ -63,6 +63,8 @@ _ROOT_PREFIX: Final = ROOT_CODE + "."
 
 @dataclass(frozen=True)
 class Disclosed:
+    """A revealed leaf: the verifier rehashes ``[name, salt, value]``."""
+
     name: str
     salt: bytes
     value: FieldValue
@@ -70,6 +72,8 @@ class Disclosed:
 
 @dataclass(frozen=True)
 class Hidden:
+    """A withheld leaf: only its hash, not even its name."""
+
     leaf_hash: bytes
 
 
@@ -89,6 +93,8 @@ def _as_disclosure_error(where: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Presentation:
+    """``$meta`` and its salt, plus every other leaf in leaf order (holder first)."""
+
     meta: DocumentMeta
     meta_salt: bytes
     entries: tuple[Entry, ...]
@@ -186,12 +192,17 @@ class Presentation:
             short_sup is not None and not isinstance(short_sup, str)
         ):
             raise DisclosureError("presentation bytes: id and supersedes must be strings")
+        full_id = _ROOT_PREFIX + short_id
+        full_sup = None if short_sup is None else _ROOT_PREFIX + short_sup
         with _as_disclosure_error("presentation meta"):
-            cid = CertificateId.parse(_ROOT_PREFIX + short_id)
+            cid = CertificateId.parse(full_id)
             meta = DocumentMeta(
                 str(cid), cid.type_code, cid.issuer_code, issued_at, valid_from, valid_until,
-                None if short_sup is None else _ROOT_PREFIX + short_sup,
+                full_sup,
             )  # fmt: skip
+        # One presentation, one encoding: parse() would forgive surrounding whitespace.
+        if (meta.id, meta.supersedes) != (full_id, full_sup):
+            raise DisclosureError("presentation bytes: id or supersedes is not in canonical form")
         entries = _unpack_entries(raw)
         presentation = cls(meta, _check_salt(meta_salt, "meta salt"), entries)
         presentation.validate()

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from certificates import canonical
 from certificates.document import (
     HOLDER,
-    META,
     MAX_FIELDS,
+    META,
     CommittedDocument,
     Document,
     DocumentMeta,
@@ -181,7 +181,7 @@ def _json_with(path: list[str], value: Any) -> dict[str, Any]:
     return d
 
 
-BAD_JSON: list[tuple[list[str], Any, str]] = [
+BAD_JSON: list[tuple[list[str], Any, str | None]] = [
     (["holder"], KeyError, "missing key 'holder'"),
     (["extra"], 1, "unexpected key 'extra'"),
     (["issued_at"], "1341100800", "document.issued_at: expected an integer, got str"),
