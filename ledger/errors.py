@@ -61,3 +61,50 @@ class BlockDecodeError(InvalidBlockError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "decode")
+
+
+class MalformedTxError(LedgerError):
+    """Transaction bytes or JSON are not a well-formed, canonical transaction.
+
+    ``field`` names the offending field (e.g. ``body.records[17].digest``).
+    """
+
+    code = "malformed_tx"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"malformed transaction: {field}: {message}")
+
+
+class TxRejected(LedgerError):
+    """A transaction does not apply to the current state.
+
+    ``reason`` is a stable machine-readable code (see ``ledger.state.REASONS``);
+    ``index`` is the transaction's position in its block when applying a block.
+    """
+
+    code = "tx_rejected"
+
+    def __init__(
+        self, reason: str, message: str, *, index: int | None = None, tx_id: bytes | None = None
+    ) -> None:
+        self.reason = reason
+        self.detail = message
+        self.index = index
+        self.tx_id = tx_id
+        where = f"tx {index}" if index is not None else "tx"
+        if tx_id is not None:
+            where += f" {tx_id.hex()[:16]}"
+        super().__init__(f"{where} rejected ({reason}): {message}")
+
+
+class GenesisError(LedgerError):
+    """A genesis file is missing, unreadable or inconsistent."""
+
+    code = "invalid_genesis"
+
+
+class RecordError(LedgerError):
+    """A state record's bytes do not decode to a well-formed record."""
+
+    code = "invalid_record"
