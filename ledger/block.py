@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import msgpack
+
 from certificates import canonical, merkle
 from certificates.errors import CertificatesError
 from certificates.hashing import sm3
@@ -183,6 +185,31 @@ class Block:
         if not isinstance(txs, list) or not all(isinstance(t, bytes) and t for t in txs):
             raise BlockDecodeError("block txs must be a list of non-empty byte strings")
         return cls(BlockHeader.from_value(value["header"]), tuple(txs))
+
+
+def decode_header_of_block(data: bytes) -> BlockHeader:
+    """The header of an encoded block without decoding its transactions.
+
+    The block map's keys sort as ``header`` < ``txs``, so the header is the first value:
+    read just that value and check it byte for byte against its canonical encoding. Used
+    where only headers matter (validator sets of old heights, the parent of the head).
+    """
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data))
+    unpacker.feed(data)
+    try:
+        if unpacker.read_map_header() != 2 or unpacker.unpack() != "header":
+            raise BlockDecodeError("block must be a map starting with 'header'")
+        start = unpacker.tell()
+        value = unpacker.unpack()
+        end = unpacker.tell()
+    except BlockDecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on junk
+        raise BlockDecodeError(f"block header is not valid msgpack: {exc!r}") from exc
+    header = BlockHeader.from_value(value)
+    if header.encode() != data[start:end]:
+        raise BlockDecodeError("block header is not canonically encoded")
+    return header
 
 
 def encode_commit(commit: CommitCertificate) -> bytes:

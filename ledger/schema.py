@@ -12,6 +12,7 @@ key                   value                                written
 ``m/r``               state root after genesis (height 0)  at create
 ``m/h``               head height (8-byte big-endian)      every block
 ``m/s``               current SMT root (32 bytes)          every block
+``m/u``               SM3 keys the head block changed      every block (checked at open)
 ``b/`` height         encoded block                        every block
 ``c/`` height         encoded commit certificate           every block
 ``h/`` block hash     height                               every block
@@ -113,6 +114,15 @@ def meta_head_height() -> bytes:
 
 def meta_smt_root() -> bytes:
     return b"m/s"
+
+
+def meta_head_footprint() -> bytes:
+    """Concatenated 32-byte state key hashes the head block wrote (genesis: its state).
+
+    Open re-proves exactly these against the head's state root, so damage done by the last
+    write is found in O(block) time; older damage is what ``audit`` is for.
+    """
+    return b"m/u"
 
 
 # --------------------------------------------------------------------------- blocks

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import plyvel
 
@@ -140,12 +141,15 @@ class MemoryStore:
 def _classify(exc: Exception, path: Path, action: str) -> StorageError:
     """Turn a plyvel error into our typed errors with a message that says what to do."""
     text = str(exc)
-    if isinstance(exc, plyvel.CorruptionError) or "orruption" in text:
+    # An I/O error on a table file (".ldb"/".sst": e.g. a read past the end of a truncated
+    # table) means the stored data cannot be read back: that is corruption, not a lock.
+    table_io = isinstance(exc, plyvel.IOError) and (".ldb" in text or ".sst" in text)
+    if isinstance(exc, plyvel.CorruptionError) or "orruption" in text or table_io:
         return CorruptStoreError(
             f"LevelDB store at {path} is corrupt ({action}: {text}); restore it from a backup "
             "or re-sync the node — it will not be served"
         )
-    if "lock" in text.lower():
+    if "IO error: lock " in text and ("unavailable" in text or "held" in text):
         return StorageError(
             f"LevelDB store at {path} is locked by another process ({text}); stop the other "
             "node or audit using this data directory first"
@@ -156,27 +160,77 @@ def _classify(exc: Exception, path: Path, action: str) -> StorageError:
 class LevelDBStore:
     """A plyvel database; every error is a ``StorageError`` naming the path."""
 
-    def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], create: bool = True, *,
+                 check_tables: bool = True, **options: Any) -> None:
+        """Open (or create) the store. ``check_tables`` runs ``check_tables()`` after opening;
+        ``options`` override the plyvel options below (tests shrink the tables)."""
         self.path = Path(path)
         if not create and not (self.path / "CURRENT").is_file():
             raise StorageError(
                 f"no LevelDB store at {self.path}; create one first (or check the data directory)"
             )
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        opts: dict[str, Any] = {
+            # Larger tables and a block cache keep 1M-certificate stores at a few dozen
+            # files and keep the SMT's upper nodes in memory across blocks.
+            "write_buffer_size": 64 * 1024 * 1024,
+            "max_file_size": 32 * 1024 * 1024,
+            "lru_cache_size": 128 * 1024 * 1024,
+            "bloom_filter_bits": 10,
+            "compression": "snappy",
+            **options,
+        }
         try:
             self._db: plyvel.DB | None = plyvel.DB(
-                str(self.path),
-                create_if_missing=create,
-                paranoid_checks=True,
-                # Larger tables and a block cache keep 1M-certificate stores at a few hundred
-                # files and keep the SMT's upper nodes in memory across blocks.
-                write_buffer_size=64 * 1024 * 1024,
-                max_file_size=32 * 1024 * 1024,
-                lru_cache_size=128 * 1024 * 1024,
-                bloom_filter_bits=10,
-                compression="snappy",
+                str(self.path), create_if_missing=create, paranoid_checks=True, **opts
             )
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "open") from exc
+        if check_tables:
+            try:
+                self.check_tables()
+            except StorageError:
+                self.close()
+                raise
+
+    def check_tables(self) -> None:
+        """Refuse a store whose live table files are missing, truncated or footer-less.
+
+        LevelDB opens tables lazily, so a table cut short (a bad copy, a full disk) would
+        only surface when a read reaches it, possibly long after start. LevelDB lists its
+        live tables with their sizes ("leveldb.sstables"); comparing those sizes with the
+        files and checking each file's trailing magic number finds that damage at open for
+        the cost of one stat and one 8-byte read per table (a few dozen at 1M certificates).
+        Files LevelDB does not list (outputs of a compaction cut short by a crash) are
+        ignored: LevelDB deletes them itself.
+        """
+        db = self._open_db()
+        try:
+            listing = db.get_property(b"leveldb.sstables") or b""
+        except plyvel.Error as exc:
+            raise _classify(exc, self.path, "list tables") from exc
+        for number, size in _LIVE_TABLE.findall(listing):
+            name = f"{int(number):06d}.ldb"
+            table = self.path / name
+            if not table.exists() and (self.path / f"{int(number):06d}.sst").exists():
+                table = self.path / f"{int(number):06d}.sst"
+            try:
+                with table.open("rb") as f:
+                    actual = f.seek(0, os.SEEK_END)
+                    f.seek(max(actual - 8, 0))
+                    tail = f.read(8)
+            except OSError as exc:
+                raise CorruptStoreError(
+                    f"LevelDB store at {self.path} is corrupt: table {table.name} cannot be read "
+                    f"({exc}); restore the data directory from a backup or re-sync the node"
+                ) from exc
+            if actual != int(size) or tail != _TABLE_MAGIC:
+                raise CorruptStoreError(
+                    f"LevelDB store at {self.path} is corrupt: table {table.name} is truncated "
+                    f"or damaged ({actual} bytes, expected {int(size)}); restore the data "
+                    "directory from a backup or re-sync the node — it will not be served"
+                )
 
     def _open_db(self) -> plyvel.DB:
         if self._db is None:
@@ -224,7 +278,8 @@ class LevelDBStore:
         """Move everything from the log into tables (tests use it to reach the .ldb files)."""
         db = self._open_db()
         try:
-            db.compact_range()
+            # Explicit bounds: plyvel's argument-less call compacts an empty range here.
+            db.compact_range(start=b"", stop=b"\xff" * 64)
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "compact") from exc
 
@@ -238,6 +293,12 @@ class LevelDBStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Last 8 bytes of every LevelDB table (table/format.h, kTableMagicNumber, little endian).
+_TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+#: A live table in the "leveldb.sstables" property: " <file number>:<size>[<key range>]".
+_LIVE_TABLE = re.compile(rb"^ (\d+):(\d+)\[", re.MULTILINE)
 
 
 def disk_usage(path: str | os.PathLike[str]) -> int:

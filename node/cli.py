@@ -46,11 +46,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from node import cli_bench, cli_cert, cli_keys
+    from node import cli_bench, cli_cert, cli_keys, cli_node, cli_verify
 
     cli.add_command(cli_keys.keys)
     cli.add_command(cli_cert.cert)
     cli.add_command(cli_bench.bench)
+    cli_node.register(cli)
+    cli_verify.register(cli)
 
 
 _register()

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from certificates import canonical
 from certificates.hashing import sm3
 from certificates.merkle import SM3_HASHER, root_from_leaf_hashes
-from ledger.block import Block, BlockHeader, compute_tx_root, decode_commit, encode_commit, tx_id
+from ledger.block import (
+    Block,
+    BlockHeader,
+    compute_tx_root,
+    decode_commit,
+    decode_header_of_block,
+    encode_commit,
+    tx_id,
+)
 from ledger.commit import make_commit
 from ledger.errors import BlockDecodeError
 
@@ -65,7 +73,7 @@ def test_every_header_field_changes_the_hash() -> None:
     assert set(changes) == {f.name for f in dataclasses.fields(BlockHeader)}
     hashes = {base.hash}
     for name, value in changes.items():
-        hashes.add(dataclasses.replace(base, **{name: value}).hash)
+        hashes.add(dataclasses.replace(base, **{name: value}).hash)  # type: ignore[arg-type]
     assert len(hashes) == len(changes) + 1
 
 
@@ -168,3 +176,17 @@ def test_round_trip_property(txs: list[bytes], height: int, time_ms: int, round_
                      tx_root=compute_tx_root([sm3(x) for x in t])), t)
     again = Block.decode(b.encode())
     assert again == b and again.hash == b.hash
+
+
+def test_header_of_an_encoded_block() -> None:
+    b = block()
+    assert decode_header_of_block(b.encode()) == b.header
+    # A header that is valid msgpack but not canonical (unsorted keys) is refused.
+    value = b.header.to_value()
+    raw = msgpack.packb({"header": dict(reversed(list(value.items()))), "txs": list(b.txs)},
+                        use_bin_type=True)
+    with pytest.raises(BlockDecodeError, match="not canonically encoded"):
+        decode_header_of_block(raw)
+    for junk in (b"", b"\xc1", canonical.encode({"txs": [], "header": 1}), canonical.encode([1])):
+        with pytest.raises(BlockDecodeError):
+            decode_header_of_block(junk)

@@ -1,0 +1,631 @@
+"""The chain: a store holding blocks, commits and the authenticated state, kept consistent.
+
+How it works
+------------
+* **State** lives under ``r/`` + SM3(logical key) (record bytes) and is authenticated by the
+  sparse Merkle tree of ``ledger.smt`` (key SM3(logical key), value SM3(record)), whose nodes
+  live under ``s/``. The SMT keeps only the latest version, so old versions are pruned by
+  construction. ``ledger.state.apply_block`` computes a block's changes against a read-only
+  view of the records; the chain turns them into record and SMT writes.
+* **One batch per block.** ``commit_block`` verifies the commit certificate against the
+  validator set of that height, validates the block (or reuses the validation it just did),
+  then writes block, commit, records, SMT nodes, indexes and the new head in one
+  ``WriteBatch(sync=True)``: after a crash the store is at a block boundary.
+* **Open refuses a damaged store** (``CorruptStoreError`` naming the height): schema version,
+  genesis, the head block and its commit (verified against its validator set), the head's
+  state_root against the stored SMT root and the root node's hash, and an SMT proof for every
+  state key the head block wrote (``m/u``). Older damage is found by ``ledger.audit``.
+* **Validation first, then a cached result.** ``propose_block``/``validate_block`` leave the
+  SMT holding the uncommitted update (its overlay) and remember it by block hash, so the
+  usual propose -> commit and validate -> commit paths apply each block once. Any other
+  block for the same height rolls that update back first.
+* **Validator sets** come from state (``gov:validators``; a change at h takes effect at h+2):
+  header h carries the hash of the set that signs h and of the one that signs h+1; every set
+  named by a header is stored under ``v/`` + hash, so old commits stay checkable.
+
+Threads: one lock serialises commits with the reads that must see one version (proofs).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from certificates import canonical
+from certificates.hashing import sm3
+from ledger import schema
+from ledger.block import (
+    Block,
+    BlockHeader,
+    compute_tx_root,
+    decode_commit,
+    decode_header_of_block,
+    encode_commit,
+)
+from ledger.commit import CommitCertificate, ValidatorSet
+from ledger.errors import (
+    CommitError,
+    CorruptStoreError,
+    GenesisError,
+    InvalidBlockError,
+    LedgerError,
+    SchemaVersionError,
+    StorageError,
+    TxRejected,
+)
+from ledger.genesis import Genesis
+from ledger.records import CERT_PREFIX, CertRecord, cert_key, validator_set_from_value
+from ledger.smt import EMPTY_ROOT, SMTError, SMTProof, SparseMerkleTree, verify_proof
+from ledger.state import BlockContext, BlockEffects, Overlay, apply_block, apply_tx, validators_at
+from ledger.store import KVStore, WriteBatch
+from ledger.tx import Transaction
+
+_SIG_CACHE_LIMIT = 200_000
+#: Keys of the head block whose full SMT proof is checked at open (the rest: leaf values).
+_FOOTPRINT_PROOFS = 256
+
+
+class StateProof(NamedTuple):
+    """A record (None: absent), its SMT proof, and the committed header + commit it is under."""
+
+    record: bytes | None
+    proof: SMTProof
+    header: BlockHeader
+    commit: CommitCertificate
+
+
+def verify_state_proof(logical_key: bytes, record: bytes | None, proof: SMTProof,
+                       state_root: bytes) -> None:
+    """Pure check that ``record`` (or absence) is the state under ``state_root``; ProofError."""
+    verify_proof(state_root, sm3(logical_key), None if record is None else sm3(record), proof)
+
+
+class _RecordView:
+    """``StateView`` over the committed records: logical key -> ``r/`` + SM3(key)."""
+
+    __slots__ = ("_get",)
+
+    def __init__(self, store: KVStore) -> None:
+        self._get = store.get
+
+    def get(self, key: bytes, /) -> bytes | None:
+        return self._get(schema.RECORD_PREFIX + sm3(key))
+
+
+class _UpperNodes:
+    """The committed SMT nodes near the root, kept in memory for proofs and updates.
+
+    Every proof and every block's update walks the same top of the tree; serving those
+    nodes from a dict instead of LevelDB roughly halves the reads of a proof. Only nodes of
+    depth <= ``max_depth`` are kept (the SMT's node ids end with their depth byte), at most
+    2**(max_depth+1) of them. The cache holds committed state only: ``apply`` is called
+    with a block's SMT writes after its batch is durable.
+    """
+
+    __slots__ = ("_get", "_max_depth", "_nodes")
+
+    def __init__(self, get: Callable[[bytes], bytes | None], max_depth: int = 14) -> None:
+        self._get = get
+        self._max_depth = max_depth
+        self._nodes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        nodes = self._nodes
+        if key in nodes:
+            return nodes[key]
+        value = self._get(key)
+        if key[-1] <= self._max_depth:
+            nodes[key] = value
+        return value
+
+    def apply(self, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        max_depth = self._max_depth
+        self._nodes.update({k: v for k, v in writes if k[-1] <= max_depth})
+
+
+@dataclass
+class _Prepared:
+    """A block's effects applied to the SMT overlay, not yet written."""
+
+    block_hash: bytes
+    effects: BlockEffects
+    root: bytes
+    smt_writes: list[tuple[bytes, bytes | None]]
+    key_hashes: dict[bytes, bytes]  # logical key -> SM3(logical key)
+
+
+def _encode_validators(vs: ValidatorSet) -> bytes:
+    return canonical.encode(vs.to_value())
+
+
+def _corrupt(height: int, what: str) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"store is corrupt at height {height}: {what}; it will not be served — restore the "
+        "data directory from a backup or re-sync it, and run `certledger audit` on the damaged "
+        "copy for details", height=height)
+
+
+class Chain:
+    """Open with ``Chain.open(store)`` (checks integrity) or ``Chain.create(store, genesis)``."""
+
+    def __init__(self, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None) -> None:
+        """Prefer ``open``/``create``; this runs the same integrity check as ``open``."""
+        self._store = store
+        self._lock = threading.RLock()
+        self._view = _RecordView(store)
+        self._sig_cache: dict[bytes, bool] = {} if sig_cache is None else sig_cache
+        self._pending: _Prepared | None = None
+        self._head_height = 0
+        try:
+            self._load_and_check()
+        except CorruptStoreError as exc:
+            if exc.height is not None:
+                raise
+            # An unreadable table (LevelDB checksum) found while checking the head.
+            raise _corrupt(self._head_height, str(exc)) from exc
+
+    # ------------------------------------------------------------------ open / create
+
+    @classmethod
+    def open(cls, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None) -> Chain:
+        return cls(store, sig_cache=sig_cache)
+
+    @classmethod
+    def create(cls, store: KVStore, genesis: Genesis, *,
+               sig_cache: dict[bytes, bool] | None = None) -> Chain:
+        """Initialise an empty store with the genesis state (height 0)."""
+        if next(iter(store.iterate()), None) is not None:
+            raise StorageError("the store already holds data: open it instead of creating it")
+        state = genesis.initial_state()
+        tree = SparseMerkleTree(store.get, schema.smt_node, EMPTY_ROOT)
+        hashes = {k: sm3(k) for k in state}
+        root, writes = tree.update({hashes[k]: sm3(v) for k, v in state.items()})
+        b = WriteBatch()
+        b.put(schema.meta_schema_version(), schema.encode_height(schema.SCHEMA_VERSION))
+        b.put(schema.meta_genesis(), genesis.dumps().encode("utf-8"))
+        for k, v in state.items():
+            b.put(schema.record(hashes[k]), v)
+        for key, rec in writes:
+            if rec is not None:
+                b.put(key, rec)
+        for h in (1, 2):
+            vs = validators_at(state, h)
+            b.put(schema.validators(vs.hash), _encode_validators(vs))
+        b.put(schema.meta_genesis_state_root(), root)
+        b.put(schema.meta_smt_root(), root)
+        b.put(schema.meta_head_height(), schema.encode_height(0))
+        b.put(schema.meta_head_footprint(), b"".join(hashes.values()))
+        store.write(b, sync=True)
+        return cls(store, sig_cache=sig_cache)
+
+    @classmethod
+    def open_or_create(cls, store: KVStore, genesis: Genesis) -> Chain:
+        """What a node does at start: create on an empty store, else open and match genesis."""
+        if next(iter(store.iterate()), None) is None:
+            return cls.create(store, genesis)
+        chain = cls.open(store)
+        if chain.genesis.hash != genesis.hash:
+            raise StorageError(
+                f"the data directory holds chain {chain.genesis.chain_id!r} from another genesis "
+                f"({chain.genesis.hash.hex()[:16]}…, configured {genesis.hash.hex()[:16]}…)")
+        return chain
+
+    def _meta(self, key: bytes, what: str, height: int = 0) -> bytes:
+        value = self._store.get(key)
+        if value is None:
+            raise _corrupt(height, f"{what} ({key!r}) is missing")
+        return value
+
+    def _load_and_check(self) -> None:
+        store = self._store
+        version = store.get(schema.meta_schema_version())
+        if version is None:
+            if next(iter(store.iterate()), None) is None:
+                raise StorageError("the store is empty: create it from a genesis first")
+            raise _corrupt(0, "the schema version key is missing")
+        if version != schema.encode_height(schema.SCHEMA_VERSION):
+            raise SchemaVersionError(
+                f"store schema version {int.from_bytes(version, 'big')} is not "
+                f"{schema.SCHEMA_VERSION}: use the certledger release that wrote it, or re-sync")
+        try:
+            self._genesis = Genesis.loads(self._meta(schema.meta_genesis(), "genesis").decode())
+        except (GenesisError, UnicodeDecodeError) as exc:
+            raise _corrupt(0, f"stored genesis does not load: {exc}") from exc
+        try:
+            head = schema.decode_height(self._meta(schema.meta_head_height(), "head height"))
+        except ValueError as exc:
+            raise _corrupt(0, f"the head height is malformed: {exc}") from exc
+        root = self._meta(schema.meta_smt_root(), "SMT root", head)
+        self._nodes = _UpperNodes(store.get)
+        self._tree = SparseMerkleTree(self._nodes.get, schema.smt_node, root)
+        self._head_height = head
+        self._root = root
+        self._head_header: BlockHeader | None = None
+        self._head_commit: CommitCertificate | None = None
+        if head == 0:
+            if root != self._meta(schema.meta_genesis_state_root(), "genesis state root"):
+                raise _corrupt(0, "the SMT root differs from the genesis state root")
+        else:
+            self._check_head(head, root)
+        if store.get(schema.block(head + 1)) is not None:
+            raise _corrupt(head + 1, f"a block is stored above the head height {head}")
+        self._check_footprint(head, root)
+
+    def _check_head(self, head: int, root: bytes) -> None:
+        try:
+            block = Block.decode(self._meta(schema.block(head), "head block", head))
+            commit = decode_commit(self._meta(schema.commit(head), "head commit", head))
+        except InvalidBlockError as exc:
+            raise _corrupt(head, str(exc)) from exc
+        hdr = block.header
+        if hdr.height != head or hdr.chain_id != self._genesis.chain_id:
+            raise _corrupt(head, f"the stored head block is block {hdr.height} of {hdr.chain_id}")
+        if block.computed_tx_root() != hdr.tx_root:
+            raise _corrupt(head, "the head block's transactions do not match its tx_root")
+        if hdr.state_root != root:
+            raise _corrupt(head, f"head state_root {hdr.state_root.hex()} differs from the "
+                                 f"stored SMT root {root.hex()}")
+        if self._store.get(schema.block_hash(hdr.hash)) != schema.encode_height(head):
+            raise _corrupt(head, "the block-hash index does not point at the head block")
+        if head == 1:
+            prev = self._genesis.hash
+        else:
+            try:
+                prev = decode_header_of_block(
+                    self._meta(schema.block(head - 1), "block", head - 1)).hash
+            except InvalidBlockError as exc:
+                raise _corrupt(head - 1, str(exc)) from exc
+        if hdr.prev_hash != prev:
+            raise _corrupt(head, "the head block's prev_hash is not the hash of its parent")
+        try:
+            commit.verify(self._genesis.chain_id, self._stored_validators(hdr.validators_hash,
+                                                                          head),
+                          height=head, block_hash=hdr.hash)
+        except CommitError as exc:
+            raise _corrupt(head, f"head commit does not verify: {exc}") from exc
+        self._head_header, self._head_commit = hdr, commit
+
+    def _check_footprint(self, head: int, root: bytes) -> None:
+        """Check the state the head block wrote (``m/u``) against the SMT.
+
+        Every key's leaf must hold SM3 of its stored record (a missing record, a missing SMT
+        node on its path or a changed record fails); a sample of keys also gets a full proof
+        checked against the root, which re-hashes their whole paths. The root node is
+        re-hashed first. Walking paths without hashing keeps a 5,000-record head block at a
+        fraction of a second.
+        """
+        data = self._meta(schema.meta_head_footprint(), "head footprint", head)
+        if len(data) % 32:
+            raise _corrupt(head, "the head footprint is not a list of 32-byte keys")
+        get = self._store.get
+        # The paths of the head block's keys share their upper nodes: read each node once.
+        cache: dict[bytes, bytes | None] = {}
+
+        def cached_get(key: bytes) -> bytes | None:
+            if key not in cache:
+                cache[key] = get(key)
+            return cache[key]
+
+        tree = SparseMerkleTree(cached_get, schema.smt_node, root)
+        try:
+            tree.check_root()
+        except SMTError as exc:
+            raise _corrupt(head, f"SMT root node: {exc}") from exc
+        keys = [data[i : i + 32] for i in range(0, len(data), 32)]
+        step = max(1, len(keys) // _FOOTPRINT_PROOFS)
+        for i, kh in enumerate(keys):
+            rec = get(schema.record(kh))
+            value = None if rec is None else sm3(rec)
+            try:
+                if i % step == 0:
+                    verify_proof(root, kh, value, tree.prove(kh))
+                elif tree.get_value(kh) != value:
+                    raise SMTError("its leaf does not hold the hash of the stored record")
+            except SMTError as exc:
+                state = "missing" if rec is None else "present"
+                raise _corrupt(head, f"state key {kh.hex()} (record {state}) does not match "
+                                     f"the state root: {exc}") from exc
+
+    def _stored_validators(self, set_hash: bytes, height: int) -> ValidatorSet:
+        data = self._store.get(schema.validators(set_hash))
+        if data is None:
+            raise _corrupt(height, f"validator set {set_hash.hex()[:16]}… is not stored")
+        try:
+            vs = validator_set_from_value(canonical.decode(data))
+        except Exception as exc:  # decode or set errors: either way the entry is damaged
+            raise _corrupt(height, f"validator set {set_hash.hex()[:16]}… is unreadable") from exc
+        if vs.hash != set_hash:
+            raise _corrupt(height, f"validator set {set_hash.hex()[:16]}… has another hash")
+        return vs
+
+    # ------------------------------------------------------------------ head and queries
+
+    @property
+    def genesis(self) -> Genesis:
+        return self._genesis
+
+    @property
+    def chain_id(self) -> str:
+        return self._genesis.chain_id
+
+    @property
+    def store(self) -> KVStore:
+        return self._store
+
+    @property
+    def head_height(self) -> int:
+        return self._head_height
+
+    @property
+    def head_header(self) -> BlockHeader | None:
+        """None at height 0 (only the genesis state exists)."""
+        return self._head_header
+
+    @property
+    def head_hash(self) -> bytes:
+        """Hash of the head block; the genesis hash at height 0 (block 1's prev_hash)."""
+        return self._genesis.hash if self._head_header is None else self._head_header.hash
+
+    @property
+    def state_root(self) -> bytes:
+        """Committed state root (the head header's state_root; the genesis root at 0)."""
+        return self._root
+
+    def block(self, height: int) -> Block | None:
+        data = self._store.get(schema.block(height)) if height >= 1 else None
+        return None if data is None else Block.decode(data)
+
+    def header(self, height: int) -> BlockHeader | None:
+        """A committed header without decoding its block's transactions."""
+        data = self.block_bytes(height)
+        return None if data is None else decode_header_of_block(data)
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self._store.get(schema.block(height)) if height >= 1 else None
+
+    def commit(self, height: int) -> CommitCertificate | None:
+        data = self._store.get(schema.commit(height)) if height >= 1 else None
+        return None if data is None else decode_commit(data)
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        data = self._store.get(schema.block_hash(block_hash))
+        return None if data is None else schema.decode_height(data)
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        data = self._store.get(schema.tx(tx_id))
+        return None if data is None else schema.decode_tx_location(data)
+
+    def transaction(self, tx_id: bytes) -> bytes | None:
+        loc = self.tx_location(tx_id)
+        block = None if loc is None else self.block(loc[0])
+        return None if block is None or loc is None else block.txs[loc[1]]
+
+    def record(self, logical_key: bytes) -> bytes | None:
+        return self._view.get(logical_key)
+
+    def certificate(self, cert_id: str) -> CertRecord | None:
+        data = self._view.get(cert_key(cert_id))
+        return None if data is None else CertRecord.from_bytes(data)
+
+    def certificates_by_issuer(self, issuer: str, start: str | None = None,
+                               limit: int = 100) -> list[str]:
+        prefix = schema.issuer_certificates_prefix(issuer)
+        first = None if start is None else schema.issuer_certificate(issuer, start)
+        out = []
+        for key, _ in self._store.iterate(prefix, first):
+            out.append(schema.certificate_id_from_issuer_key(key))
+            if len(out) >= limit:
+                break
+        return out
+
+    def prove(self, logical_key: bytes) -> StateProof:
+        """Record + SMT proof under the head header, with the head's commit certificate."""
+        with self._lock:
+            if self._head_header is None or self._head_commit is None:
+                raise LedgerError("no block is committed yet: nothing to prove against")
+            kh = sm3(logical_key)
+            # A fresh tree on the committed root: the chain's own may hold a staged block.
+            tree = SparseMerkleTree(self._nodes.get, schema.smt_node, self._root)
+            rec = self._store.get(schema.record(kh))
+            return StateProof(rec, tree.prove(kh), self._head_header, self._head_commit)
+
+    def prove_certificate(self, cert_id: str) -> StateProof:
+        return self.prove(cert_key(cert_id))
+
+    def validator_set(self, height: int) -> ValidatorSet:
+        """The set that signs block ``height``; known up to head + 2."""
+        with self._lock:
+            head = self._head_height
+            if 1 <= height <= head:
+                header = self.header(height)
+                if header is None:
+                    raise _corrupt(height, "block is missing")
+                return self._stored_validators(header.validators_hash, height)
+            if head < height <= head + 2:
+                return validators_at(self._view, height)
+            raise LedgerError(f"no validator set for height {height} (head is {head})")
+
+    # ------------------------------------------------------------------ blocks
+
+    def _min_time(self, height: int) -> int:
+        hdr = self._head_header
+        return self._genesis.genesis_time if hdr is None else hdr.time_ms + 1
+
+    def _ctx(self, height: int, time_ms: int) -> BlockContext:
+        return BlockContext(self._genesis.chain_id, height, time_ms)
+
+    def _rollback(self) -> None:
+        if self._pending is not None:
+            self._tree.rollback()
+            self._pending = None
+
+    def _stage(self, block_hash: bytes, effects: BlockEffects) -> _Prepared:
+        """Apply ``effects`` to the SMT overlay (rolling back any other staged block)."""
+        self._rollback()
+        hashes = {k: sm3(k) for k in effects.updates}
+        items = {hashes[k]: None if v is None else sm3(v) for k, v in effects.updates.items()}
+        root, writes = self._tree.update(items)
+        self._pending = _Prepared(block_hash, effects, root, writes, hashes)
+        return self._pending
+
+    def propose_block(
+        self, txs: Iterable[bytes | Transaction], time_ms: int, proposer: bytes, round_: int = 0,
+        *, on_reject: Callable[[bytes, TxRejected], None] | None = None,
+    ) -> Block:
+        """Build the next block from the txs that apply, in order; the rest are dropped
+        (``on_reject(tx_id, error)`` is told why). ``time_ms`` is raised to keep block times
+        strictly increasing."""
+        with self._lock:
+            height = self._head_height + 1
+            ctx = self._ctx(height, max(time_ms, self._min_time(height)))
+            begin = apply_block(self._view, (), ctx)  # start-of-block changes (validator sets)
+            ov = Overlay(self._view)
+            ov.updates.update(begin.updates)
+            kept: list[bytes] = []
+            results = []
+            for tx in txs:
+                raw = tx.to_bytes() if isinstance(tx, Transaction) else tx
+                try:
+                    eff = apply_tx(ov, tx, ctx, sig_cache=self._sig_cache, index=len(kept))
+                except TxRejected as exc:
+                    if on_reject is not None:
+                        on_reject(sm3(raw), exc)
+                    continue
+                ov.updates.update(eff.updates)
+                results.append(eff.result)
+                kept.append(raw)
+            effects = BlockEffects(ov.updates, tuple(results), begin.validators,
+                                   validators_at(ov, height + 1))
+            staged = self._stage(b"", effects)
+            header = BlockHeader(
+                chain_id=ctx.chain_id, height=height, prev_hash=self.head_hash,
+                time_ms=ctx.time_ms, proposer=proposer, round=round_,
+                tx_root=compute_tx_root([sm3(t) for t in kept]), state_root=staged.root,
+                validators_hash=effects.validators.hash,
+                next_validators_hash=effects.next_validators.hash,
+            )
+            staged.block_hash = header.hash
+            self._trim_sig_cache()
+            return Block(header, tuple(kept))
+
+    def validate_block(self, block: Block) -> None:
+        """Raise ``InvalidBlockError`` (``.rule`` names the rule) unless ``block`` is the valid
+        next block; on success its effects stay staged for ``commit_block``."""
+        with self._lock:
+            self._validate(block)
+
+    def _validate(self, block: Block) -> _Prepared:
+        if self._pending is not None and self._pending.block_hash == block.hash:
+            return self._pending
+        hdr, height = block.header, self._head_height + 1
+
+        def bad(rule: str, what: str) -> InvalidBlockError:
+            return InvalidBlockError(f"block {hdr.height}: {what}", rule)
+
+        if hdr.chain_id != self.chain_id:
+            raise bad("chain_id", f"chain id {hdr.chain_id!r} is not {self.chain_id!r}")
+        if hdr.height != height:
+            raise bad("height", f"height {hdr.height} is not the next height {height}")
+        if hdr.prev_hash != self.head_hash:
+            raise bad("prev_hash", f"prev_hash {hdr.prev_hash.hex()[:16]}… is not the head "
+                                   f"{self.head_hash.hex()[:16]}…")
+        if hdr.time_ms < self._min_time(height):
+            raise bad("time", f"time {hdr.time_ms} is not after the previous block's "
+                              f"({self._min_time(height) - 1})")
+        if block.computed_tx_root() != hdr.tx_root:
+            raise bad("tx_root", "tx_root does not match the transactions")
+        vs = validators_at(self._view, height)
+        if hdr.validators_hash != vs.hash:
+            raise bad("validators_hash", "validators_hash is not the hash of this height's set")
+        if hdr.proposer not in vs.by_key_id:
+            raise bad("proposer", f"proposer {hdr.proposer.hex()} is not a validator")
+        try:
+            effects = apply_block(self._view, block.txs, self._ctx(height, hdr.time_ms),
+                                  sig_cache=self._sig_cache)
+        except TxRejected as exc:
+            raise bad("tx_rejected", str(exc)) from exc
+        finally:
+            self._trim_sig_cache()
+        if hdr.next_validators_hash != effects.next_validators.hash:
+            raise bad("next_validators_hash", "next_validators_hash is not the next set's hash")
+        staged = self._stage(block.hash, effects)
+        if staged.root != hdr.state_root:
+            self._rollback()
+            raise bad("state_root", f"state_root {hdr.state_root.hex()[:16]}… differs from the "
+                                    f"state after its transactions ({staged.root.hex()[:16]}…)")
+        return staged
+
+    def commit_block(self, block: Block, commit: CommitCertificate) -> None:
+        """Verify ``commit`` for ``block``, validate it, and persist it in one synced batch."""
+        with self._lock:
+            height = self._head_height + 1
+            if block.height != height:
+                raise InvalidBlockError(
+                    f"block {block.height}: height is not the next height {height}", "height")
+            commit.verify(self.chain_id, validators_at(self._view, height), height=height,
+                          block_hash=block.hash)
+            staged = self._validate(block)
+            batch = self._batch(block, commit, staged)
+            try:
+                self._store.write(batch, sync=True)
+            except BaseException:
+                self._rollback()
+                raise
+            self._nodes.apply(staged.smt_writes)
+            self._tree.commit()
+            self._pending = None
+            self._head_height, self._head_header, self._head_commit = height, block.header, commit
+            self._root = staged.root
+
+    def _batch(self, block: Block, commit: CommitCertificate, staged: _Prepared) -> WriteBatch:
+        height, eff = block.height, staged.effects
+        b = WriteBatch()
+        put = b.put
+        put(schema.block(height), block.encode())
+        put(schema.commit(height), encode_commit(commit))
+        put(schema.block_hash(block.hash), schema.encode_height(height))
+        for i, tid in enumerate(block.tx_ids):
+            put(schema.tx(tid), schema.encode_tx_location(height, i))
+        hashes, rec_prefix = staged.key_hashes, schema.RECORD_PREFIX
+        idx_prefix, cert_len, ops = schema.ISSUER_INDEX_PREFIX, len(CERT_PREFIX), b.ops
+        # The hot loop (a record per certificate): fill the batch's dict directly, where a
+        # None value is a delete, as WriteBatch.delete would store it.
+        for key, value in eff.updates.items():
+            ops[rec_prefix + hashes[key]] = value
+            if value is not None and key[:cert_len] == CERT_PREFIX:
+                # cert id = 1.2.156.3005.2.TYPE.ISSUER.…: index by the issuer part. Status
+                # changes re-put the same empty entry, which is harmless.
+                cid = key[cert_len:]
+                ops[idx_prefix + cid.split(b".", 7)[6] + b"\x00" + cid] = b""
+        b.ops.update(staged.smt_writes)
+        for vs in (eff.validators, eff.next_validators):
+            put(schema.validators(vs.hash), _encode_validators(vs))
+        put(schema.meta_head_height(), schema.encode_height(height))
+        put(schema.meta_smt_root(), staged.root)
+        put(schema.meta_head_footprint(), b"".join(hashes.values()))
+        return b
+
+    def _trim_sig_cache(self) -> None:
+        if len(self._sig_cache) > _SIG_CACHE_LIMIT:
+            self._sig_cache.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self._rollback()
+            self._store.close()
+
+
+def block_sequence(chain: Chain, start: int = 1, end: int | None = None
+                   ) -> Iterable[tuple[Block, CommitCertificate]]:
+    """Committed blocks with their commits from ``start`` to ``end`` (sync, audit, export)."""
+    last = chain.head_height if end is None else min(end, chain.head_height)
+    for h in range(max(start, 1), last + 1):
+        block, commit = chain.block(h), chain.commit(h)
+        if block is None or commit is None:
+            raise _corrupt(h, "block or commit is missing")
+        yield block, commit
+
+
+__all__: Sequence[str] = ("Chain", "StateProof", "block_sequence", "verify_state_proof")

@@ -1,0 +1,743 @@
+"""Compact sparse Merkle tree over 256-bit keys: batch updates, inclusion and absence proofs.
+
+The tree (the binary form of Diem's Jellyfish Merkle tree, without versions)
+---------------------------------------------------------------------------
+Keys and values are 32 bytes (a key is an SM3 digest, read as 256 bits, most significant bit
+first: bit ``j`` of a key chooses the child at depth ``j + 1``). The hash of a subtree is:
+
+* ``EMPTY_ROOT`` (32 zero bytes) if it holds no key;
+* ``SM3(0x00 || key || value)`` if it holds exactly one key: a lone leaf sits at the highest
+  position where it is alone, whatever depth that is;
+* ``SM3(0x01 || left || right)`` otherwise, over the hashes of the two halves.
+
+So the root depends only on the set of (key, value) pairs, never on the order or batching of
+updates. Keys sharing their first ``n`` bits and no more meet at a *branch* at depth ``n``;
+between a branch and the branch above it hang *chain* nodes whose other child is empty.
+
+Proofs
+------
+``SMTProof.siblings[j]`` is the hash of the sibling at depth ``j + 1`` of the path to the key;
+the path ends at depth ``len(siblings)`` at the key's own leaf (inclusion), at an empty subtree
+or at the leaf of another key sharing those bits (``other_leaf``; both prove absence).
+``verify_proof`` hashes from that end up to the root. It refuses a proof whose last sibling is
+empty (a compact tree would have put the end one level higher). Encoding (``to_bytes``)::
+
+    flags (1: 0x01 if other_leaf follows) | depth L (2, big endian, <= 256)
+    | bitmap (ceil(L/8) bytes, bit j MSB-first = sibling j non-empty, padding bits zero)
+    | the non-empty siblings (32 bytes each, none all-zero) | other key || other value (64)
+
+Storage
+-------
+Only branches are stored, one record each, keyed by the *position* of the top of the edge
+that leads to them (just below the parent branch; the root's record is at depth 0). Chain
+nodes are not stored; their hashes are recomputed when something below them changes. A
+record holds the hashes of both children and a leaf child's key and value, so a path costs
+one read per branch and a proof needs no hashing::
+
+    branch record  0x01 | left hash | right hash | flags | d | prefix | [left kv] [right kv]
+        flags bit0/bit1: the left/right child is a leaf, its key || value (64) follows;
+        d: the depth of the branch (<= 255); prefix: its first d bits, right-aligned, in
+        ceil(d/8) bytes. The first 65 bytes are the branch's hash input.
+    leaf record    key || value (64 bytes; only at the root of a one-key tree)
+
+A position's id is its heap index, ``2**t + (its t leading bits)``, in big-endian bytes
+(``b"\x01"`` for the root); the caller's ``node_key`` maps ids to storage keys. Keying by
+position lets the latest version overwrite in place, with a delete when a branch disappears
+or moves, so storage stays O(number of keys): one record per branch (n - 1 for n keys), about
+140 bytes per key with 1M keys, node keys included. No history is kept.
+
+Writes, overlay, cache
+----------------------
+``update`` returns the writes (``None`` = delete) for the caller's atomic batch, switches the
+tree to the new root and keeps those writes in an in-memory overlay that reads consult before
+``get``, so the tree serves the new root before the caller persists. ``commit()`` drops the
+overlay once the writes are persisted; ``rollback()`` drops it and returns to the root of the
+last commit (a block that was not committed). Several updates may be pending; persist their
+write lists in order. Records at depth <= ``cache_depth`` are kept in memory once read (at
+most ``2**(cache_depth + 1)``) and refreshed by ``commit``; the tree object must be the only
+writer of its nodes. It is not thread-safe.
+
+The batch update sorts the keys and recurses down once, splitting the sorted run by the bit at
+each branch, so every touched branch is read, rewritten and hashed once per batch. Below the
+point where a key is alone in its batch a loop takes over (``insert_one``): most of the work.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from certificates.errors import RootMismatchError
+from certificates.hashing import sm3
+from ledger.errors import LedgerError
+
+__all__ = [
+    "EMPTY_ROOT",
+    "ProofError",
+    "SMTError",
+    "SMTProof",
+    "SMTRootMismatchError",
+    "SparseMerkleTree",
+    "verify_proof",
+]
+
+EMPTY_ROOT = bytes(32)
+_Z = EMPTY_ROOT
+_LEAF = b"\x00"
+_NODE = b"\x01"
+_NBYTES = tuple((t + 7) >> 3 for t in range(257))
+_ID_BYTES = tuple((t >> 3) + 1 for t in range(256))
+_MARK = 1 << 256
+_FLAGS_DEPTH = tuple(tuple(bytes((f, d)) for d in range(256)) for f in range(4))
+_ROOT_ID = b"\x01"
+_BIG_INT = partial(int.from_bytes, byteorder="big")
+
+Get = Callable[[bytes], bytes | None]
+NodeKey = Callable[[bytes], bytes]
+Write = tuple[bytes, bytes | None]
+# A subtree during an update: (hash at its top, key||value if a leaf, its record if a branch
+# whose record is at hand); None when empty. A branch record moving down to a new position
+# has no hash yet there: b"".
+_Sub = tuple[bytes, bytes | None, bytes | None] | None
+
+
+class SMTError(LedgerError):
+    """Bad argument (key or value not 32 bytes) or a store that does not hold the tree."""
+
+    code = "smt_error"
+
+
+class ProofError(SMTError):
+    """A proof is malformed or does not prove the claim."""
+
+    code = "invalid_smt_proof"
+
+
+class SMTRootMismatchError(ProofError, RootMismatchError):
+    """A well-formed proof recomputes another root; ``expected``/``calculated`` carry both.
+
+    It is both a ``ProofError`` (ledger callers) and ``certificates.errors.RootMismatchError``
+    (code that handles every Merkle proof alike).
+    """
+
+    code = "smt_root_mismatch"
+
+    def __init__(self, expected: bytes, calculated: bytes) -> None:
+        RootMismatchError.__init__(self, expected, calculated)
+
+
+def _key_int(key: bytes, err: type[SMTError] = SMTError) -> int:
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise err(f"SMT key must be 32 bytes, got {_describe(key)}")
+    return int.from_bytes(key, "big")
+
+
+def _check_value(value: bytes, what: str, err: type[SMTError] = SMTError) -> None:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise err(f"SMT {what} must be 32 bytes, got {_describe(value)}")
+
+
+def _describe(value: object) -> str:
+    return f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+
+
+def _chain(h: bytes, bits: int, d: int, t: int) -> bytes:
+    """Hash at depth ``t`` above the node of hash ``h`` at depth ``d`` (position ``bits``),
+    through the chain nodes in between, whose other child is empty."""
+    for i in range(d - t):
+        h = sm3(_NODE + _Z + h) if (bits >> i) & 1 else sm3(_NODE + h + _Z)
+    return h
+
+
+def _no_hit(skey: bytes) -> None:
+    return None
+
+
+def _node_id(t: int, bits: int) -> bytes:
+    """Id of the position at depth ``t`` whose leading bits are ``bits``: its heap index."""
+    return ((1 << t) | bits).to_bytes(_ID_BYTES[t], "big")
+
+
+def _make(d: int, prefix: int, lh: bytes, rh: bytes, lkv: bytes | None, rkv: bytes | None) -> bytes:
+    """A branch record (see the module header)."""
+    flags = (lkv is not None) | (rkv is not None) << 1
+    return b"".join(
+        (
+            _NODE,
+            lh,
+            rh,
+            _FLAGS_DEPTH[flags][d],
+            prefix.to_bytes(_NBYTES[d], "big"),
+            lkv or b"",
+            rkv or b"",
+        )
+    )
+
+
+_Branch = tuple[int, int, bytes, bytes, bytes | None, bytes | None]
+
+
+def _decode(rec: bytes) -> _Branch:
+    """(depth, prefix, left hash, right hash, left kv, right kv) of a branch record."""
+    if len(rec) < 67 or rec[0] != 1 or rec[65] > 3:
+        raise SMTError(f"corrupt SMT branch record ({len(rec)} bytes)")
+    f, d = rec[65], rec[66]
+    p = 67 + _NBYTES[d]
+    if len(rec) != p + 64 * ((f & 1) + (f >> 1)):
+        raise SMTError(f"corrupt SMT branch record ({len(rec)} bytes, flags {f}, depth {d})")
+    lkv = rec[p : p + 64] if f & 1 else None
+    rkv = rec[-64:] if f & 2 else None
+    return d, int.from_bytes(rec[67:p], "big"), rec[1:33], rec[33:65], lkv, rkv
+
+
+def _record_hash(rec: bytes, t: int) -> bytes:
+    """Hash at depth ``t`` (the top of its edge, t <= d) of the subtree a branch record holds."""
+    d = rec[66]
+    return _chain(sm3(rec[:65]), int.from_bytes(rec[67 : 67 + _NBYTES[d]], "big"), d, t)
+
+
+@dataclass(frozen=True)
+class SMTProof:
+    """Siblings from depth 1 down to the end of the key's path, and the leaf found there
+    when it belongs to another key (absence). See the module header for the encoding."""
+
+    siblings: tuple[bytes, ...]
+    other_leaf: tuple[bytes, bytes] | None = None
+
+    def to_bytes(self) -> bytes:
+        depth = len(self.siblings)
+        if depth > 256:
+            raise ProofError(f"proof has {depth} siblings, at most 256")
+        bitmap, present = 0, []
+        for j, sibling in enumerate(self.siblings):
+            _check_value(sibling, f"proof sibling {j}", ProofError)
+            bitmap <<= 1
+            if sibling != _Z:
+                bitmap |= 1
+                present.append(sibling)
+        size = (depth + 7) >> 3
+        head = bytes([self.other_leaf is not None]) + depth.to_bytes(2, "big")
+        out = head + (bitmap << (size * 8 - depth)).to_bytes(size, "big") + b"".join(present)
+        if self.other_leaf is not None:
+            key, value = self.other_leaf
+            _key_int(key, ProofError)
+            _check_value(value, "proof leaf value", ProofError)
+            out += key + value
+        return out
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SMTProof:
+        if len(data) < 3:
+            raise ProofError(f"SMT proof is {len(data)} bytes, shorter than its 3-byte header")
+        flags, depth = data[0], int.from_bytes(data[1:3], "big")
+        if flags > 1:
+            raise ProofError(f"SMT proof has unknown flags {flags:#04x}")
+        if depth > 256:
+            raise ProofError(f"SMT proof depth {depth} exceeds 256")
+        size = (depth + 7) >> 3
+        bitmap = int.from_bytes(data[3 : 3 + size], "big")
+        pad = size * 8 - depth
+        if bitmap & ((1 << pad) - 1):
+            raise ProofError("SMT proof bitmap has padding bits set")
+        expected = 3 + size + 32 * bitmap.bit_count() + 64 * flags
+        if len(data) != expected:
+            raise ProofError(f"SMT proof is {len(data)} bytes, its header announces {expected}")
+        siblings, off = [], 3 + size
+        for j in range(depth):
+            if (bitmap >> (size * 8 - 1 - j)) & 1:
+                sibling = data[off : off + 32]
+                if sibling == _Z:
+                    raise ProofError(f"SMT proof sibling {j} is marked non-empty but is zero")
+                siblings.append(sibling)
+                off += 32
+            else:
+                siblings.append(_Z)
+        other = (data[off : off + 32], data[off + 32 : off + 64]) if flags else None
+        return cls(tuple(siblings), other)
+
+
+def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: SMTProof) -> None:
+    """Check that under ``root`` the tree maps ``key`` to ``value`` (``None``: holds no key).
+
+    Raises ``ProofError`` naming the defect, ``SMTRootMismatchError`` if the proof is well
+    formed but leads to another root.
+    """
+    _check_value(root, "root", ProofError)
+    k = _key_int(key, ProofError)
+    siblings = proof.siblings
+    depth = len(siblings)
+    if depth > 256:
+        raise ProofError(f"SMT proof has {depth} siblings, at most 256")
+    for j, sibling in enumerate(siblings):
+        _check_value(sibling, f"proof sibling {j}", ProofError)
+    if value is not None:
+        _check_value(value, "value", ProofError)
+        if proof.other_leaf is not None:
+            raise ProofError("inclusion claimed but the SMT proof ends at another key's leaf")
+        h = sm3(_LEAF + key + value)
+    elif proof.other_leaf is None:
+        h = _Z
+    else:
+        other_key, other_value = proof.other_leaf
+        o = _key_int(other_key, ProofError)
+        _check_value(other_value, "proof leaf value", ProofError)
+        if o == k:
+            raise ProofError("absence claimed but the SMT proof ends at the key's own leaf")
+        if (o ^ k) >> (256 - depth):
+            raise ProofError(f"SMT proof's leaf is not on the key's path at depth {depth}")
+        h = sm3(_LEAF + other_key + other_value)
+    if depth and siblings[-1] == _Z:
+        raise ProofError("SMT proof's last sibling is empty: the path would end one level up")
+    for j in range(depth - 1, -1, -1):
+        sibling = siblings[j]
+        h = sm3(_NODE + sibling + h) if (k >> (255 - j)) & 1 else sm3(_NODE + h + sibling)
+    if h != root:
+        raise SMTRootMismatchError(root, h)
+
+
+class SparseMerkleTree:
+    """The latest version of the tree, read through ``get(node_key(id))`` and the overlay."""
+
+    def __init__(
+        self, get: Get, node_key: NodeKey, root: bytes = EMPTY_ROOT, *, cache_depth: int = 16
+    ) -> None:
+        _check_value(root, "root")
+        self._get = get
+        self._node_key = node_key
+        self._root = root
+        self._committed_root = root
+        self._overlay: dict[bytes, bytes | None] = {}  # by storage key
+        # Committed records at depth <= cache_depth (at most 2**(cache_depth + 1) of them),
+        # read once and then kept: every batch passes through the top of the tree, and a
+        # store such as LevelDB costs microseconds per read. -1 turns the cache off.
+        self._cache_depth = cache_depth
+        self._cache: dict[bytes, bytes] = {}
+
+    @property
+    def root(self) -> bytes:
+        return self._root
+
+    def commit(self) -> None:
+        """The writes of every update so far are persisted: read them through ``get`` now."""
+        overlay, cache = self._overlay, self._cache
+        for skey in overlay.keys() & cache.keys():
+            rec = overlay[skey]
+            if rec is None:
+                del cache[skey]
+            else:
+                cache[skey] = rec
+        self._overlay = {}
+        self._committed_root = self._root
+
+    def rollback(self) -> None:
+        """Forget the updates since the last commit (their writes were not persisted)."""
+        self._overlay = {}
+        self._root = self._committed_root
+
+    def _fetch(self, skey: bytes, t: int) -> bytes | None:
+        """The record under ``skey`` at depth ``t``: overlay, then cache, then store."""
+        overlay = self._overlay
+        if skey in overlay:
+            return overlay[skey]
+        if t > self._cache_depth:
+            return self._get(skey)
+        rec = self._cache.get(skey)
+        if rec is None:
+            rec = self._get(skey)
+            if rec is not None:
+                self._cache[skey] = rec
+        return rec
+
+    def _read(self, nid: bytes, t: int) -> bytes:
+        skey = self._node_key(nid)
+        rec = self._fetch(skey, t)
+        if rec is None:
+            raise self._missing(skey)
+        return rec
+
+    def _missing(self, skey: bytes) -> SMTError:
+        return SMTError(
+            f"SMT node {skey.hex()} is missing from storage: the store does not hold the tree "
+            f"of root {self._root.hex()} (corrupt or wrong data directory)"
+        )
+
+    def _root_record(self) -> bytes | None:
+        return None if self._root == EMPTY_ROOT else self._read(_ROOT_ID, 0)
+
+    def get_value(self, key: bytes) -> bytes | None:
+        """The 32-byte value stored under ``key``, or None."""
+        k = _key_int(key)
+        node = self._root_record()
+        if node is not None and len(node) == 64:
+            return node[32:] if node[:32] == key else None
+        while node is not None:
+            d, prefix, _, _, lkv, rkv = _decode(node)
+            if (k >> (256 - d)) != prefix:
+                return None
+            kv = rkv if (k >> (255 - d)) & 1 else lkv
+            if kv is not None:
+                return kv[32:] if kv[:32] == key else None
+            node = self._read(_node_id(d + 1, k >> (255 - d)), d + 1)
+        return None
+
+    def prove(self, key: bytes) -> SMTProof:
+        """Inclusion proof if ``key`` is present, absence proof otherwise."""
+        k = _key_int(key)
+        siblings: list[bytes] = []
+        t = 0
+        node = self._root_record()
+        kv = node if node is not None and len(node) == 64 else None
+        while kv is None and node is not None:
+            d, prefix, lh, rh, lkv, rkv = _decode(node)
+            diverge = (k >> (256 - d)) ^ prefix
+            if diverge:
+                # The key leaves this branch's chain at depth e: its side there is empty.
+                e = d - diverge.bit_length()
+                siblings += [_Z] * (e - t)
+                siblings.append(_chain(sm3(node[:65]), prefix, d, e + 1))
+                break
+            siblings += [_Z] * (d - t)
+            t = d + 1
+            if (k >> (255 - d)) & 1:
+                siblings.append(lh)
+                kv = rkv
+            else:
+                siblings.append(rh)
+                kv = lkv
+            if kv is None:
+                node = self._read(_node_id(t, k >> (256 - t)), t)
+        if kv is not None and kv[:32] != key:
+            return SMTProof(tuple(siblings), (kv[:32], kv[32:]))
+        return SMTProof(tuple(siblings))
+
+    def check_root(self) -> None:
+        """Recompute the root from the stored root record (a cheap check when opening)."""
+        node = self._root_record()
+        if node is None:
+            return
+        if len(node) == 64:
+            h = sm3(_LEAF + node)
+        else:
+            _decode(node)
+            h = _record_hash(node, 0)
+        if h != self._root:
+            raise SMTError(f"stored SMT root node hashes to {h.hex()}, expected {self._root.hex()}")
+
+    def audit(self) -> int:
+        """Recompute every stored hash from the leaves up; return the number of keys."""
+        node = self._root_record()
+        if node is None or len(node) == 64:
+            self.check_root()
+            return 0 if node is None else 1
+        count, h = self._audit(node, 0, 0)
+        if h != self._root:
+            raise SMTError(f"SMT nodes hash to root {h.hex()}, expected {self._root.hex()}")
+        return count
+
+    def _audit(self, rec: bytes, t: int, bits: int) -> tuple[int, bytes]:
+        d, prefix, lh, rh, lkv, rkv = _decode(rec)
+        if d < t or prefix >> (d - t) != bits:
+            raise SMTError(f"SMT branch at depth {d} is misplaced under position {t}/{bits:x}")
+        count = 0
+        for side, stored, kv in ((0, lh, lkv), (1, rh, rkv)):
+            pos = (prefix << 1) | side
+            if kv is not None:
+                if int.from_bytes(kv[:32], "big") >> (255 - d) != pos:
+                    raise SMTError(f"SMT leaf {kv[:32].hex()} is misplaced at depth {d + 1}")
+                n, h = 1, sm3(_LEAF + kv)
+            else:
+                n, h = self._audit(self._read(_node_id(d + 1, pos), d + 1), d + 1, pos)
+            if h != stored:
+                raise SMTError(
+                    f"SMT node at depth {d + 1} hashes to {h.hex()}, its parent "
+                    f"records {stored.hex()}"
+                )
+            count += n
+        return count, _record_hash(rec, t)
+
+    def update(self, items: Mapping[bytes, bytes | None]) -> tuple[bytes, list[Write]]:
+        """Apply every insert, update and delete (value None) of ``items`` in one pass.
+
+        Returns the new root and the writes for the caller's atomic batch; the tree switches
+        to the new root and serves it from the overlay until ``commit``/``rollback``.
+        """
+        keys = sorted(items)
+        vals = [items[key] for key in keys]
+        if set(map(type, keys)) - {bytes} or set(map(len, keys)) - {32}:
+            for key in keys:
+                _key_int(key)
+        present = [v for v in vals if v is not None]
+        if set(map(type, present)) - {bytes} or set(map(len, present)) - {32}:
+            for key, val in zip(keys, vals, strict=True):
+                if val is not None:
+                    _check_value(val, f"value for key {key.hex()}")
+        if not keys:
+            return self._root, []
+        ks = list(map(_BIG_INT, keys))
+        # Both dicts are keyed by storage key: node_key runs once per position touched.
+        writes: dict[bytes, bytes | None] = {}
+        overlay, get, node_key = self._overlay, self._get, self._node_key
+        # After a commit the overlay is empty: read the store directly (the common case).
+        read: Get = (
+            get if not overlay else lambda skey: overlay[skey] if skey in overlay else get(skey)
+        )
+        fetch, cache_depth = self._fetch, self._cache_depth
+        # A cache hit is only valid when no pending write can shadow it.
+        hit: Get = self._cache.get if not overlay else _no_hit
+
+        def load(skey: bytes, t: int) -> bytes:
+            rec = read(skey) if t > cache_depth else hit(skey) or fetch(skey, t)
+            if rec is None:
+                raise self._missing(skey)
+            return rec
+
+        def insert_one(t: int, mh: bytes, mkv: bytes | None, i: int, v: bytes) -> _Sub:
+            # Hot path: insert or update key i in the subtree at depth t, a leaf (mkv is its
+            # key||value, mh its hash) or a stored branch (mkv None). Walk down recording each
+            # branch and which hash in it to replace, then splice the new hashes in upwards.
+            k = ks[i]
+            mk = k | _MARK  # its prefixes are the heap indexes of its path's positions
+            kv = keys[i] + v
+            stack = []
+            okv: bytes | None = None
+            while mkv is None:
+                tkey = node_key((mk >> (256 - t)).to_bytes(_ID_BYTES[t], "big"))
+                node = read(tkey) if t > cache_depth else hit(tkey) or fetch(tkey, t)
+                if node is None:
+                    raise self._missing(tkey)
+                d = node[66]
+                chain = 0
+                if d > t:
+                    x = (k >> (256 - d)) ^ int.from_bytes(node[67 : 67 + _NBYTES[d]], "big")
+                    if x:
+                        # The key leaves the chain above this branch at depth e: a new branch
+                        # there gets the key's leaf and, one level down, this branch.
+                        e = d - x.bit_length()
+                        writes[node_key(_node_id(e + 1, (k >> (255 - e)) ^ 1))] = node
+                        oh = _record_hash(node, e + 1)
+                        break
+                    chain = t + 1
+                if (k >> (255 - d)) & 1:
+                    stack.append((tkey, node, 33, chain))
+                    if node[65] & 2:
+                        mh, mkv = node[33:65], node[-64:]
+                else:
+                    stack.append((tkey, node, 1, chain))
+                    if node[65] & 1:
+                        p = 67 + _NBYTES[d]
+                        mh, mkv = node[1:33], node[p : p + 64]
+                t = d + 1
+            else:
+                if mkv[:32] == kv[:32]:
+                    e = -1  # same key: the leaf is replaced where it is
+                else:
+                    # Another key's leaf: both go under a new branch at depth e.
+                    e = 256 - (int.from_bytes(mkv[:32], "big") ^ k).bit_length()
+                    tkey = node_key((mk >> (256 - t)).to_bytes(_ID_BYTES[t], "big"))
+                    oh, okv = mh, mkv
+            h = sm3(_LEAF + kv)
+            hkv: bytes | None = kv
+            rec: bytes | None = None
+            if e >= 0:
+                if (k >> (255 - e)) & 1:
+                    rec = _make(e, k >> (256 - e), oh, h, okv, kv)
+                else:
+                    rec = _make(e, k >> (256 - e), h, oh, kv, okv)
+                h = sm3(rec[:65])
+                if e > t:
+                    h = _chain(h, k >> (256 - e), e, t)
+                writes[tkey] = rec
+                hkv = None
+            if mkv is not None and stack:
+                # The parent held a leaf here: its flags and key||value change too.
+                tkey, node, a, chain = stack.pop()
+                f, d = node[65], node[66]
+                tail = b"" if hkv is None else hkv
+                if a == 33:  # the right child's key||value is the record's last 64 bytes
+                    flags = _FLAGS_DEPTH[(f & 1) | (hkv is not None) << 1][d]
+                    rec = node[:33] + h + flags + node[67:-64] + tail
+                else:
+                    p = 67 + _NBYTES[d]
+                    flags = _FLAGS_DEPTH[(f & 2) | (hkv is not None)][d]
+                    rec = node[:1] + h + node[33:65] + flags + node[67:p] + tail + node[p + 64 :]
+                h = sm3(rec[:65])
+                if chain:
+                    h = _chain(h, k >> (256 - d), d, chain - 1)
+                writes[tkey] = rec
+                hkv = None
+            for tkey, node, a, chain in reversed(stack):
+                rec = node[:a] + h + node[a + 32 :]
+                h = sm3(rec[:65])
+                if chain:
+                    d = node[66]
+                    h = _chain(h, k >> (256 - d), d, chain - 1)
+                writes[tkey] = rec
+            return h, hkv, rec
+
+        def side(s: int, pos: int, sub: _Sub, lo: int, hi: int) -> _Sub:
+            # The child at depth s + 1 (position ``pos``) given what is there now: empty, a
+            # leaf, a stored branch (hash only) or a branch record moving down to it.
+            if sub is None:
+                if lo == hi:
+                    return None
+                if lo + 1 == hi:
+                    v = vals[lo]
+                    if v is None:
+                        return None
+                    kv = keys[lo] + v
+                    return sm3(_LEAF + kv), kv, None
+                return general(s + 1, None, None, lo, hi)
+            h, hkv, rec = sub
+            if rec is not None:  # moved down: store it at its new position
+                if lo < hi:
+                    return apply(s + 1, rec, None, lo, hi)
+                writes[node_key(_node_id(s + 1, pos))] = rec
+                return _record_hash(rec, s + 1), None, rec
+            return sub if lo == hi else child(s, pos, h, hkv, lo, hi)
+
+        def child(s: int, pos: int, h: bytes, kv: bytes | None, lo: int, hi: int) -> _Sub:
+            # Items [lo, hi) into the child at depth s + 1, a leaf (kv) or a stored branch.
+            if lo + 1 == hi:
+                v = vals[lo]
+                if v is not None:
+                    return insert_one(s + 1, h, kv, lo, v)
+            if kv is not None:
+                return general(s + 1, kv, None, lo, hi)
+            skey = node_key(_node_id(s + 1, pos))
+            return apply(s + 1, load(skey, s + 1), skey, lo, hi)
+
+        def apply(t: int, node: bytes, skey: bytes | None, lo: int, hi: int) -> _Sub:
+            # The subtree at depth t after items [lo, hi), given the branch record there
+            # (stored here under skey, or moving down).
+            kl, kh = ks[lo], ks[hi - 1]
+            d = node[66]
+            p = 67 + _NBYTES[d]
+            prefix = int.from_bytes(node[67:p], "big")
+            if ((kl >> (256 - d)) ^ prefix) | ((kh >> (256 - d)) ^ prefix):
+                return general(t, node, skey, lo, hi)
+            # All keys are under this branch: split them by bit d.
+            f = node[65]
+            mid = bisect_left(ks, ((prefix << 1) | 1) << (255 - d), lo, hi)
+            lkv = node[p : p + 64] if f & 1 else None
+            rkv = node[-64:] if f & 2 else None
+            if mid > lo:
+                r0 = child(d, prefix << 1, node[1:33], lkv, lo, mid)
+            else:
+                r0 = node[1:33], lkv, None
+            if mid < hi:
+                r1 = child(d, (prefix << 1) | 1, node[33:65], rkv, mid, hi)
+            else:
+                r1 = node[33:65], rkv, None
+            if r0 is None or r1 is None:  # a delete emptied a side
+                return join(t, d, prefix, skey, r0, r1)
+            h0, kv0, _ = r0
+            h1, kv1, _ = r1
+            if kv0 is None and kv1 is None and not f:  # two branches before and after
+                rec = _NODE + h0 + h1 + node[65:]
+            else:
+                flags = _FLAGS_DEPTH[(kv0 is not None) | (kv1 is not None) << 1][d]
+                parts = (_NODE, h0, h1, flags, node[67:p], kv0 or b"", kv1 or b"")
+                rec = b"".join(parts)
+            h = sm3(rec[:65])
+            if d > t:
+                h = _chain(h, prefix, d, t)
+            if skey is None:
+                skey = node_key(_node_id(t, prefix >> (d - t)))
+            writes[skey] = rec
+            return h, None, rec
+
+        def general(t: int, node: bytes | None, skey: bytes | None, lo: int, hi: int) -> _Sub:
+            # apply() when not all keys are under the branch there, or there is none.
+            kl, kh = ks[lo], ks[hi - 1]
+            sub0: _Sub = None
+            sub1: _Sub = None
+            if node is None or len(node) == 64:
+                kk = kl if node is None else int.from_bytes(node[:32], "big")
+                if lo + 1 == hi and kl == kk:
+                    v = vals[lo]
+                    if v is None:
+                        return None
+                    kv = keys[lo] + v
+                    return sm3(_LEAF + kv), kv, None
+                s = 256 - ((kl ^ kk) | (kh ^ kk)).bit_length()
+                if node is not None:
+                    leaf: _Sub = sm3(_LEAF + node), node, None
+                    if (kk >> (255 - s)) & 1:
+                        sub1 = leaf
+                    else:
+                        sub0 = leaf
+            else:
+                d, prefix, lh, rh, lkv, rkv = _decode(node)
+                x = ((kl >> (256 - d)) ^ prefix) | ((kh >> (256 - d)) ^ prefix)
+                if x:
+                    # Some keys leave the branch's chain at depth s: the branch moves down.
+                    s = d - x.bit_length()
+                    if (prefix >> (d - 1 - s)) & 1:
+                        sub1 = b"", None, node
+                    else:
+                        sub0 = b"", None, node
+                else:
+                    s = d
+                    sub0, sub1 = (lh, lkv, None), (rh, rkv, None)
+            cp = kl >> (256 - s)
+            if lo + 1 == hi:
+                mid = lo if (kl >> (255 - s)) & 1 else hi
+            else:
+                mid = bisect_left(ks, ((cp << 1) | 1) << (255 - s), lo, hi)
+            r0 = side(s, cp << 1, sub0, lo, mid)
+            r1 = side(s, (cp << 1) | 1, sub1, mid, hi)
+            return join(t, s, cp, skey, r0, r1)
+
+        def join(t: int, s: int, cp: int, skey: bytes | None, r0: _Sub, r1: _Sub) -> _Sub:
+            # The subtree at depth t made of the new children r0, r1 of a branch at depth s.
+            tkey = skey if skey is not None else node_key(_node_id(t, cp >> (s - t)))
+            if r0 is None or r1 is None:
+                # At most one side left: it rises to depth t; a leaf as it is, a branch's
+                # record moves up to this position.
+                if skey is not None:
+                    writes[skey] = None
+                r = r1 if r0 is None else r0
+                if r is None or r[1] is not None:
+                    return r
+                h, _, rec = r
+                pos = (cp << 1) | (r0 is None)
+                ckey = node_key(_node_id(s + 1, pos))
+                if rec is None:
+                    rec = load(ckey, s + 1)
+                writes[ckey] = None
+                writes[tkey] = rec
+                return _chain(h, pos, s + 1, t), None, rec
+            h0, kv0, _ = r0
+            h1, kv1, _ = r1
+            rec = _make(s, cp, h0, h1, kv0, kv1)
+            h = sm3(rec[:65])
+            if s > t:
+                h = _chain(h, cp, s, t)
+            writes[tkey] = rec
+            return h, None, rec
+
+        root_key = node_key(_ROOT_ID)
+        try:
+            old = self._root_record()
+            if old is not None and len(old) != 64:
+                res = apply(0, old, root_key, 0, len(ks))
+            else:
+                res = general(0, old, None, 0, len(ks))
+        except (IndexError, ValueError) as exc:  # only a corrupt record gets here
+            raise SMTError(f"corrupt SMT node in storage: {exc}") from exc
+        if res is None:
+            new_root = EMPTY_ROOT
+            if old is not None:
+                writes[root_key] = None
+        else:
+            new_root, kv, _ = res
+            if kv is not None:
+                writes[root_key] = kv
+        if overlay:
+            overlay.update(writes)
+        else:
+            self._overlay = writes
+        self._root = new_root
+        return new_root, list(writes.items())

@@ -1,0 +1,275 @@
+"""The node's HTTP API: a Flask app factory, two blueprints, dependencies injected.
+
+``create_app(deps)`` builds the app; ``deps`` (``ApiDeps``) holds the chain, the
+mempool submission function, the status and metrics sources and the peer inbox,
+so tests can serve the API over any of them. Handlers only read the chain and
+hand work to other parts: admission runs in the mempool, peer messages go to the
+consensus queue.
+
+Public blueprint::
+
+    POST /v1/transactions            JSON Transaction.to_json(), or raw canonical bytes
+                                     with Content-Type application/msgpack
+                                     -> 202 {"tx_id", "status": "pending"}
+    GET  /v1/transactions/<id>       pending | committed (height, index) | 404
+    GET  /v1/blocks/<height|latest>  header (+ its bytes), tx ids, commit
+    GET  /v1/certificates/<id>       record + SMT proof + header + commit + validators;
+                                     404 (with the absence proof) if there is none
+    GET  /v1/status                  height, round, step, hashes, validators, peers, mempool
+    GET  /metrics                    Prometheus text
+
+Internal blueprint (validator to validator)::
+
+    POST /v1/consensus               a batch of signed envelopes -> 202 {"accepted", ...}
+    GET  /v1/sync/blocks?from=H&limit=N   committed blocks + commits (msgpack)
+
+Every error is a 4xx (or, for a bug, 500) with ``{"error": {"code", "message"}}``;
+the code of a refused transaction is the ledger's reason (``bad_signature``,
+``duplicate_id``...). Nothing a client or peer sends can raise past the handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from certificates.errors import IdentifierError
+from certificates.identifiers import CertificateId
+from ledger.chain import Chain
+from ledger.errors import LedgerError, MalformedTxError, TxRejected
+from ledger.tx import Transaction
+from network.errors import EnvelopeError
+from node.errors import MempoolError
+from node.mempool import AddResult
+from node.metrics import NodeMetrics
+from node.peers import Inbox
+from node.sync import serve_blocks
+from node.views import block_json, certificate_json
+
+log = logging.getLogger(__name__)
+
+MSGPACK = "application/msgpack"
+_CONFLICT = frozenset({"duplicate_tx", "duplicate_id"})
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    chain: Chain
+    submit: Callable[[bytes], AddResult]
+    pending: Callable[[bytes], bool]
+    status: Callable[[], dict[str, Any]]
+    metrics: NodeMetrics
+    inbox: Inbox
+    max_tx_body: int
+    max_consensus_body: int
+    max_sync_bytes: int
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def _deps() -> ApiDeps:
+    deps: ApiDeps = current_app.extensions["certledger"]
+    return deps
+
+
+def _body(limit: int) -> bytes:
+    """The request body, refused with 413 beyond ``limit`` (before reading it if we can)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"body is {request.content_length} bytes, "
+                                         f"limit is {limit}")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "too_large", f"body exceeds {limit} bytes")
+    return data
+
+
+def _hex_id(text: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ApiError(400, "bad_id", f"{what} must be 64 hex characters")
+    return raw
+
+
+# --------------------------------------------------------------------------- public
+
+public = Blueprint("public", __name__)
+
+
+@public.post("/v1/transactions")
+def submit_tx() -> Any:
+    deps = _deps()
+    ctype = (request.mimetype or "application/json").lower()
+    try:
+        data = _body(deps.max_tx_body)
+        if ctype == MSGPACK:
+            raw = data
+        elif ctype == "application/json":
+            try:
+                obj = json.loads(data)
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                raise ApiError(400, "malformed", f"body is not JSON: {exc}") from exc
+            raw = Transaction.from_json(obj).to_bytes()
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           f"send application/json or {MSGPACK}, not {ctype}")
+        res = deps.submit(raw)
+    except MalformedTxError as exc:
+        deps.metrics.rejected_txs.inc(1, "malformed")
+        raise ApiError(400, "malformed", str(exc), field=exc.field) from exc
+    except TxRejected as exc:
+        deps.metrics.rejected_txs.inc(1, exc.reason)
+        raise ApiError(409 if exc.reason in _CONFLICT else 422, exc.reason, exc.detail) from exc
+    except MempoolError as exc:
+        deps.metrics.rejected_txs.inc(1, exc.code)
+        raise ApiError(exc.status, exc.code, str(exc)) from exc
+    except ApiError as exc:
+        deps.metrics.rejected_txs.inc(1, exc.code)
+        raise
+    return jsonify(tx_id=res.tx_id.hex(), status="pending", new=res.added), 202
+
+
+@public.get("/v1/transactions/<tx_id>")
+def tx_status(tx_id: str) -> Any:
+    deps = _deps()
+    tid = _hex_id(tx_id, "transaction id")
+    for _ in range(2):  # it may move from the mempool to a block between the two looks
+        loc = deps.chain.tx_location(tid)
+        if loc is not None:
+            block = deps.chain.block(loc[0])
+            return jsonify(tx_id=tid.hex(), status="committed", height=loc[0], index=loc[1],
+                           block_hash=None if block is None else block.hash.hex())
+        if deps.pending(tid):
+            return jsonify(tx_id=tid.hex(), status="pending")
+    raise ApiError(404, "unknown_tx", f"transaction {tid.hex()} is neither pending nor committed")
+
+
+@public.get("/v1/blocks/<height>")
+def get_block(height: str) -> Any:
+    chain = _deps().chain
+    if height == "latest":
+        h = chain.head_height
+    elif height.isdigit() and len(height) < 20:
+        h = int(height)
+    else:
+        raise ApiError(400, "bad_height", "height must be a non-negative integer or 'latest'")
+    block = chain.block(h)
+    if block is None:
+        raise ApiError(404, "unknown_block", f"no block at height {h} (head is "
+                                             f"{chain.head_height})")
+    return jsonify(block_json(block, chain.commit(h)))
+
+
+@public.get("/v1/certificates/<path:cert_id>")
+def get_certificate(cert_id: str) -> Any:
+    chain = _deps().chain
+    try:
+        CertificateId.parse(cert_id)
+    except IdentifierError as exc:
+        raise ApiError(400, "bad_identifier", str(exc)) from exc
+    try:
+        proof = chain.prove_certificate(cert_id)
+    except LedgerError as exc:  # nothing committed yet
+        raise ApiError(404, "no_blocks", str(exc)) from exc
+    body = certificate_json(cert_id, proof, chain.validator_set(proof.header.height))
+    if not body["found"]:
+        raise ApiError(404, "unknown_certificate",
+                       f"certificate {cert_id} is not on the chain (absence proof included)",
+                       **body)
+    return jsonify(body)
+
+
+@public.get("/v1/status")
+def status() -> Any:
+    return jsonify(_deps().status())
+
+
+@public.get("/metrics")
+def metrics() -> Any:
+    return Response(_deps().metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+# --------------------------------------------------------------------------- internal
+
+internal = Blueprint("internal", __name__)
+
+
+@internal.post("/v1/consensus")
+def consensus() -> Any:
+    deps = _deps()
+    try:
+        data = _body(deps.max_consensus_body)
+    except ApiError:
+        deps.metrics.dropped.inc(1, "envelope_oversized")
+        raise
+    try:
+        got = deps.inbox.receive(data)
+    except EnvelopeError as exc:
+        raise ApiError(400, exc.reason, str(exc)) from exc
+    if got.accepted == 0:
+        reasons = ", ".join(f"{k} x{v}" for k, v in sorted(got.rejected.items()))
+        raise ApiError(400, "rejected" if reasons else "empty_batch",
+                       f"no envelope accepted ({reasons or 'empty batch'})")
+    return jsonify(accepted=got.accepted, rejected=got.rejected), 202
+
+
+@internal.get("/v1/sync/blocks")
+def sync_blocks() -> Any:
+    deps = _deps()
+    try:
+        start = int(request.args.get("from", ""))
+        limit = int(request.args.get("limit", "20"))
+    except ValueError as exc:
+        raise ApiError(400, "bad_query", "from and limit must be integers") from exc
+    if start < 1 or not 1 <= limit <= 1000:
+        raise ApiError(400, "bad_query", "from must be >= 1 and limit in 1..1000")
+    body = serve_blocks(deps.chain, start, limit, deps.max_sync_bytes)
+    return Response(body, content_type=MSGPACK)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> Response:
+    resp = jsonify(error={"code": code, "message": message}, **extra)
+    resp.status_code = status
+    return resp
+
+
+def create_app(deps: ApiDeps) -> Flask:
+    app = Flask("certledger.node")
+    app.extensions["certledger"] = deps
+    # Hard ceiling for any body; each route enforces its own, smaller limit.
+    app.config["MAX_CONTENT_LENGTH"] = max(deps.max_tx_body, deps.max_consensus_body)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_blueprint(public)
+    app.register_blueprint(internal)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return _error(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        deps.metrics.dropped.inc(1, f"http_{exc.code}")
+        return _error(exc.code or 400, code, exc.description or code)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error; see the node log")
+
+    return app

@@ -1,0 +1,349 @@
+"""``certledger qr``, ``verify``, ``verifier run|add-key|keys`` and ``trust export``.
+
+* ``qr WALLET --disclose a,b --verifier URL --out PREFIX`` writes PREFIX.png and
+  PREFIX.svg: a QR code of ``<verifier>/q/<payload>`` (level M, version <= 15 by
+  default). ``--expires 10m --holder-key KEY --chain-id ID`` makes a short-lived,
+  holder-signed presentation (the wallet must commit the holder's public key as
+  the field ``holder_key``; see ``verifier/qr.py``).
+* ``verify FILE|PAYLOAD`` checks a presentation, wallet or QR payload/URL: through a
+  verifier service (``--verifier URL``, API key from ``$CERTLEDGER_API_KEY``), with
+  the built-in light client against nodes (``--node URL --trust FILE``), or with no
+  network (``--offline --trust BUNDLE --evidence FILE``, evidence saved earlier with
+  ``--save-evidence``). Prints the verdict as JSON; exit 1 when NOT VALID.
+* ``verifier run`` serves the verification service with waitress; ``verifier add-key``
+  creates a department (or admin) API key, printed once.
+* ``trust export`` writes a trust bundle: the latest committed header and its commit,
+  checked against the genesis validators, plus issuer records.
+
+Errors of the verifier, the network and the ledger print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import requests
+
+from certificates import keystore
+from certificates.disclosure import present
+from certificates.document import CommittedDocument
+from certificates.errors import CertificatesError
+from certificates.identifiers import CertificateId
+from ledger.errors import LedgerError
+from ledger.records import IssuerRecord, cert_key, issuer_key
+from network.errors import NetworkError
+from verifier.errors import VerifierError
+from verifier.evidence import Evidence, evidence_from_json, evidence_to_json
+from verifier.lightclient import LightClient
+from verifier.logic import subject_of
+from verifier.logic import verify as verify_logic
+from verifier.qr import DEFAULT_MAX_VERSION, encode_payload, make_qr, payload_url, write_qr
+from verifier.service import SavedEvidence, VerificationService, parse_shown
+from verifier.sources import HttpSource
+from verifier.trust import TrustedState, bundle_to_json, load_trust
+
+F = TypeVar("F", bound=Callable[..., Any])
+_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
+_OUT = click.Path(dir_okay=False, path_type=Path)
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _one_line(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (VerifierError, NetworkError, CertificatesError, LedgerError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    return wrapper  # type: ignore[return-value]
+
+
+def _duration(text: str) -> int:
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        raise click.BadParameter(f"{text!r}: use a number with s, m, h or d (e.g. 10m)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise click.ClickException(f"{path} is not a JSON file: {exc}") from exc
+
+
+def _echo(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=1))
+
+
+# --------------------------------------------------------------------------- qr
+
+
+@click.command("qr")
+@click.argument("wallet", type=_IN)
+@click.option("--disclose", required=True, help="Comma-separated fields to reveal "
+              "($holder for the holder).")
+@click.option("--verifier", "verifier_url", required=True, help="Base URL of the verifier.")
+@click.option("--out", required=True, type=_OUT, help="Writes OUT.png and OUT.svg.")
+@click.option("--expires", default=None, help="Short-lived: valid for this long (10m, 1h).")
+@click.option("--holder-key", type=_IN, help="Holder key file (for --expires).")
+@click.option("--chain-id", help="Chain id the holder signature is bound to (for --expires).")
+@click.option("--max-version", type=int, default=None,
+              help=f"Largest QR version allowed [default {DEFAULT_MAX_VERSION}; 20 with "
+                   "--expires, whose signature and key need ~140 more bytes].")
+@click.option("--passphrase-env", default=keystore.PASSPHRASE_ENV, show_default=True)
+@_one_line
+def qr_cmd(wallet: Path, disclose: str, verifier_url: str, out: Path, expires: str | None,
+           holder_key: Path | None, chain_id: str | None, max_version: int | None,
+           passphrase_env: str) -> None:
+    """Write a QR code (PNG and SVG) that opens the verifier page for WALLET."""
+    committed = CommittedDocument.from_wallet_dict(_json(wallet))
+    names = [n.strip() for n in disclose.split(",") if n.strip()]
+    until = None
+    key = None
+    if expires is not None:
+        if holder_key is None or chain_id is None:
+            raise click.UsageError("--expires needs --holder-key and --chain-id")
+        key = keystore.load_key_file(holder_key,
+                                     keystore.passphrase_from_env_or_prompt(passphrase_env))
+        until = int(time.time()) + _duration(expires)
+        if "holder_key" not in names:
+            names.append("holder_key")
+    data = encode_payload(present(committed, names), expires=until, holder_key=key,
+                          chain_id=chain_id)
+    limit = max_version or (20 if expires else DEFAULT_MAX_VERSION)
+    qr = make_qr(verifier_url, data, limit)
+    png, svg = write_qr(qr, out)
+    _echo({"id": committed.document.id, "url": payload_url(verifier_url, data),
+           "payload_bytes": len(data), "qr_version": qr.version, "error_level": "M",
+           "png": str(png), "svg": str(svg), "expires": until})
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _shown_body(arg: str) -> dict[str, Any]:
+    """A request-like body from a file (presentation, wallet, body) or payload text/URL."""
+    path = Path(arg)
+    if not path.is_file():
+        return {"qr": arg}
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return {"qr": text}
+    if isinstance(obj, dict) and obj.get("format") == "certledger/wallet/v1":
+        return {"wallet": obj}
+    if isinstance(obj, dict) and obj.get("format") == "certledger/presentation/v1":
+        return {"presentation": obj}
+    if isinstance(obj, dict):
+        return obj
+    raise click.ClickException(f"{arg}: expected a presentation, a wallet or a QR payload")
+
+
+@click.command("verify")
+@click.argument("shown")
+@click.option("--verifier", "verifier_url", help="Ask this verifier service.")
+@click.option("--purpose", help="Why you verify (申请事由); required with --verifier.")
+@click.option("--api-key-env", default="CERTLEDGER_API_KEY", show_default=True)
+@click.option("--node", "nodes", multiple=True, help="Check against these nodes (repeat).")
+@click.option("--trust", "trust_file", type=_IN, help="Trust bundle or genesis file.")
+@click.option("--offline", is_flag=True, help="No network: use --evidence and --trust.")
+@click.option("--evidence", "evidence_file", type=_IN, help="Saved evidence (offline).")
+@click.option("--save-evidence", type=_OUT, help="With --node: save the evidence used.")
+@click.option("--anchor", "anchor_file", type=_IN, help="Signed anchor JSON to check too.")
+@_one_line
+def verify_cmd(shown: str, verifier_url: str | None, purpose: str | None, api_key_env: str,
+               nodes: tuple[str, ...], trust_file: Path | None, offline: bool,
+               evidence_file: Path | None, save_evidence: Path | None,
+               anchor_file: Path | None) -> None:
+    """Verify SHOWN: a presentation or wallet file, or a QR payload or URL."""
+    body = _shown_body(shown)
+    if anchor_file is not None:
+        body["anchor"] = _json(anchor_file)
+    if verifier_url is not None:
+        verdict = _remote(verifier_url, body, purpose, os.environ.get(api_key_env))
+    else:
+        if trust_file is None:
+            raise click.UsageError("pass --verifier URL, or --trust FILE with --node or "
+                                   "--offline")
+        trusted = load_trust(trust_file)
+        item, anchor = parse_shown(body)
+        if offline:
+            saved: dict[str, Evidence] = {}
+            subject_id, issuer = _ids(item)
+            if evidence_file is not None:
+                saved[subject_id] = evidence_from_json(_json(evidence_file), subject_id, issuer)
+            if not saved:
+                click.echo("no --evidence given: only what needs no chain state can pass",
+                           err=True)
+                verdict = verify_logic(item, None, trusted, time.time(), anchor=anchor).to_json()
+            else:
+                verdict = VerificationService(SavedEvidence(trusted, saved)).verify(
+                    item, anchor).to_json()
+        else:
+            if not nodes:
+                raise click.UsageError("pass --node URL (repeat for several), or --offline")
+            lc = LightClient(trusted, [HttpSource(u) for u in nodes])
+            subject_id, issuer = _ids(item)
+            ev = lc.evidence(subject_id, issuer)
+            if save_evidence is not None:
+                save_evidence.write_text(json.dumps(evidence_to_json(ev), indent=1) + "\n")
+            verdict = verify_logic(item, ev, lc.trusted, time.time(), anchor=anchor).to_json()
+    _echo(verdict)
+    if not verdict.get("valid"):
+        raise SystemExit(1)
+
+
+def _ids(item: Any) -> tuple[str, str]:
+    meta = subject_of(item).meta
+    return meta.id, meta.issuer
+
+
+def _remote(url: str, body: dict[str, Any], purpose: str | None, key: str | None
+            ) -> dict[str, Any]:
+    if not purpose:
+        raise click.UsageError("--purpose is required: every verification states why")
+    if not key:
+        raise click.UsageError("set the API key in $CERTLEDGER_API_KEY (or --api-key-env)")
+    try:
+        resp = requests.post(url.rstrip("/") + "/v1/verify", json={**body, "purpose": purpose},
+                             headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        out: dict[str, Any] = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise click.ClickException(f"verifier {url} did not answer: {exc}") from exc
+    if resp.status_code != 200:
+        err = out.get("error", {}) if isinstance(out, dict) else {}
+        raise click.ClickException(f"verifier refused (HTTP {resp.status_code} "
+                                   f"{err.get('code')}): {err.get('message')}")
+    return out
+
+
+# --------------------------------------------------------------------------- verifier
+
+
+@click.group("verifier")
+def verifier_group() -> None:
+    """Run the verification service and manage its department API keys."""
+
+
+@verifier_group.command("run")
+@click.option("--trust", "trust_file", required=True, type=_IN, help="Trust bundle or genesis.")
+@click.option("--node", "nodes", multiple=True, required=True, help="Node URL (repeat).")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="keys.json, audit log.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True)
+@click.option("--threads", default=8, show_default=True)
+@click.option("--rate", default=20.0, show_default=True, help="Verifications/s per department.")
+@click.option("--burst", default=100.0, show_default=True)
+@click.option("--max-lag", default=5, show_default=True, help="Blocks a node may lag.")
+@_one_line
+def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str, port: int,
+            threads: int, rate: float, burst: float, max_lag: int) -> None:
+    """Serve the verifier (waitress) until interrupted."""
+    import waitress
+
+    from verifier.app import VerifierDeps, create_app
+    from verifier.audit import AuditLog
+    from verifier.auth import KeyStore, RateLimiter
+    from verifier.metrics import VerifierMetrics
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    trusted = load_trust(trust_file)
+    lc = LightClient(trusted, [HttpSource(u) for u in nodes], max_lag=max_lag)
+    metrics = VerifierMetrics()
+    metrics.gauges["certledger_verifier_freshest_height"] = (
+        "Freshest committed height verified.", lambda: lc.freshest_height)
+    keys = KeyStore(data_dir / "keys.json")
+    deps = VerifierDeps(VerificationService(lc, metrics=metrics), keys,
+                        AuditLog(data_dir / "audit.sqlite3"), RateLimiter(rate, burst),
+                        RateLimiter(rate * 5, burst * 5), metrics)
+    if not keys.list():
+        click.echo(f"no API keys yet: certledger verifier add-key --data {data_dir} "
+                   "--department CODE", err=True)
+    _echo({"verifier": f"http://{host}:{port}", "chain_id": trusted.chain_id,
+           "nodes": list(nodes)})
+    waitress.serve(create_app(deps), host=host, port=port, threads=threads)
+
+
+@verifier_group.command("add-key")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--department", required=True)
+@click.option("--admin", is_flag=True, help="An admin key (reads every department's audit).")
+@click.option("--label", default="")
+@_one_line
+def add_key_cmd(data_dir: Path, department: str, admin: bool, label: str) -> None:
+    """Create an API key; it is printed once and stored only as a salted SM3 hash."""
+    from verifier.auth import KeyStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    principal, key = KeyStore(data_dir / "keys.json").create(
+        department, "admin" if admin else "department", label)
+    _echo({"key_id": principal.key_id, "department": department, "role": principal.role,
+           "api_key": key})
+
+
+# --------------------------------------------------------------------------- trust export
+
+
+@click.group("trust")
+def trust_group() -> None:
+    """Trust bundles for verifiers (validator set, issuer keys, a committed header)."""
+
+
+@trust_group.command("export")
+@click.option("--node", "nodes", multiple=True, required=True, help="Node URL (repeat).")
+@click.option("--genesis", "genesis_file", required=True, type=_IN)
+@click.option("--out", required=True, type=_OUT)
+@click.option("--issuer", "issuers", multiple=True, help="Also prove this issuer (repeat).")
+@_one_line
+def export_cmd(nodes: tuple[str, ...], genesis_file: Path, out: Path,
+               issuers: tuple[str, ...]) -> None:
+    """Write a trust bundle from the freshest verified head among NODEs."""
+    trusted = load_trust(genesis_file)
+    lc = LightClient(trusted, [HttpSource(u) for u in nodes], refresh_interval=None)
+    head, ev = lc.head(cert_key(_probe_id(trusted)))
+    header, commit, vs = head.header, ev.commit, head.validators
+    src = HttpSource(ev.source)
+    proofs: dict[str, tuple[bytes, bytes]] = {}
+    records = dict(trusted.issuers)
+    for code in sorted(set(trusted.issuers) | set(issuers)):
+        try:
+            iev = src.state(issuer_key(code))
+            checked = lc.check(iev)
+        except VerifierError:
+            continue  # a node API without issuer proofs: keep the genesis record
+        if checked.record is not None and checked.header.hash == header.hash:
+            proofs[code] = (checked.record, iev.proof)
+            records[code] = IssuerRecord.from_bytes(checked.record)
+    state = TrustedState(trusted.chain_id, vs, header.height, header, commit, records,
+                         header.height, trusted.genesis_hash)
+    out.write_text(json.dumps(bundle_to_json(state, proofs), indent=1) + "\n", encoding="utf-8")
+    _echo({"bundle": str(out), "chain_id": trusted.chain_id, "height": header.height,
+           "node": ev.source, "issuers": sorted(records), "proved_issuers": sorted(proofs)})
+
+
+def _probe_id(trusted: TrustedState) -> str:
+    """A well-formed certificate id to ask nodes about (its absence proves the head too)."""
+    for code, rec in sorted(trusted.issuers.items()):
+        if rec.types:
+            return str(CertificateId.build(rec.types[0], code, "TRUSTPROBE"))
+    return str(CertificateId.build("11100000000013338W032", "11220000013544541J", "TRUSTPROBE"))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(qr_cmd)
+    cli.add_command(verify_cmd)
+    cli.add_command(verifier_group)
+    cli.add_command(trust_group)

@@ -1,0 +1,281 @@
+"""Node configuration: one TOML file per node, parsed strictly.
+
+Layout (every section but ``[node]`` and ``[api]`` may be left out)::
+
+    [node]
+    name = "node-1"
+    data_dir = "data/node-1"            # paths are relative to this file's directory
+    key_file = "keys/validator-1.key"   # SM2 key file (certificates.keystore)
+    passphrase_env = "CERTLEDGER_PASSPHRASE"
+    genesis = "genesis.json"
+    log_level = "info"                  # debug | info | warning | error
+    log_file = "logs/node-1.log"        # optional; default: stderr
+
+    [api]
+    host = "127.0.0.1"
+    port = 26601
+    threads = 8
+    max_body_bytes = 8388608            # larger requests get 413
+
+    [peers]                             # name = base URL of that node's API
+    node-2 = "http://127.0.0.1:26602"
+
+    [consensus]                         # Tendermint timeouts: base + round * delta
+    propose_timeout_ms = 3000  ...      # see ``ConsensusConfig`` for every key
+
+    [mempool]
+    max_txs = 10000
+    max_bytes = 67108864
+
+    [block]
+    max_txs = 2000
+    max_bytes = 4194304
+
+Strict means: an unknown section or key, a missing required key, or a value of
+the wrong type or range is a ``ConfigError`` whose message names the key
+(``consensus.propose_timeout_ms``) and what it must be. A typo in a timeout
+must not silently fall back to a default on a production validator.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from certificates.keystore import PASSPHRASE_ENV
+from node.consensus.context import Timeouts
+from node.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 26601
+    threads: int = 8
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConsensusConfig:
+    propose_timeout_ms: int = 3000
+    propose_delta_ms: int = 500
+    prevote_timeout_ms: int = 1000
+    prevote_delta_ms: int = 500
+    precommit_timeout_ms: int = 1000
+    precommit_delta_ms: int = 500
+    #: A proposer with an empty mempool waits up to this long for transactions before it
+    #: proposes an empty block (Tendermint's create_empty_blocks_interval); must stay
+    #: below propose_timeout_ms or peers would time out waiting for the proposal.
+    empty_block_interval_ms: int = 1000
+    #: How often our own recent messages are re-sent (the paper's gossip assumption).
+    gossip_interval_ms: int = 1000
+    #: How often a peer is asked for blocks we may have missed.
+    sync_interval_ms: int = 1000
+    #: A proposed block whose time is further ahead of our clock than this is refused.
+    max_clock_drift_ms: int = 30_000
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(self.propose_timeout_ms, self.propose_delta_ms,
+                        self.prevote_timeout_ms, self.prevote_delta_ms,
+                        self.precommit_timeout_ms, self.precommit_delta_ms)
+
+
+@dataclass(frozen=True)
+class MempoolConfig:
+    max_txs: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    max_txs: int = 2_000
+    max_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    data_dir: Path
+    key_file: Path
+    genesis: Path
+    passphrase_env: str = PASSPHRASE_ENV
+    log_level: str = "info"
+    log_file: Path | None = None
+    api: ApiConfig = field(default_factory=ApiConfig)
+    peers: Mapping[str, str] = field(default_factory=dict)
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    mempool: MempoolConfig = field(default_factory=MempoolConfig)
+    block: BlockConfig = field(default_factory=BlockConfig)
+    source: Path | None = None  # the file it was read from, for messages
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.api.host in ("0.0.0.0", "") else self.api.host
+        return f"http://{host}:{self.api.port}"
+
+
+# --------------------------------------------------------------------------- parsing
+
+T = TypeVar("T")
+
+
+def _int(lo: int, hi: int = 2**62) -> Callable[[str, Any], int]:
+    def check(key: str, v: Any) -> int:
+        if type(v) is not int or not lo <= v <= hi:
+            raise ConfigError(f"{key} must be an integer in [{lo}, {hi}], got {v!r}")
+        return v
+    return check
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{key} must be a non-empty string, got {v!r}")
+    return v
+
+
+def _table(key: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{key} must be a table ([{key}]), got {type(v).__name__}")
+    return v
+
+
+def _section(raw: dict[str, Any], name: str, cls: type[T],
+             checks: Mapping[str, Callable[[str, Any], Any]]) -> T:
+    table = _table(name, raw.get(name, {}))
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for k in table:
+        if k not in known:
+            raise ConfigError(f"unknown key {name}.{k} (known: {', '.join(sorted(known))})")
+    values = {k: checks[k](f"{name}.{k}", v) for k, v in table.items()}
+    return cls(**values)
+
+
+_API = {"host": _str, "port": _int(0, 65535), "threads": _int(1, 256),
+        "max_body_bytes": _int(1024)}
+_CONSENSUS = {f.name: _int(1, 3_600_000) for f in fields(ConsensusConfig)}
+_MEMPOOL = {"max_txs": _int(1), "max_bytes": _int(1024)}
+_BLOCK = {"max_txs": _int(1), "max_bytes": _int(1024)}
+_NODE_REQUIRED = ("name", "data_dir", "key_file", "genesis")
+_NODE_OPTIONAL = ("passphrase_env", "log_level", "log_file")
+_SECTIONS = ("node", "api", "peers", "consensus", "mempool", "block")
+
+
+def _peer_url(key: str, v: Any) -> str:
+    url = _str(key, v)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key} must be an http(s) base URL like http://10.0.0.2:26601, "
+                          f"got {url!r}")
+    return url.rstrip("/")
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> NodeConfig:
+    """Build a ``NodeConfig`` from a decoded TOML document (paths relative to ``base_dir``)."""
+    for k in raw:
+        if k not in _SECTIONS:
+            raise ConfigError(f"unknown section [{k}] (known: {', '.join(_SECTIONS)})")
+    node = _table("node", raw.get("node"))
+    for k in node:
+        if k not in _NODE_REQUIRED + _NODE_OPTIONAL:
+            raise ConfigError(f"unknown key node.{k}")
+    for k in _NODE_REQUIRED:
+        if k not in node:
+            raise ConfigError(f"missing required key node.{k}")
+
+    def path(k: str) -> Path:
+        p = Path(_str(f"node.{k}", node[k])).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    level = node.get("log_level", "info")
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"node.log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    if "api" not in raw:
+        raise ConfigError("missing section [api] (host and port the node listens on)")
+    peers = {_str("peers", name): _peer_url(f"peers.{name}", url)
+             for name, url in _table("peers", raw.get("peers", {})).items()}
+    name = _str("node.name", node["name"])
+    if name in peers:
+        raise ConfigError(f"peers.{name} names this node itself")
+    cfg = NodeConfig(
+        name=name, data_dir=path("data_dir"), key_file=path("key_file"),
+        genesis=path("genesis"),
+        passphrase_env=_str("node.passphrase_env", node.get("passphrase_env", PASSPHRASE_ENV)),
+        log_level=level, log_file=path("log_file") if "log_file" in node else None,
+        api=_section(raw, "api", ApiConfig, _API), peers=peers,
+        consensus=_section(raw, "consensus", ConsensusConfig, _CONSENSUS),
+        mempool=_section(raw, "mempool", MempoolConfig, _MEMPOOL),
+        block=_section(raw, "block", BlockConfig, _BLOCK), source=source,
+    )
+    c = cfg.consensus
+    if c.empty_block_interval_ms >= c.propose_timeout_ms:
+        raise ConfigError("consensus.empty_block_interval_ms must be below "
+                          "consensus.propose_timeout_ms, or peers time out waiting for the "
+                          f"proposal ({c.empty_block_interval_ms} >= {c.propose_timeout_ms})")
+    if cfg.block.max_bytes > cfg.mempool.max_bytes:
+        raise ConfigError("block.max_bytes must not exceed mempool.max_bytes")
+    return cfg
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and check a node config file; ``ConfigError`` names the file and the key."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {p} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    try:
+        return parse_config(raw, p.resolve().parent, p)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def _toml_key(k: str) -> str:
+    bare = k.replace("-", "").replace("_", "").isalnum() and k.isascii()
+    return k if bare else _toml_value(k)
+
+
+def render_config(cfg: NodeConfig, base_dir: Path) -> str:
+    """TOML text for ``cfg`` with paths relative to ``base_dir`` where possible."""
+
+    def rel(p: Path) -> str:
+        try:
+            return str(p.relative_to(base_dir))
+        except ValueError:
+            return str(p)
+
+    lines = ["# certledger node configuration (see node/config.py for every key)", "", "[node]"]
+    node: dict[str, Any] = {"name": cfg.name, "data_dir": rel(cfg.data_dir),
+                            "key_file": rel(cfg.key_file), "genesis": rel(cfg.genesis),
+                            "passphrase_env": cfg.passphrase_env, "log_level": cfg.log_level}
+    if cfg.log_file is not None:
+        node["log_file"] = rel(cfg.log_file)
+    lines += [f"{k} = {_toml_value(v)}" for k, v in node.items()]
+    for title, obj in (("api", cfg.api), ("consensus", cfg.consensus),
+                       ("mempool", cfg.mempool), ("block", cfg.block)):
+        lines += ["", f"[{title}]"]
+        lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in fields(obj)]
+    lines += ["", "[peers]"]
+    lines += [f"{_toml_key(n)} = {_toml_value(u)}" for n, u in sorted(cfg.peers.items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,208 @@
+"""The mempool: transactions admitted but not yet committed, in arrival order.
+
+How it works:
+
+* **Admission** (``add``) decodes the tx, refuses one larger than a block could hold,
+  answers an id already pending as a duplicate (idempotent), then checks it with
+  ``ledger.state.apply_tx`` against the *committed state plus every pending tx*
+  (an ``Overlay`` holding their effects), so two pending txs issuing one id, or a
+  revocation of a certificate issued by a pending tx, are judged as the block will
+  judge them. The tx's effects join the overlay.
+* **Signatures once.** The SM2 check is the expensive part (~1 ms). It runs first,
+  *outside* the lock, through a pre-check against the committed state that fills the
+  shared ``sig_cache`` (tx id -> verdict). The same dict is handed to the ``Chain``,
+  so neither the overlay check nor block validation verifies that signature again.
+  A pre-check failure that pending txs cannot change (malformed, bad signature,
+  wrong chain, replay) is final at once.
+* **Bounds**: ``max_txs`` and ``max_bytes``; a full pool refuses new txs
+  (``MempoolFull``, HTTP 429) rather than evicting admitted ones, whose submitters
+  were told "pending".
+* **Reaping** for a proposal takes txs in arrival order up to the block limits.
+* **After a commit** (``update``) the committed txs leave, and every other one is
+  re-checked in order against the new state; those that no longer apply (their
+  certificate was issued by someone else's tx, their issuer was deactivated) are
+  dropped and reported.
+* **Gossip**: txs admitted from clients are queued for the gossip thread
+  (``take_gossip``); txs that came from peers are not re-sent (the mesh is full).
+
+Thread-safety: one lock guards the pool; the consensus thread reaps and updates,
+HTTP and peer threads add.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ledger.errors import LedgerError, TxRejected
+from ledger.state import BlockContext, Overlay, SigCache, StateView, apply_tx, check_tx
+from ledger.tx import Transaction
+from node.errors import MempoolFull, TxTooLarge
+
+#: Rejections no pending transaction can change: final after the lock-free pre-check.
+_FINAL = frozenset({"malformed", "bad_signature", "wrong_chain_id", "duplicate_tx"})
+
+
+@dataclass
+class _Entry:
+    tx: Transaction
+    raw: bytes
+    admitted_at: float  # monotonic seconds, for the commit-latency histogram
+
+
+@dataclass(frozen=True)
+class AddResult:
+    tx_id: bytes
+    added: bool  # False: it was already pending
+
+
+class Mempool:
+    def __init__(self, view: StateView, chain_id: str, *, max_txs: int, max_bytes: int,
+                 max_tx_bytes: int, sig_cache: SigCache,
+                 monotonic: Callable[[], float]) -> None:
+        self._view = view
+        self._chain_id = chain_id
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self.max_tx_bytes = max_tx_bytes
+        self.sig_cache = sig_cache
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._gossip_ready = threading.Condition(self._lock)
+        self._entries: dict[bytes, _Entry] = {}
+        self._bytes = 0
+        self._overlay = Overlay(view)
+        self._gossip: deque[bytes] = deque()
+        self._listeners: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._entries
+
+    def on_new_tx(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (without the lock) after a tx is admitted."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ admission
+
+    def add(self, raw: bytes, ctx: BlockContext, *, gossip: bool) -> AddResult:
+        """Admit ``raw`` or raise ``MalformedTxError`` / ``TxRejected`` / ``MempoolError``.
+
+        ``ctx`` is the context of the next block (chain id, its height, now).
+        """
+        if len(raw) > self.max_tx_bytes:
+            raise TxTooLarge(f"transaction is {len(raw)} bytes; a block holds at most "
+                             f"{self.max_tx_bytes}")
+        tx = Transaction.from_bytes(raw)
+        if tx.id in self._entries:
+            return AddResult(tx.id, False)
+        try:
+            check_tx(self._view, tx, ctx, sig_cache=self.sig_cache)  # outside the lock
+        except TxRejected as exc:
+            if exc.reason in _FINAL:
+                raise
+        with self._lock:
+            if tx.id in self._entries:
+                return AddResult(tx.id, False)
+            if len(self._entries) >= self.max_txs or self._bytes + len(raw) > self.max_bytes:
+                raise MempoolFull(f"mempool is full ({len(self._entries)} txs, {self._bytes} "
+                                  "bytes): retry later")
+            eff = apply_tx(self._overlay, tx, ctx, sig_cache=self.sig_cache)
+            self._overlay.updates.update(eff.updates)
+            self._entries[tx.id] = _Entry(tx, bytes(raw), self._monotonic())
+            self._bytes += len(raw)
+            if gossip:
+                self._gossip.append(bytes(raw))
+                self._gossip_ready.notify_all()
+        for listener in self._listeners:
+            listener()
+        return AddResult(tx.id, True)
+
+    # ------------------------------------------------------------------ proposals
+
+    def reap(self, max_txs: int, max_bytes: int) -> list[bytes]:
+        """Pending txs in arrival order, as many as fit the block limits."""
+        out: list[bytes] = []
+        size = 0
+        with self._lock:
+            for e in self._entries.values():
+                if len(out) >= max_txs:
+                    break
+                if size + len(e.raw) > max_bytes:
+                    continue  # a smaller one further on may still fit
+                out.append(e.raw)
+                size += len(e.raw)
+        return out
+
+    def remove(self, tx_ids: Iterable[bytes]) -> None:
+        """Drop txs (e.g. the proposer found they no longer apply); the overlay is rebuilt
+        at the next ``update``."""
+        with self._lock:
+            for tid in tx_ids:
+                e = self._entries.pop(tid, None)
+                if e is not None:
+                    self._bytes -= len(e.raw)
+
+    def update(self, committed: Iterable[bytes], ctx: BlockContext
+               ) -> tuple[dict[bytes, float], dict[bytes, str]]:
+        """A block was committed: remove its txs, re-check the rest in order.
+
+        Returns (committed tx id -> its admission time, for those that were pending here;
+        dropped tx id -> why it no longer applies).
+        """
+        admitted: dict[bytes, float] = {}
+        dropped: dict[bytes, str] = {}
+        with self._lock:
+            for tid in committed:
+                e = self._entries.pop(tid, None)
+                if e is not None:
+                    admitted[tid] = e.admitted_at
+                    self._bytes -= len(e.raw)
+            overlay = Overlay(self._view)
+            for tid, e in list(self._entries.items()):
+                try:
+                    eff = apply_tx(overlay, e.tx, ctx, sig_cache=self.sig_cache)
+                except TxRejected as exc:
+                    dropped[tid] = exc.reason
+                except LedgerError as exc:  # state trouble: keep the pool sane, say why
+                    dropped[tid] = exc.code
+                else:
+                    overlay.updates.update(eff.updates)
+                    continue
+                del self._entries[tid]
+                self._bytes -= len(e.raw)
+            self._overlay = overlay
+        return admitted, dropped
+
+    def admitted_at(self, tx_id: bytes) -> float | None:
+        e = self._entries.get(tx_id)
+        return None if e is None else e.admitted_at
+
+    # ------------------------------------------------------------------ gossip
+
+    def take_gossip(self, max_bytes: int, timeout: float) -> list[bytes]:
+        """Wait up to ``timeout`` s for client txs to gossip; returns up to ``max_bytes``."""
+        with self._gossip_ready:
+            if not self._gossip:
+                self._gossip_ready.wait(timeout)
+            out: list[bytes] = []
+            size = 0
+            while self._gossip and (not out or size + len(self._gossip[0]) <= max_bytes):
+                raw = self._gossip.popleft()
+                out.append(raw)
+                size += len(raw)
+            return out
+
+    def wake_gossip(self) -> None:
+        with self._gossip_ready:
+            self._gossip_ready.notify_all()

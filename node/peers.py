@@ -1,0 +1,126 @@
+"""Talking to the other validators: sealing what we send, opening what we receive.
+
+``Outbox`` turns payloads into signed envelopes (``network.envelope.seal``) and
+hands them to the ``network.transport.Transport`` (one sender thread per peer,
+bounded queue, batching, back-off). Sealing and enqueueing happen under one lock,
+so envelope sequence numbers reach every peer in increasing order whichever
+thread sends (the consensus thread, the tx gossip thread); the receivers'
+``ReplayGuard`` may then be strict. A list of consensus messages too large for one
+envelope is split across several.
+
+``Inbox.receive`` handles the body of ``POST /v1/consensus``: ``open_batch``
+checks each envelope (size, shape, chain id, sender in the validator set,
+signature, replay) and drops bad ones with a reason; authentic payloads are
+decoded (``node.wire``) and handed on - consensus messages to the consensus
+queue, transactions to the mempool. Every drop is counted by reason. Nothing a
+peer sends raises anything but ``EnvelopeError`` for a batch that is junk as a
+whole, which the API answers with a 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from certificates import canonical, sm2
+from network.envelope import ReplayGuard, SeqCounter, open_batch, seal
+from network.errors import EnvelopeError
+from network.transport import Transport
+from node.consensus import codec
+from node.consensus.messages import Message
+from node.errors import WireError
+from node.wire import KIND_CONSENSUS, KIND_TXS, decode_messages, decode_txs, encode_txs
+
+log = logging.getLogger(__name__)
+
+#: Envelope bytes beyond the payload (fields, signature); generous.
+ENVELOPE_OVERHEAD = 1024
+
+
+class Outbox:
+    def __init__(self, chain_id: str, key: sm2.PrivateKey, transport: Transport,
+                 seq: SeqCounter, max_payload_bytes: int) -> None:
+        self._chain_id = chain_id
+        self._key = key
+        self._transport = transport
+        self._seq = seq
+        self._max_payload = max_payload_bytes
+        self._lock = threading.Lock()
+
+    def _send(self, kind: str, payload: bytes) -> None:
+        with self._lock:
+            env = seal(self._chain_id, kind, payload, self._key, self._seq.next())
+            self._transport.broadcast(env)
+
+    def broadcast_messages(self, msgs: Sequence[Message]) -> None:
+        """Send consensus messages to every peer, in as few envelopes as fit."""
+        chunk: list[bytes] = []
+        size = 0
+        for m in msgs:
+            data = codec.encode(m)
+            if chunk and size + len(data) > self._max_payload:
+                self._send_encoded(chunk)
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data) + 8
+        if chunk:
+            self._send_encoded(chunk)
+
+    def _send_encoded(self, encoded: list[bytes]) -> None:
+        self._send(KIND_CONSENSUS, canonical.encode(encoded))  # node.wire's list framing
+
+    def broadcast_txs(self, txs: Sequence[bytes]) -> None:
+        if txs:
+            self._send(KIND_TXS, encode_txs(txs))
+
+
+@dataclass(frozen=True)
+class Received:
+    accepted: int
+    rejected: dict[str, int]
+
+
+class Inbox:
+    def __init__(self, chain_id: str, known_keys: Callable[[], Mapping[bytes, bytes]],
+                 on_messages: Callable[[list[Message]], None],
+                 on_txs: Callable[[list[bytes]], None],
+                 count_drop: Callable[[str, int], None], *,
+                 max_envelope_bytes: int, max_batch_bytes: int) -> None:
+        self._chain_id = chain_id
+        self._known_keys = known_keys
+        self._on_messages = on_messages
+        self._on_txs = on_txs
+        self._count = count_drop
+        self._max_env = max_envelope_bytes
+        self._max_batch = max_batch_bytes
+        # A small window: senders seal in order (Outbox), but a retried HTTP batch may
+        # arrive after a newer one on a fresh connection.
+        self.guard = ReplayGuard(window=256)
+
+    def receive(self, body: bytes) -> Received:
+        """Open and dispatch a batch; ``EnvelopeError`` if the body is junk as a whole."""
+        try:
+            batch = open_batch(body, self._chain_id, self._known_keys(), self._max_env,
+                               max_batch_bytes=self._max_batch, guard=self.guard)
+        except EnvelopeError as exc:
+            self._count(f"envelope_{exc.reason}", 1)
+            raise
+        rejected = Counter(batch.rejected)
+        for env in batch.accepted:
+            try:
+                if env.kind == KIND_CONSENSUS:
+                    self._on_messages(decode_messages(env.payload, self._max_env))
+                elif env.kind == KIND_TXS:
+                    self._on_txs(decode_txs(env.payload, self._max_env))
+                else:
+                    rejected["unknown_kind"] += 1
+            except WireError as exc:
+                # Authentic but undecodable: a bug or a Byzantine validator; say who.
+                log.warning("bad payload from validator %s: %s", env.sender_key_id.hex(), exc)
+                rejected["bad_payload"] += 1
+        for reason, n in rejected.items():
+            self._count(f"envelope_{reason}", n)
+        return Received(len(batch.accepted), dict(rejected))

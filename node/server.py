@@ -1,0 +1,56 @@
+"""Serving the API with waitress, on a thread, with a stop that really stops.
+
+``HttpServer(app, host, port)`` binds at construction (so a port conflict fails
+the start with a clear error, and port 0 picks a free one: read ``.port``),
+serves on a daemon thread, and ``stop()`` closes the listener and every open
+keep-alive connection from inside waitress's loop (via its trigger), then joins
+the worker threads within a bound - the same technique as
+``network.testing.WsgiServer``, which only binds loopback.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import waitress
+
+from node.errors import NodeError
+
+
+class HttpServer:
+    def __init__(self, app: Any, host: str, port: int, *, threads: int = 8,
+                 max_body: int = 64 * 1024 * 1024) -> None:
+        try:
+            self._server: Any = waitress.create_server(
+                app, host=host, port=port, threads=threads,
+                # waitress' own ceiling; the app answers oversize bodies with JSON first.
+                max_request_body_size=max_body, ident="certledger")
+        except OSError as exc:
+            raise NodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self.host = host
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.effective_port
+        return port
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> bool:
+        server = self._server
+        socket_map = server._map
+
+        def close_all(*_: object) -> None:
+            for dispatcher in list(socket_map.values()):
+                dispatcher.close()
+
+        if self._thread.is_alive():
+            server.trigger.pull_trigger(close_all)
+            self._thread.join(timeout)
+        else:
+            server.close()
+        server.task_dispatcher.shutdown(timeout=timeout)
+        return not self._thread.is_alive()

@@ -1,0 +1,79 @@
+"""JSON views of ledger objects for the node API (bytes as lowercase hex).
+
+Each view carries both the readable fields and, where a client must re-hash
+something, the exact canonical bytes (``header_bytes``, ``record_bytes``), so a
+light client checks what it was sent instead of re-encoding it: SM3 of
+``header_bytes`` is the block hash the commit certificate signs; SM3 of
+``record_bytes`` is the SMT leaf value under ``state_key`` = SM3(b"cert:" + id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from certificates.hashing import sm3
+from ledger.block import Block, BlockHeader
+from ledger.chain import StateProof
+from ledger.commit import CommitCertificate, ValidatorSet
+from ledger.records import CertRecord, cert_key
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def header_json(h: BlockHeader) -> dict[str, Any]:
+    out = {k: _plain(v) for k, v in h.to_value().items()}
+    out["hash"] = h.hash.hex()
+    return out
+
+
+def commit_json(c: CommitCertificate) -> dict[str, Any]:
+    return {"height": c.height, "round": c.round, "block_hash": c.block_hash.hex(),
+            "signatures": [{"key_id": s.key_id.hex(), "signature": s.signature.hex()}
+                           for s in c.signatures]}
+
+
+def validators_json(vs: ValidatorSet) -> dict[str, Any]:
+    return {"hash": vs.hash.hex(), "quorum": vs.quorum,
+            "validators": [{"name": v.name, "key_id": v.key_id.hex(),
+                            "public_key": v.public_key.hex(), "address": v.address}
+                           for v in vs.validators]}
+
+
+def block_json(block: Block, commit: CommitCertificate | None) -> dict[str, Any]:
+    return {"height": block.height, "hash": block.hash.hex(),
+            "header": header_json(block.header), "header_bytes": block.header.encode().hex(),
+            "tx_ids": [t.hex() for t in block.tx_ids],
+            "commit": None if commit is None else commit_json(commit)}
+
+
+def record_json(rec: CertRecord) -> dict[str, Any]:
+    out = {f.name: _plain(getattr(rec, f.name)) for f in dataclasses.fields(rec)}
+    out["type"], out["issuer"] = rec.type, rec.issuer
+    return out
+
+
+def certificate_json(cert_id: str, proof: StateProof, validators: ValidatorSet
+                     ) -> dict[str, Any]:
+    """Everything a light client needs: record, SMT proof, header, commit, signers."""
+    rec = None if proof.record is None else CertRecord.from_bytes(proof.record)
+    return {
+        "id": cert_id,
+        "found": rec is not None,
+        "record": None if rec is None else record_json(rec),
+        "record_bytes": None if proof.record is None else proof.record.hex(),
+        "state_key": sm3(cert_key(cert_id)).hex(),
+        "proof": proof.proof.to_bytes().hex(),
+        "height": proof.header.height,
+        "state_root": proof.header.state_root.hex(),
+        "header": header_json(proof.header),
+        "header_bytes": proof.header.encode().hex(),
+        "commit": commit_json(proof.commit),
+        "validators": validators_json(validators),
+    }

@@ -1,0 +1,99 @@
+"""What travels inside peer envelopes, and the block-sync response.
+
+Envelope kinds (``network.envelope``: the envelope is signed by the sending
+validator; its payload is one of these):
+
+* ``consensus/v1``: a canonical list of consensus messages, each the
+  ``node.consensus.codec`` encoding of a ``Proposal`` or ``Vote``. Every message
+  also carries its author's signature, which the core checks: a relayed message
+  (gossip forwards other validators' votes) is as good as one from its author.
+* ``txs/v1``: a canonical list of raw transactions (mempool gossip).
+
+Sync (``GET /v1/sync/blocks``): a canonical map ``{"head": int, "blocks":
+[[block bytes, commit bytes], ...]}``. Nothing in it is trusted: the receiver
+decodes strictly and the consensus core checks every commit certificate.
+
+Decoders raise ``WireError`` only, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from certificates import canonical
+from certificates.errors import CertificatesError
+from ledger.block import Block, decode_commit, encode_commit
+from ledger.commit import CommitCertificate
+from ledger.errors import LedgerError
+from node.consensus import codec
+from node.consensus.errors import ConsensusError
+from node.consensus.messages import Message, Proposal, Vote
+from node.errors import WireError
+
+KIND_CONSENSUS = "consensus/v1"
+KIND_TXS = "txs/v1"
+
+
+def _list_of_bytes(payload: bytes, what: str, max_len: int) -> list[bytes]:
+    try:
+        items: Any = canonical.decode(payload, max_len=max_len)
+    except CertificatesError as exc:
+        raise WireError(f"{what}: {exc}") from exc
+    if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
+        raise WireError(f"{what}: expected a list of byte strings")
+    return items
+
+
+def encode_messages(msgs: Sequence[Message]) -> bytes:
+    return canonical.encode([codec.encode(m) for m in msgs])
+
+
+def decode_messages(payload: bytes, max_len: int) -> list[Message]:
+    out: list[Message] = []
+    for item in _list_of_bytes(payload, "consensus payload", max_len):
+        try:
+            m = codec.decode(item)
+        except ConsensusError as exc:
+            raise WireError(f"consensus message: {exc}") from exc
+        if not isinstance(m, Proposal | Vote):
+            raise WireError(f"consensus payload holds a {type(m).__name__}, not a message")
+        out.append(m)
+    return out
+
+
+def encode_txs(txs: Sequence[bytes]) -> bytes:
+    return canonical.encode(list(txs))
+
+
+def decode_txs(payload: bytes, max_len: int) -> list[bytes]:
+    return _list_of_bytes(payload, "tx payload", max_len)
+
+
+def encode_sync(head: int, blocks: Sequence[tuple[bytes, CommitCertificate]]) -> bytes:
+    return canonical.encode({"head": head,
+                             "blocks": [[b, encode_commit(c)] for b, c in blocks]})
+
+
+def decode_sync(data: bytes, max_len: int) -> tuple[int, list[tuple[Block, bytes,
+                                                                    CommitCertificate]]]:
+    """(peer head height, [(block, its raw bytes, its commit)]) from a sync response."""
+    try:
+        value: Any = canonical.decode(data, max_len=max_len)
+    except CertificatesError as exc:
+        raise WireError(f"sync response: {exc}") from exc
+    if not isinstance(value, dict) or set(value) != {"head", "blocks"}:
+        raise WireError("sync response must be a map with head and blocks")
+    head, blocks = value["head"], value["blocks"]
+    if type(head) is not int or head < 0 or not isinstance(blocks, list):
+        raise WireError("sync response head must be an integer and blocks a list")
+    out = []
+    for item in blocks:
+        if not (isinstance(item, list) and len(item) == 2
+                and all(isinstance(x, bytes) for x in item)):
+            raise WireError("sync response block entries must be [block, commit] byte pairs")
+        try:
+            out.append((Block.decode(item[0]), item[0], decode_commit(item[1])))
+        except LedgerError as exc:
+            raise WireError(f"sync response block: {exc}") from exc
+    return head, out

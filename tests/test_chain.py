@@ -1,0 +1,377 @@
+"""Chain: create/open, propose/validate/commit, every block and commit rule, queries, proofs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certificates.hashing import sm3
+from ledger import schema
+from ledger.block import Block, compute_tx_root
+from ledger.chain import Chain, verify_state_proof
+from ledger.commit import CommitCertificate, CommitSig, make_commit, vote_sign_bytes
+from ledger.errors import (
+    CommitError,
+    InvalidBlockError,
+    LedgerError,
+    SchemaVersionError,
+    StorageError,
+    TxRejected,
+)
+from ledger.records import VALIDATORS_KEY, ValidatorsRecord, cert_key
+from ledger.smt import ProofError
+from ledger.store import LevelDBStore, MemoryStore, WriteBatch
+from tests.crash_child import block_txs, commit_next, grow, next_block, serial, sign_commit
+from tests.ledger_fixtures import (
+    CHAIN_ID,
+    ISSUER_A,
+    VALIDATOR_NAMES,
+    anchor,
+    batch_tx,
+    cert_id,
+    gov,
+    issue_tx,
+    key,
+    make_genesis,
+    validator_set,
+)
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain.create(MemoryStore(), make_genesis())
+
+
+def twin(chain: Chain) -> Chain:
+    """A second node: same genesis and blocks, its own store."""
+    other = Chain.create(MemoryStore(), make_genesis())
+    for h in range(1, chain.head_height + 1):
+        block, commit = chain.block(h), chain.commit(h)
+        assert block is not None and commit is not None
+        other.commit_block(block, commit)
+    return other
+
+
+# --------------------------------------------------------------------------- create / open
+
+
+def test_create_opens_at_genesis(chain: Chain) -> None:
+    assert chain.head_height == 0
+    assert chain.head_header is None
+    assert chain.head_hash == make_genesis().hash
+    again = Chain.open(chain.store)
+    assert again.state_root == chain.state_root
+    assert again.genesis.hash == make_genesis().hash
+    assert chain.validator_set(1) == validator_set()
+
+
+def test_create_refuses_a_non_empty_store(chain: Chain) -> None:
+    with pytest.raises(StorageError, match="already holds data"):
+        Chain.create(chain.store, make_genesis())
+
+
+def test_open_refuses_an_empty_store() -> None:
+    with pytest.raises(StorageError, match="empty"):
+        Chain.open(MemoryStore())
+
+
+def test_open_refuses_another_schema_version(chain: Chain) -> None:
+    b = WriteBatch()
+    b.put(schema.meta_schema_version(), schema.encode_height(schema.SCHEMA_VERSION + 1))
+    chain.store.write(b)
+    with pytest.raises(SchemaVersionError, match="schema version 2"):
+        Chain.open(chain.store)
+
+
+def test_open_or_create_checks_the_genesis(chain: Chain) -> None:
+    other = dataclasses.replace(make_genesis(), chain_id="another-chain")
+    with pytest.raises(StorageError, match="another genesis"):
+        Chain.open_or_create(chain.store, other)
+    assert Chain.open_or_create(chain.store, make_genesis()).head_height == 0
+
+
+def test_leveldb_chain_persists(tmp_path: Path) -> None:
+    store = LevelDBStore(tmp_path / "db")
+    chain = Chain.create(store, make_genesis())
+    grow(chain, 3)
+    root, head_hash = chain.state_root, chain.head_hash
+    chain.close()
+    again = Chain.open(LevelDBStore(tmp_path / "db", create=False))
+    assert (again.head_height, again.state_root, again.head_hash) == (3, root, head_hash)
+    grow(again, 1)
+    assert again.head_height == 4
+    again.close()
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_commit_and_query(chain: Chain) -> None:
+    blocks = grow(chain, 3)
+    assert chain.head_height == 3
+    assert chain.head_header == blocks[-1].header
+    assert chain.state_root == blocks[-1].header.state_root
+    for b in blocks:
+        assert chain.block(b.height) == b
+        assert chain.header(b.height) == b.header
+        assert chain.height_of(b.hash) == b.height
+        commit = chain.commit(b.height)
+        assert commit is not None and commit.block_hash == b.hash
+        for i, tid in enumerate(b.tx_ids):
+            assert chain.tx_location(tid) == (b.height, i)
+            assert chain.transaction(tid) == b.txs[i]
+    assert blocks[1].header.prev_hash == blocks[0].hash
+    assert blocks[0].header.prev_hash == make_genesis().hash
+    rec = chain.certificate(cert_id(serial(1, 0)))
+    assert rec is not None and rec.status == "revoked" and rec.status_height == 2
+    rec = chain.certificate(cert_id(serial(3, 4)))
+    assert rec is not None and rec.status == "issued" and rec.issued_height == 3
+    assert chain.certificate(cert_id("NOPE")) is None
+    assert chain.tx_location(b"\x00" * 32) is None
+    assert chain.block(4) is None and chain.block(0) is None
+
+
+def test_issuer_index(chain: Chain) -> None:
+    grow(chain, 2, per_block=3)
+    ids = chain.certificates_by_issuer(ISSUER_A, limit=100)
+    assert sorted(ids) == ids
+    assert set(ids) == {cert_id(serial(h, i)) for h in (1, 2) for i in range(3)}
+    assert chain.certificates_by_issuer(ISSUER_A, start=ids[2], limit=2) == ids[2:4]
+    assert chain.certificates_by_issuer("NOBODY") == []
+
+
+def test_proofs_of_presence_and_absence(chain: Chain) -> None:
+    with pytest.raises(LedgerError, match="no block"):
+        chain.prove_certificate(cert_id("X1"))
+    grow(chain, 2)
+    cid = cert_id(serial(2, 1))
+    proof = chain.prove_certificate(cid)
+    assert proof.record is not None and proof.header == chain.head_header
+    proof.commit.verify(CHAIN_ID, chain.validator_set(proof.header.height),
+                        height=proof.header.height, block_hash=proof.header.hash)
+    verify_state_proof(cert_key(cid), proof.record, proof.proof, proof.header.state_root)
+    with pytest.raises(ProofError):  # a tampered record does not prove
+        verify_state_proof(cert_key(cid), proof.record + b"x", proof.proof,
+                           proof.header.state_root)
+    absent = chain.prove_certificate(cert_id("ABSENT1"))
+    assert absent.record is None
+    verify_state_proof(cert_key(cert_id("ABSENT1")), None, absent.proof,
+                       absent.header.state_root)
+    with pytest.raises(ProofError):  # absence cannot be claimed for a present certificate
+        verify_state_proof(cert_key(cid), None, proof.proof, proof.header.state_root)
+
+
+def test_proof_ignores_a_staged_block(chain: Chain) -> None:
+    grow(chain, 1)
+    next_block(chain, block_txs(2, 3))  # staged, not committed
+    cid = cert_id(serial(2, 0))
+    proof = chain.prove_certificate(cid)
+    assert proof.record is None
+    verify_state_proof(cert_key(cid), None, proof.proof, chain.state_root)
+
+
+def test_proposer_drops_failing_txs(chain: Chain) -> None:
+    good = issue_tx(anchor("GOOD1"))
+    dup = issue_tx(anchor("GOOD1"))  # same id again: duplicate_id
+    foreign = issue_tx(anchor("F1"), signer="nobody")
+    rejected: list[tuple[bytes, TxRejected]] = []
+    block = chain.propose_block([good, b"\x01junk", dup, foreign], 0,
+                                validator_set().proposer(1, 0).key_id,
+                                on_reject=lambda tid, e: rejected.append((tid, e)))
+    assert block.txs == (good.to_bytes(),)
+    assert [e.reason for _, e in rejected] == ["malformed", "duplicate_id", "unknown_signer"]
+    assert rejected[0][0] == sm3(b"\x01junk")
+    assert block.header.time_ms == make_genesis().genesis_time  # raised to the minimum
+    chain.commit_block(block, sign_commit(block))
+    assert chain.certificate(cert_id("GOOD1")) is not None
+
+
+def test_a_proposed_block_validates_on_another_node(chain: Chain) -> None:
+    grow(chain, 2)
+    other = twin(chain)
+    assert other.state_root == chain.state_root
+    block = next_block(chain, block_txs(3, 7))
+    other.validate_block(block)
+    commit = sign_commit(block)
+    other.commit_block(block, commit)
+    chain.commit_block(block, commit)
+    assert other.state_root == chain.state_root == block.header.state_root
+
+
+def test_empty_block(chain: Chain) -> None:
+    block = commit_next(chain, [])
+    assert block.txs == () and block.header.tx_root == compute_tx_root([])
+    assert chain.head_height == 1
+
+
+def test_other_round_replaces_a_staged_block(chain: Chain) -> None:
+    first = next_block(chain, block_txs(1, 3))
+    second = next_block(chain, [issue_tx(anchor("R2A"))], round_=1)
+    chain.validate_block(first)  # stage the first again, then commit the second
+    chain.commit_block(second, sign_commit(second, round_=1))
+    assert chain.certificate(cert_id("R2A")) is not None
+    assert chain.certificate(cert_id(serial(1, 0))) is None
+    assert Chain.open(chain.store).state_root == second.header.state_root
+
+
+def test_failed_write_leaves_the_chain_at_its_head(chain: Chain) -> None:
+    class Failing(MemoryStore):
+        fail = False
+
+        def write(self, batch: WriteBatch, sync: bool = True) -> None:
+            if self.fail:
+                raise StorageError("disk full")
+            super().write(batch, sync)
+
+    store = Failing()
+    c = Chain.create(store, make_genesis())
+    grow(c, 1)
+    root = c.state_root
+    block = next_block(c, block_txs(2, 3))
+    store.fail = True
+    with pytest.raises(StorageError, match="disk full"):
+        c.commit_block(block, sign_commit(block))
+    assert (c.head_height, c.state_root) == (1, root)
+    store.fail = False
+    c.commit_block(block, sign_commit(block))
+    assert c.head_height == 2
+    assert Chain.open(store).state_root == block.header.state_root
+
+
+# --------------------------------------------------------------------------- block rules
+
+
+def _reheader(block: Block, **changes: object) -> Block:
+    return Block(dataclasses.replace(block.header, **changes), block.txs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def candidate(chain: Chain) -> Iterator[tuple[Chain, Block]]:
+    """A chain at height 2 and a valid block 3 proposed by a twin (nothing staged here)."""
+    grow(chain, 2)
+    other = twin(chain)
+    yield chain, next_block(other, block_txs(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("rule", "changes"),
+    [
+        ("prev_hash", {"prev_hash": b"\x07" * 32}),
+        ("height", {"height": 4}),
+        ("tx_root", {"tx_root": b"\x07" * 32}),
+        ("state_root", {"state_root": b"\x07" * 32}),
+        ("time", {"time_ms": 0}),
+        ("chain_id", {"chain_id": "other-chain"}),
+        ("validators_hash", {"validators_hash": b"\x07" * 32}),
+        ("next_validators_hash", {"next_validators_hash": b"\x07" * 32}),
+        ("proposer", {"proposer": b"\x07" * 16}),
+    ],
+)
+def test_block_rule(candidate: tuple[Chain, Block], rule: str, changes: dict[str, object]
+                    ) -> None:
+    chain, block = candidate
+    chain.validate_block(block)  # the original is valid
+    bad = _reheader(block, **changes)
+    with pytest.raises(InvalidBlockError) as info:
+        chain.validate_block(bad)
+    assert info.value.rule == rule, str(info.value)
+    assert f"block {bad.height}" in str(info.value)
+    with pytest.raises(InvalidBlockError):
+        chain.commit_block(bad, sign_commit(bad, chain_id=CHAIN_ID))
+    assert chain.head_height == 2
+    chain.commit_block(block, sign_commit(block))  # the good block still commits
+    assert chain.state_root == block.header.state_root
+
+
+def test_block_rule_every_tx_must_apply(candidate: tuple[Chain, Block]) -> None:
+    chain, block = candidate
+    dup = batch_tx([anchor(serial(1, 1))])  # already issued at height 1
+    txs = (*block.txs, dup.to_bytes())
+    bad = _reheader(Block(block.header, txs), tx_root=compute_tx_root([sm3(t) for t in txs]))
+    with pytest.raises(InvalidBlockError, match="duplicate_id") as info:
+        chain.validate_block(bad)
+    assert info.value.rule == "tx_rejected"
+    replay = _reheader(Block(block.header, (*block.txs, block.txs[0])),
+                       tx_root=compute_tx_root([*block.tx_ids, block.tx_ids[0]]))
+    with pytest.raises(InvalidBlockError, match="duplicate_tx"):
+        chain.validate_block(replay)
+    assert chain.head_height == 2
+
+
+# --------------------------------------------------------------------------- commit rules
+
+
+def _resign(commit: CommitCertificate, sigs: list[CommitSig]) -> CommitCertificate:
+    return CommitCertificate(commit.height, commit.round, commit.block_hash, tuple(sigs))
+
+
+def test_commit_rules(candidate: tuple[Chain, Block]) -> None:
+    chain, block = candidate
+    good = sign_commit(block, VALIDATOR_NAMES[:3])
+    outsider = key("outsider")
+    msg = vote_sign_bytes(CHAIN_ID, "precommit", block.height, 0, block.hash)
+    cases = {
+        "has 2 signatures, needs 3": sign_commit(block, VALIDATOR_NAMES[:2]),
+        "not in the validator set": _resign(good, [*good.signatures[:2], CommitSig(
+            outsider.public.key_id, outsider.sign(msg))]),
+        "bad signature": _resign(good, [*good.signatures[:2], CommitSig(
+            good.signatures[2].key_id, good.signatures[1].signature)]),
+        "twice": _resign(good, [*good.signatures[:2], good.signatures[1]]),
+        "is for height": sign_commit(_reheader(block, height=2)),
+        "is for block": make_commit(block.height, 0, b"\x01" * 32, [
+            (s.key_id, s.signature) for s in good.signatures]),
+        "bad signature by": sign_commit(block, VALIDATOR_NAMES[:3], chain_id="other-chain"),
+    }
+    for match, commit in cases.items():
+        with pytest.raises(CommitError, match=match):
+            chain.commit_block(block, commit)
+        assert chain.head_height == 2
+    chain.commit_block(block, sign_commit(block, VALIDATOR_NAMES[1:]))  # any 3 of 4
+    assert chain.head_height == 3
+
+
+def test_commit_of_a_block_at_the_wrong_height(candidate: tuple[Chain, Block]) -> None:
+    chain, block = candidate
+    bad = _reheader(block, height=5)
+    with pytest.raises(InvalidBlockError, match="next height") as info:
+        chain.commit_block(bad, sign_commit(bad))
+    assert info.value.rule == "height"
+
+
+# --------------------------------------------------------------------------- validator sets
+
+
+def test_validator_change_takes_effect_two_blocks_later(chain: Chain) -> None:
+    old = validator_set()
+    new = validator_set(("val-1", "val-2", "val-3", "val-4"))
+    change = gov("set_validators", {"validators": [v.to_value() for v in new.validators]})
+    b1 = commit_next(chain, [change])  # height 1: the change is applied
+    assert b1.header.validators_hash == old.hash and b1.header.next_validators_hash == old.hash
+    assert chain.validator_set(2) == old and chain.validator_set(3) == new
+    rec = chain.record(VALIDATORS_KEY)
+    assert rec is not None and ValidatorsRecord.from_bytes(rec).pending_height == 3
+    b2 = commit_next(chain, [])
+    assert b2.header.validators_hash == old.hash and b2.header.next_validators_hash == new.hash
+    b3 = next_block(chain, [])
+    assert b3.header.validators_hash == new.hash
+    with pytest.raises(CommitError, match="not in the validator set"):  # val-0 has left
+        chain.commit_block(b3, sign_commit(b3, ("val-0", "val-1", "val-2")))
+    chain.commit_block(b3, sign_commit(b3, ("val-2", "val-3", "val-4")))
+    assert [chain.validator_set(h) for h in (1, 2, 3, 4)] == [old, old, new, new]
+    reopened = Chain.open(chain.store)  # the head commit is checked against the new set
+    assert reopened.head_height == 3
+    with pytest.raises(LedgerError, match="no validator set"):
+        chain.validator_set(6)
+
+
+def test_bench_smoke() -> None:
+    """The benchmark runs end to end on a tiny chain (figures are not checked here)."""
+    from ledger.bench import run
+
+    result = run(20, per_block=10, proofs=20)
+    assert result["certs"] == 20 and result["blocks"] == 2
+    assert result["proof_bytes_avg"] > 0 and result["disk_bytes_per_cert"] > 0
+    assert result["reopen_s"] >= 0

@@ -1,0 +1,168 @@
+"""The mempool: admission against committed + pending state, bounds, reaping, recheck."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import ledger.state
+from ledger.errors import MalformedTxError, TxRejected
+from ledger.state import BlockContext
+from ledger.tx import Transaction
+from node.errors import MempoolFull, TxTooLarge
+from node.mempool import Mempool
+from tests.ledger_fixtures import (
+    CHAIN_ID,
+    LedgerHarness,
+    anchor,
+    issue_tx,
+    signed,
+    status_tx,
+)
+
+
+class Tick:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        self.t += 1
+        return self.t
+
+
+def make(h: LedgerHarness, **limits: int) -> Mempool:
+    opts = {"max_txs": 100, "max_bytes": 1 << 20, "max_tx_bytes": 1 << 16, **limits}
+    return Mempool(h.state, CHAIN_ID, sig_cache=h.sig_cache, monotonic=Tick(), **opts)
+
+
+def ctx(h: LedgerHarness) -> BlockContext:
+    return h.ctx()
+
+
+@pytest.fixture()
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every SM2 transaction-signature check made by the ledger, by tx id."""
+    seen: list[bytes] = []
+    real: Callable[[Transaction, bytes], bool] = ledger.state.verify_signature
+
+    def counting(tx: Transaction, public_key: bytes) -> bool:
+        seen.append(tx.id)
+        return real(tx, public_key)
+
+    monkeypatch.setattr(ledger.state, "verify_signature", counting)
+    return seen
+
+
+def test_admit_dedup_and_signature_checked_once(verifications: list[bytes]) -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    tx = issue_tx(anchor("M1"))
+    res = pool.add(tx.to_bytes(), ctx(h), gossip=True)
+    assert res.added and res.tx_id == tx.id and tx.id in pool and len(pool) == 1
+    assert not pool.add(tx.to_bytes(), ctx(h), gossip=True).added  # idempotent
+    assert verifications == [tx.id]
+    # The block path (proposal, validation) reuses the verdict through the shared cache.
+    h.commit(*pool.reap(10, 1 << 20))
+    assert verifications == [tx.id]
+
+
+def test_rejections_carry_the_ledger_reason() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    with pytest.raises(MalformedTxError):
+        pool.add(b"\x93junk", ctx(h), gossip=True)
+    good = issue_tx(anchor("M2"))
+    forged = signed(good.kind, good.body, "issuer-b")  # issuer B may not issue for A
+    with pytest.raises(TxRejected) as info:
+        pool.add(forged.to_bytes(), ctx(h), gossip=True)
+    assert info.value.reason in {"issuer_mismatch", "type_not_granted"}
+    other_chain = issue_tx(anchor("M3"), chain_id="another-chain")
+    with pytest.raises(TxRejected) as info:
+        pool.add(other_chain.to_bytes(), ctx(h), gossip=True)
+    assert info.value.reason == "wrong_chain_id"
+    assert len(pool) == 0
+
+
+def test_pending_overlay_sees_earlier_pending_txs() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    a = anchor("M4")
+    pool.add(issue_tx(a).to_bytes(), ctx(h), gossip=True)
+    # A second issue of the same id conflicts with the pending one...
+    with pytest.raises(TxRejected) as info:
+        pool.add(issue_tx(a).to_bytes(), ctx(h), gossip=True)
+    assert info.value.reason == "duplicate_id"
+    # ...and a revocation of the pending certificate is fine (unknown to committed state).
+    pool.add(status_tx("revoke", a.id).to_bytes(), ctx(h), gossip=False)
+    assert len(pool) == 2
+
+
+def test_bounds() -> None:
+    h = LedgerHarness()
+    txs = [issue_tx(anchor(f"B{i}")).to_bytes() for i in range(3)]
+    pool = make(h, max_txs=2)
+    pool.add(txs[0], ctx(h), gossip=True)
+    pool.add(txs[1], ctx(h), gossip=True)
+    with pytest.raises(MempoolFull):
+        pool.add(txs[2], ctx(h), gossip=True)
+    pool = make(h, max_bytes=len(txs[0]) + 10)
+    pool.add(txs[0], ctx(h), gossip=True)
+    with pytest.raises(MempoolFull):
+        pool.add(txs[1], ctx(h), gossip=True)
+    assert pool.size_bytes == len(txs[0])
+    with pytest.raises(TxTooLarge):
+        make(h, max_tx_bytes=100).add(txs[0], ctx(h), gossip=True)
+
+
+def test_reap_in_arrival_order_within_limits() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    raws = [issue_tx(anchor(f"R{i}")).to_bytes() for i in range(5)]
+    for r in raws:
+        pool.add(r, ctx(h), gossip=False)
+    assert pool.reap(3, 1 << 20) == raws[:3]
+    assert pool.reap(10, len(raws[0]) * 2 + 1) == raws[:2]
+    assert pool.reap(10, 1 << 20) == raws
+
+
+def test_update_removes_committed_and_drops_what_no_longer_applies() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    a, b = anchor("U1"), anchor("U2")
+    mine = issue_tx(a)
+    pool.add(mine.to_bytes(), ctx(h), gossip=True)
+    pool.add(issue_tx(b).to_bytes(), ctx(h), gossip=True)
+    # Another node's block issues b with a different tx: our pending issue of b is now void.
+    other = issue_tx(b)
+    assert other.id != issue_tx(b).id  # fresh nonce each time
+    h.commit(mine, other)
+    admitted, dropped = pool.update([mine.id, other.id], ctx(h))
+    assert set(admitted) == {mine.id} and admitted[mine.id] > 0
+    assert list(dropped.values()) == ["duplicate_id"]
+    assert len(pool) == 0 and pool.size_bytes == 0
+    # After the update the overlay is the new state: a revocation of a applies.
+    pool.add(status_tx("revoke", a.id).to_bytes(), ctx(h), gossip=True)
+
+
+def test_gossip_queue_holds_client_txs_only() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    c = issue_tx(anchor("G1")).to_bytes()
+    p = issue_tx(anchor("G2")).to_bytes()
+    pool.add(c, ctx(h), gossip=True)
+    pool.add(p, ctx(h), gossip=False)
+    assert pool.take_gossip(1 << 20, 0) == [c]
+    assert pool.take_gossip(1 << 20, 0.01) == []
+
+
+def test_listener_and_remove() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    calls: list[int] = []
+    pool.on_new_tx(lambda: calls.append(len(pool)))
+    tx = issue_tx(anchor("L1"), signer="issuer-a")
+    pool.add(tx.to_bytes(), ctx(h), gossip=True)
+    assert calls == [1]
+    pool.remove([tx.id])
+    assert len(pool) == 0 and pool.size_bytes == 0

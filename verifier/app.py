@@ -1,0 +1,259 @@
+"""The verifier's HTTP service: a Flask app factory, two blueprints, dependencies injected.
+
+``create_app(deps)`` builds the app over a ``VerifierDeps`` (the verification
+service, API keys, audit log, rate limiter, metrics, clock); ``waitress`` serves
+it (``certledger verifier run``). Routes::
+
+    POST /v1/verify                   department key; JSON {purpose, presentation | wallet
+                                      | qr, [anchor], [department]} -> verdict
+    GET  /v1/certificates/<id>/status department key; ?purpose=… -> proven status
+    GET  /v1/audit                    admin key: any department; a department key: its own
+                                      (another's is 403); ?department, since, until
+                                      (ms or ISO 8601), certificate_id, limit, format=csv
+    GET  /q/<payload>  (and /Q/…)     public HTML page for a scanned QR; audited as
+                                      department "public", purpose "qr-scan"
+    GET  /metrics, /healthz
+
+Errors are ``{"error": {"code", "message"}}``: 400 bad input or missing purpose, 401
+no or bad key, 403 another department's resource, 429 over the department's rate,
+503 no node gave trustworthy evidence. Every verification - valid, invalid, or
+failed for want of evidence - is written to the audit log exactly once *before*
+the answer is sent; if the log cannot be written, the answer is a 500.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from certificates.anchor import SignedAnchor
+from verifier.audit import AuditLog, to_csv
+from verifier.auth import PUBLIC, KeyStore, Principal, RateLimiter, check_purpose
+from verifier.errors import ForbiddenError, InputError, RateLimitedError, VerifierError
+from verifier.logic import Shown, Verdict, subject_of
+from verifier.metrics import VerifierMetrics
+from verifier.pages import render_error, render_verdict
+from verifier.service import VerificationService, check_cert_id, parse_qr, parse_shown
+
+log = logging.getLogger(__name__)
+QR_PURPOSE = "qr-scan"
+MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class VerifierDeps:
+    service: VerificationService
+    keys: KeyStore
+    audit: AuditLog
+    limiter: RateLimiter
+    public_limiter: RateLimiter
+    metrics: VerifierMetrics
+    clock: Callable[[], float] = time.time
+
+
+def _deps() -> VerifierDeps:
+    deps: VerifierDeps = current_app.extensions["certledger-verifier"]
+    return deps
+
+
+def _principal() -> Principal:
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    token = token or request.headers.get("X-API-Key")
+    return _deps().keys.authenticate(token)
+
+
+def _limit(principal: Principal, limiter: RateLimiter) -> None:
+    try:
+        limiter.take(principal.department)
+    except RateLimitedError:
+        _deps().metrics.inc("certledger_verifier_rate_limited_total", principal.department)
+        raise
+
+
+def _audited_verify(principal: Principal, purpose: str, shown: Shown,
+                    anchor: SignedAnchor | None, channel: str) -> Verdict:
+    """Verify and write one audit row, whatever the outcome."""
+    deps = _deps()
+    cert_id = _cert_id_of(shown)
+    try:
+        verdict = deps.service.verify(shown, anchor, channel)
+    except VerifierError as exc:
+        deps.audit.append(department=principal.department, key_id=principal.key_id,
+                          certificate_id=cert_id, purpose=purpose, result="error",
+                          failed_checks=(exc.code,), channel=channel)
+        raise
+    deps.audit.append(department=principal.department, key_id=principal.key_id,
+                      certificate_id=cert_id, purpose=purpose,
+                      result="valid" if verdict.valid else "invalid",
+                      failed_checks=verdict.failed, channel=channel)
+    return verdict
+
+
+def _cert_id_of(shown: Shown) -> str:
+    return subject_of(shown).meta.id
+
+
+# --------------------------------------------------------------------------- department API
+
+api = Blueprint("api", __name__)
+
+
+@api.post("/v1/verify")
+def verify_route() -> Any:
+    principal = _principal()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object")
+    department = body.get("department")
+    if department is not None and department != principal.department and \
+            not principal.is_admin:
+        raise ForbiddenError(f"this key belongs to department {principal.department!r}, "
+                             f"not {department!r}")
+    purpose = check_purpose(body.get("purpose"))
+    shown, anchor = parse_shown(body)
+    _limit(principal, _deps().limiter)
+    return jsonify(_audited_verify(principal, purpose, shown, anchor, "api").to_json())
+
+
+@api.get("/v1/certificates/<path:cert_id>/status")
+def status_route(cert_id: str) -> Any:
+    principal = _principal()
+    purpose = check_purpose(request.args.get("purpose") or request.headers.get("X-Purpose"))
+    cert_id = check_cert_id(cert_id)
+    _limit(principal, _deps().limiter)
+    deps = _deps()
+    try:
+        out = deps.service.status(cert_id)
+    except VerifierError as exc:
+        deps.audit.append(department=principal.department, key_id=principal.key_id,
+                          certificate_id=cert_id, purpose=purpose, result="error",
+                          failed_checks=(exc.code,), channel="status")
+        raise
+    result = out.get("status") or ("not_found" if out.get("proven") else "unproven")
+    deps.audit.append(department=principal.department, key_id=principal.key_id,
+                      certificate_id=cert_id, purpose=purpose, result=str(result),
+                      channel="status")
+    return jsonify(out)
+
+
+def _time_arg(name: str) -> int | None:
+    text = request.args.get(name)
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{name} must be Unix milliseconds or an ISO 8601 time") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+@api.get("/v1/audit")
+def audit_route() -> Any:
+    principal = _principal()
+    department = request.args.get("department")
+    if not principal.is_admin:
+        if department not in (None, principal.department):
+            raise ForbiddenError(f"a key of department {principal.department!r} may read only "
+                                 "its own audit entries")
+        department = principal.department
+    try:
+        limit = int(request.args.get("limit", "1000"))
+    except ValueError as exc:
+        raise InputError("limit must be an integer") from exc
+    entries = _deps().audit.query(department=department, since_ms=_time_arg("since"),
+                                  until_ms=_time_arg("until"),
+                                  certificate_id=request.args.get("certificate_id"), limit=limit)
+    if request.args.get("format") == "csv":
+        return Response(to_csv(entries), content_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": "attachment; filename=audit.csv"})
+    return jsonify(entries=[e.to_json() for e in entries])
+
+
+# --------------------------------------------------------------------------- public
+
+public = Blueprint("public", __name__)
+
+
+@public.get("/q/<path:payload>")
+@public.get("/Q/<path:payload>")
+def qr_page(payload: str) -> Any:
+    deps = _deps()
+    try:
+        shown = parse_qr(payload)
+        _limit(PUBLIC, deps.public_limiter)
+        verdict = _audited_verify(PUBLIC, QR_PURPOSE, shown, None, "qr")
+    except VerifierError as exc:
+        return Response(render_error(str(exc)), status=exc.status,
+                        content_type="text/html; charset=utf-8")
+    return Response(render_verdict(verdict.to_json()), content_type="text/html; charset=utf-8",
+                    headers={"Cache-Control": "no-store"})
+
+
+@public.get("/healthz")
+def healthz() -> Any:
+    svc = _deps().service
+    provider: Any = svc.provider
+    return jsonify(status="ok", chain_id=provider.trusted.chain_id,
+                   trusted_height=provider.trusted.height,
+                   freshest_height=getattr(provider, "freshest_height", None))
+
+
+@public.get("/metrics")
+def metrics() -> Any:
+    return Response(_deps().metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    resp = jsonify(error={"code": code, "message": message})
+    resp.status_code = status
+    return resp
+
+
+def create_app(deps: VerifierDeps) -> Flask:
+    app = Flask("certledger.verifier")
+    app.extensions["certledger-verifier"] = deps
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.register_blueprint(api)
+    app.register_blueprint(public)
+
+    @app.after_request
+    def count(resp: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        deps.metrics.inc("certledger_verifier_requests_total", rule, str(resp.status_code))
+        return resp
+
+    @app.errorhandler(VerifierError)
+    def verifier_error(exc: VerifierError) -> Response:
+        resp = _error(exc.status, exc.code, str(exc))
+        if isinstance(exc, RateLimitedError):
+            resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error(exc.code or 400, code, exc.description or code)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error; see the verifier log")
+
+    return app

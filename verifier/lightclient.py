@@ -1,0 +1,354 @@
+"""The light client: checks what nodes say instead of believing it.
+
+Checking one answer (``check_state``, pure but for a cache)
+----------------------------------------------------------
+1. **header**: the header bytes decode canonically, are for our chain, and their
+   SM3 is the block hash the commit names (so nothing is re-encoded).
+2. **commit_certificate**: 2f+1 distinct validators of the set that signs that
+   height precommitted (chain id, height, round, block hash)
+   (``CommitCertificate.verify``). The set is found by the header's
+   ``validators_hash`` among the sets we trust. If it is a set we do not know yet
+   (a ``gov.set_validators`` since our trust anchor), we accept the set the node
+   offers only when its hash is the header's ``validators_hash`` *and* more than
+   1/3 of the set we trust signed the same commit - Tendermint's skipping
+   verification: with fewer than 1/3 of our trusted set faulty, one honest
+   validator we know vouches for the header, hence for the set it names. Otherwise
+   the answer is refused with a reason that says to refresh the trust bundle.
+3. **state_proof**: the SMT proof shows SM3(record) under SM3(logical key) in the
+   header's ``state_root``, or - for "no such record" - that nothing is there.
+
+Asking nodes (``LightClient``)
+------------------------------
+The light client asks its sources (nodes) one at a time, starting with the one
+that last answered well. An answer that fails any check, or whose header is
+*stale* (more than ``max_lag`` heights below the freshest committed height seen,
+or older than ``max_age_ms`` when set), is refused and the next node is asked;
+each refusal is kept, and when every node has failed ``NoTrustworthyAnswerError``
+names each one and why. The freshest height only ever comes from verified
+headers (answers and, every ``refresh_interval`` seconds, each node's latest
+block), so a lying node can make itself look stale but never make others do so.
+
+Successful commit checks are cached by (set, commit, header): every verification
+at the same head height shares one set of SM2 verifications.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from certificates import sm2
+from certificates.errors import CertificatesError
+from certificates.hashing import sm3
+from ledger.block import BlockHeader, encode_commit
+from ledger.commit import CommitCertificate, ValidatorSet
+from ledger.errors import LedgerError
+from ledger.records import cert_key, issuer_key
+from ledger.smt import SMTProof, verify_proof
+from verifier.errors import (
+    EvidenceError,
+    NoTrustworthyAnswerError,
+    SourceError,
+    UnsupportedError,
+    VerifierError,
+)
+from verifier.evidence import Evidence, StateEvidence
+from verifier.trust import TrustedState
+
+_CACHE_LIMIT = 1024
+_commit_cache: OrderedDict[tuple[str, bytes, bytes, bytes], None] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CheckedState:
+    """An answer that passed every check: the record (None: proven absent) and its header."""
+
+    key: bytes
+    record: bytes | None
+    header: BlockHeader
+    validators: ValidatorSet
+    new_set: bool  # the validator set was learned from this answer (skipping verification)
+    source: str
+
+
+class EvidenceSource(Protocol):
+    """A node, seen from the light client."""
+
+    @property
+    def name(self) -> str: ...
+
+    def state(self, key: bytes) -> StateEvidence:
+        """The node's answer for a logical key; SourceError (UnsupportedError) on failure."""
+        ...
+
+    def latest(self) -> tuple[bytes, CommitCertificate] | None:
+        """The node's head header bytes and commit, or None if it cannot say."""
+        ...
+
+
+# --------------------------------------------------------------------------- pure checks
+
+
+def decode_header(data: bytes, chain_id: str) -> BlockHeader:
+    try:
+        header = BlockHeader.decode(data)
+    except LedgerError as exc:
+        raise EvidenceError("header", f"header is malformed: {exc}") from exc
+    if header.chain_id != chain_id:
+        raise EvidenceError("header", f"header is for chain {header.chain_id!r}, not {chain_id!r}")
+    return header
+
+
+def _verify_commit_cached(chain_id: str, vs: ValidatorSet, header: BlockHeader,
+                          commit: CommitCertificate) -> None:
+    key = (chain_id, vs.hash, header.hash, encode_commit(commit))
+    with _cache_lock:
+        if key in _commit_cache:
+            _commit_cache.move_to_end(key)
+            return
+    try:
+        commit.verify(chain_id, vs, height=header.height, block_hash=header.hash)
+    except LedgerError as exc:
+        raise EvidenceError("commit_certificate", str(exc)) from exc
+    with _cache_lock:
+        _commit_cache[key] = None
+        while len(_commit_cache) > _CACHE_LIMIT:
+            _commit_cache.popitem(last=False)
+
+
+def _trusted_signers(chain_id: str, trusted: ValidatorSet, commit: CommitCertificate) -> int:
+    """How many validators of ``trusted`` validly signed ``commit`` (each counted once)."""
+    msg = commit.sign_bytes(chain_id)
+    seen: set[bytes] = set()
+    for cs in commit.signatures:
+        v = trusted.by_key_id.get(cs.key_id)
+        if v is None or cs.key_id in seen:
+            continue
+        try:
+            if sm2.verify(v.public_key, msg, cs.signature):
+                seen.add(cs.key_id)
+        except CertificatesError:
+            continue
+    return len(seen)
+
+
+def check_header(header_bytes: bytes, commit: CommitCertificate, trusted: TrustedState,
+                 offered: ValidatorSet | None = None) -> tuple[BlockHeader, ValidatorSet, bool]:
+    """Steps 1-2: the header and its commit; returns (header, signing set, set is new)."""
+    header = decode_header(header_bytes, trusted.chain_id)
+    if commit.height != header.height or commit.block_hash != header.hash:
+        raise EvidenceError(
+            "commit_certificate",
+            f"commit is for height {commit.height} block {commit.block_hash.hex()[:16]}…, "
+            f"the header is height {header.height} block {header.hash.hex()[:16]}…")
+    vs = trusted.set_for(header.validators_hash)
+    if vs is not None:
+        _verify_commit_cached(trusted.chain_id, vs, header, commit)
+        return header, vs, False
+    why = (f"header {header.height} is signed by validator set "
+           f"{header.validators_hash.hex()[:16]}…, which this verifier does not trust "
+           f"(it trusts {trusted.validators.hash.hex()[:16]}… since height {trusted.height})")
+    if offered is None or offered.hash != header.validators_hash:
+        raise EvidenceError("commit_certificate",
+                            why + "; the node did not offer that set: refresh the trust bundle "
+                                  "(certledger trust export)")
+    old = trusted.validators
+    signed = _trusted_signers(trusted.chain_id, old, commit)
+    if 3 * signed <= len(old):
+        raise EvidenceError(
+            "commit_certificate",
+            why + f"; only {signed} of the {len(old)} trusted validators signed it (more than "
+                  "1/3 must): refresh the trust bundle (certledger trust export)")
+    _verify_commit_cached(trusted.chain_id, offered, header, commit)
+    return header, offered, True
+
+
+def check_proof(key: bytes, record: bytes | None, proof_bytes: bytes, header: BlockHeader) -> None:
+    """Step 3: ``record`` (or its absence) is the state under ``key`` at ``header``."""
+    try:
+        proof = SMTProof.from_bytes(proof_bytes)
+        verify_proof(header.state_root, sm3(key), None if record is None else sm3(record), proof)
+    except LedgerError as exc:
+        claim = "absence" if record is None else "record"
+        what = key.decode("utf-8", "replace")
+        raise EvidenceError("state_proof", f"the {claim} proof for {what} does not match the "
+                                           f"state root of block {header.height}: {exc}") from exc
+
+
+def check_state(ev: StateEvidence, trusted: TrustedState) -> CheckedState:
+    """All three checks on one answer; EvidenceError names the first that fails."""
+    header, vs, new = check_header(ev.header, ev.commit, trusted, ev.validators)
+    check_proof(ev.key, ev.record, ev.proof, header)
+    return CheckedState(ev.key, ev.record, header, vs, new, ev.source)
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class LightClient:
+    """Asks nodes for evidence and keeps only what checks out (see the module header)."""
+
+    def __init__(self, trusted: TrustedState, sources: Sequence[EvidenceSource], *,
+                 max_lag: int = 5, max_age_ms: int | None = None,
+                 refresh_interval: float | None = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not sources:
+            raise VerifierError("the light client needs at least one node")
+        self.sources = list(sources)
+        self.max_lag = max_lag
+        self.max_age_ms = max_age_ms
+        self.refresh_interval = refresh_interval
+        self._clock = clock
+        self._trusted = trusted
+        self._freshest = trusted.height
+        self._preferred = 0
+        self._last_refresh: float | None = None
+        self._lock = threading.Lock()
+        # (source index, key kind) a node said it does not serve: not asked again.
+        self._unsupported: set[tuple[int, bytes]] = set()
+        #: (source name, check or failure) of every refused answer, for metrics.
+        self.on_reject: Callable[[str, str], None] | None = None
+
+    @property
+    def trusted(self) -> TrustedState:
+        return self._trusted
+
+    @property
+    def freshest_height(self) -> int:
+        return self._freshest
+
+    def check(self, ev: StateEvidence) -> CheckedState:
+        """``check_state`` plus staleness; adopts a newly verified validator set."""
+        checked = check_state(ev, self._trusted)
+        h = checked.header
+        if h.height + self.max_lag < self._freshest:
+            raise EvidenceError("stale", f"block {h.height} is more than {self.max_lag} blocks "
+                                         f"behind the freshest committed block seen "
+                                         f"({self._freshest})")
+        if self.max_age_ms is not None:
+            age = int(self._clock() * 1000) - h.time_ms
+            if age > self.max_age_ms:
+                raise EvidenceError("stale", f"block {h.height} is {age / 1000:.0f} s old, "
+                                             f"more than {self.max_age_ms / 1000:.0f} s")
+        self._learn(checked.header, checked.validators, checked.new_set)
+        return checked
+
+    def _learn(self, header: BlockHeader, vs: ValidatorSet, new_set: bool) -> None:
+        with self._lock:
+            if new_set:
+                self._trusted = self._trusted.adopt(vs, header.height)
+            self._freshest = max(self._freshest, header.height)
+
+    def refresh(self) -> None:
+        """Learn the freshest committed height from every node's verified head."""
+        self._last_refresh = self._clock()
+        for src in self.sources:
+            try:
+                latest = src.latest()
+                if latest is None:
+                    continue
+                header, vs, new = check_header(latest[0], latest[1], self._trusted)
+            except VerifierError as exc:
+                self._rejected(src.name, exc)
+                continue
+            self._learn(header, vs, new)
+
+    def head(self, probe: bytes) -> tuple[CheckedState, StateEvidence]:
+        """The freshest committed header any node proves, with the answer that proved it.
+
+        Each node is asked for the state under ``probe`` (any key; absence is fine): unlike
+        ``latest()``, a state answer carries the validator set, so a changed set is
+        followed (see ``check_header``).
+        """
+        best: tuple[CheckedState, StateEvidence] | None = None
+        attempts: list[tuple[str, str]] = []
+        for src in self.sources:
+            try:
+                ev = src.state(probe)
+                checked = self.check(ev)
+            except (EvidenceError, SourceError) as exc:
+                attempts.append((src.name, self._rejected(src.name, exc)))
+                continue
+            if best is None or checked.header.height > best[0].header.height:
+                best = (checked, ev)
+        if best is None:
+            raise NoTrustworthyAnswerError("the chain head", attempts)
+        return best
+
+    def _maybe_refresh(self) -> None:
+        if self.refresh_interval is None:
+            return
+        last = self._last_refresh
+        if last is None or self._clock() - last >= self.refresh_interval:
+            self.refresh()
+
+    def _rejected(self, source: str, exc: VerifierError) -> str:
+        reason = exc.check if isinstance(exc, EvidenceError) else exc.code
+        if self.on_reject is not None:
+            self.on_reject(source, reason)
+        return str(exc)
+
+    def state(self, key: bytes, *, optional: bool = False) -> CheckedState | None:
+        """The first answer for ``key`` that checks out, trying every node in turn.
+
+        With ``optional``, None when no node serves this kind of key (and none lied).
+        """
+        got = self._first_good(key, optional)
+        return None if got is None else got[1]
+
+    def evidence(self, cert_id: str, issuer_code: str) -> Evidence:
+        """Checked evidence for a certificate and its issuer, ready for ``logic.verify``.
+
+        The raw answers are returned (not the checked ones) so that ``logic.verify``
+        derives every check itself and reports each by name; that is cheap, since the
+        commit check is cached.
+        """
+        self._maybe_refresh()
+        cert = self._first_good(cert_key(cert_id), False)
+        assert cert is not None
+        issuer = self._first_good(issuer_key(issuer_code), True)
+        return Evidence(cert[0], None if issuer is None else issuer[0])
+
+    def _first_good(self, key: bytes, optional: bool
+                    ) -> tuple[StateEvidence, CheckedState] | None:
+        attempts: list[tuple[str, str]] = []
+        unsupported = lies = 0
+        sources = self.sources
+        n = len(sources)
+        start = self._preferred % n
+        kind = key.split(b":", 1)[0]
+        for i in range(n):
+            index = (start + i) % n
+            src = sources[index]
+            if (index, kind) in self._unsupported:
+                unsupported += 1
+                attempts.append((src.name, "does not serve this kind of evidence"))
+                continue
+            try:
+                ev = src.state(key)
+                checked = self.check(ev)
+            except UnsupportedError as exc:
+                unsupported += 1
+                self._unsupported.add((index, kind))
+                attempts.append((src.name, self._rejected(src.name, exc)))
+                continue
+            except EvidenceError as exc:
+                lies += 1
+                attempts.append((src.name, self._rejected(src.name, exc)))
+                continue
+            except SourceError as exc:
+                attempts.append((src.name, self._rejected(src.name, exc)))
+                continue
+            self._preferred = index
+            return ev, checked
+        # Optional evidence (issuer records) falls back to the trust bundle when nodes do
+        # not serve it or cannot be reached - but not when a node sent evidence that fails
+        # its checks and none sent any that passes.
+        if optional and unsupported and not lies:
+            return None
+        raise NoTrustworthyAnswerError(key.decode("utf-8", "replace"), attempts)
