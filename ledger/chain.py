@@ -94,35 +94,40 @@ class _RecordView:
         return self._get(schema.RECORD_PREFIX + sm3(key))
 
 
-class _UpperNodes:
-    """The committed SMT nodes near the root, kept in memory for proofs and updates.
+class _CommittedNodes:
+    """Committed SMT nodes read by proofs, kept current with every committed block.
 
-    Every proof and every block's update walks the same top of the tree; serving those
-    nodes from a dict instead of LevelDB roughly halves the reads of a proof. Only nodes of
-    depth <= ``max_depth`` are kept (the SMT's node ids end with their depth byte), at most
-    2**(max_depth+1) of them. The cache holds committed state only: ``apply`` is called
-    with a block's SMT writes after its batch is durable.
+    Proofs must see the committed tree even while a block is staged in the chain's own tree,
+    so they use a second, read-only tree over this cache. Every proof walks the top of the
+    tree again, so the first ``limit`` nodes read are kept (in practice the upper levels);
+    ``apply`` refreshes cached nodes from each committed block's SMT writes, which are the
+    only way nodes change, so the cache is never stale.
     """
 
-    __slots__ = ("_get", "_max_depth", "_nodes")
+    __slots__ = ("_get", "_limit", "_nodes")
 
-    def __init__(self, get: Callable[[bytes], bytes | None], max_depth: int = 14) -> None:
+    def __init__(self, get: Callable[[bytes], bytes | None], limit: int = 100_000) -> None:
         self._get = get
-        self._max_depth = max_depth
-        self._nodes: dict[bytes, bytes | None] = {}
+        self._limit = limit
+        self._nodes: dict[bytes, bytes] = {}
 
     def get(self, key: bytes) -> bytes | None:
         nodes = self._nodes
-        if key in nodes:
-            return nodes[key]
-        value = self._get(key)
-        if key[-1] <= self._max_depth:
-            nodes[key] = value
+        value = nodes.get(key)
+        if value is None:
+            value = self._get(key)
+            if value is not None and len(nodes) < self._limit:
+                nodes[key] = value
         return value
 
     def apply(self, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
-        max_depth = self._max_depth
-        self._nodes.update({k: v for k, v in writes if k[-1] <= max_depth})
+        nodes = self._nodes
+        for key, value in writes:
+            if key in nodes:
+                if value is None:
+                    del nodes[key]
+                else:
+                    nodes[key] = value
 
 
 @dataclass
@@ -238,8 +243,8 @@ class Chain:
         except ValueError as exc:
             raise _corrupt(0, f"the head height is malformed: {exc}") from exc
         root = self._meta(schema.meta_smt_root(), "SMT root", head)
-        self._nodes = _UpperNodes(store.get)
-        self._tree = SparseMerkleTree(self._nodes.get, schema.smt_node, root)
+        self._tree = SparseMerkleTree(store.get, schema.smt_node, root)
+        self._proof_nodes = _CommittedNodes(store.get)
         self._head_height = head
         self._root = root
         self._head_header: BlockHeader | None = None
@@ -426,8 +431,10 @@ class Chain:
             if self._head_header is None or self._head_commit is None:
                 raise LedgerError("no block is committed yet: nothing to prove against")
             kh = sm3(logical_key)
-            # A fresh tree on the committed root: the chain's own may hold a staged block.
-            tree = SparseMerkleTree(self._nodes.get, schema.smt_node, self._root)
+            # A tree on the committed root (the chain's own may hold a staged block), read
+            # through the committed-node cache; its own cache is off as it would go stale.
+            tree = SparseMerkleTree(self._proof_nodes.get, schema.smt_node, self._root,
+                                    cache_depth=-1)
             rec = self._store.get(schema.record(kh))
             return StateProof(rec, tree.prove(kh), self._head_header, self._head_commit)
 
@@ -573,7 +580,7 @@ class Chain:
             except BaseException:
                 self._rollback()
                 raise
-            self._nodes.apply(staged.smt_writes)
+            self._proof_nodes.apply(staged.smt_writes)
             self._tree.commit()
             self._pending = None
             self._head_height, self._head_header, self._head_commit = height, block.header, commit

@@ -463,11 +463,12 @@ class SparseMerkleTree:
         Returns the new root and the writes for the caller's atomic batch; the tree switches
         to the new root and serves it from the overlay until ``commit``/``rollback``.
         """
-        keys = sorted(items)
-        vals = [items[key] for key in keys]
+        keys = list(items)
         if set(map(type, keys)) - {bytes} or set(map(len, keys)) - {32}:
             for key in keys:
                 _key_int(key)
+        keys.sort()
+        vals = [items[key] for key in keys]
         present = [v for v in vals if v is not None]
         if set(map(type, present)) - {bytes} or set(map(len, present)) - {32}:
             for key, val in zip(keys, vals, strict=True):

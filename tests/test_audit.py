@@ -123,7 +123,9 @@ HEAD_DAMAGE: dict[str, Callable[[Built], None]] = {
             b.snapshots[-1][k]))): flip(b.snapshots[-1][k], 20)}),
     "SMT node deleted": lambda b: damage(b.path, delete=(max(
         b.last_written(schema.SMT_PREFIX, HEAD), key=len),)),
-    "SMT root node deleted": lambda b: damage(b.path, delete=(schema.smt_node(b"\x00"),)),
+    # The root's node id is the shortest (the SMT keys nodes by position).
+    "SMT root node deleted": lambda b: damage(b.path, delete=(min(
+        (k for k in b.snapshots[-1] if k.startswith(schema.SMT_PREFIX)), key=len),)),
     "head height moved back": lambda b: damage(
         b.path, put={schema.meta_head_height(): schema.encode_height(HEAD - 1)}),
 }

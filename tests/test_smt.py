@@ -318,7 +318,7 @@ def test_bad_arguments_raise_smt_error() -> None:
     with pytest.raises(SMTError, match="key must be 32 bytes, got 31 bytes"):
         tree.update({b"k" * 31: b"v" * 32})
     with pytest.raises(SMTError, match="key must be 32 bytes, got str"):
-        tree.update({"k" * 32: b"v" * 32})  # type: ignore[dict-item]
+        tree.update({"k" * 32: b"v" * 32, b"k" * 32: b"v" * 32})  # type: ignore[dict-item]
     with pytest.raises(SMTError, match=r"value for key 6b6b.* must be 32 bytes, got 33 bytes"):
         tree.update({b"k" * 32: b"v" * 33})
     with pytest.raises(SMTError, match="key must be 32 bytes"):

@@ -4,8 +4,14 @@
   height, fresh (Alg.1 L10) or resumed from its WAL.
 * ``core.step(state, event)`` -> (state, effects): everything else.
 * ``events``: the events it consumes and the effects it asks the runtime to run.
+* ``context``: what is injected (keys, validator sets, the app's validity check,
+  timeouts); ``messages``: proposals, votes, evidence, WAL entries.
+* ``intake`` (message admission), ``votebook`` (tallies), ``restore`` (resume).
+* ``gossip.to_gossip(state)``: what the runtime re-sends periodically.
 * ``wal``: the append-only, fsync'd, torn-write-tolerant log of what we signed.
+* ``certs.commit_problem``: commit certificate check through the ``Verifier``.
 * ``signing``: SM2 signer/verifier (and an insecure fast stand-in for tests).
+* ``bench``: ``python -m node.consensus.bench``.
 
 The runtime (a thread in the node, or ``tests/sim``) feeds events and carries
 out effects in order; see ``docs/simulation.md`` for how it is tested.
