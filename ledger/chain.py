@@ -12,9 +12,11 @@ How it works
   then writes block, commit, records, SMT nodes, indexes and the new head in one
   ``WriteBatch(sync=True)``: after a crash the store is at a block boundary.
 * **Open refuses a damaged store** (``CorruptStoreError`` naming the height): schema version,
-  genesis, the head block and its commit (verified against its validator set), the head's
-  state_root against the stored SMT root and the root node's hash, and an SMT proof for every
-  state key the head block wrote (``m/u``). Older damage is found by ``ledger.audit``.
+  genesis, the head block (tx_root, parent hash, hash index) and its commit (verified against
+  its validator set), the head's state_root against the stored SMT root and the root node's
+  hash, and every state key the head block wrote (``m/u``): its SMT leaf must hold SM3 of its
+  stored record (a sample gets full proofs). Cost is O(head block), not O(store); older damage
+  is found by ``ledger.audit``.
 * **Validation first, then a cached result.** ``propose_block``/``validate_block`` leave the
   SMT holding the uncommitted update (its overlay) and remember it by block hash, so the
   usual propose -> commit and validate -> commit paths apply each block once. Any other
@@ -24,6 +26,7 @@ How it works
   named by a header is stored under ``v/`` + hash, so old commits stay checkable.
 
 Threads: one lock serialises commits with the reads that must see one version (proofs).
+Proofs read the committed tree through a node cache that every commit refreshes.
 """
 
 from __future__ import annotations

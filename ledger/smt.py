@@ -20,7 +20,8 @@ Proofs
 the path ends at depth ``len(siblings)`` at the key's own leaf (inclusion), at an empty subtree
 or at the leaf of another key sharing those bits (``other_leaf``; both prove absence).
 ``verify_proof`` hashes from that end up to the root. It refuses a proof whose last sibling is
-empty (a compact tree would have put the end one level higher). Encoding (``to_bytes``)::
+empty (a compact tree would have put the end one level higher); every defect raises
+``ProofError``, a wrong root its subclass ``SMTRootMismatchError``. Encoding (``to_bytes``)::
 
     flags (1: 0x01 if other_leaf follows) | depth L (2, big endian, <= 256)
     | bitmap (ceil(L/8) bytes, bit j MSB-first = sibling j non-empty, padding bits zero)
@@ -41,10 +42,11 @@ one read per branch and a proof needs no hashing::
     leaf record    key || value (64 bytes; only at the root of a one-key tree)
 
 A position's id is its heap index, ``2**t + (its t leading bits)``, in big-endian bytes
-(``b"\x01"`` for the root); the caller's ``node_key`` maps ids to storage keys. Keying by
+(``01`` for the root); the caller's ``node_key`` maps ids to storage keys. Keying by
 position lets the latest version overwrite in place, with a delete when a branch disappears
 or moves, so storage stays O(number of keys): one record per branch (n - 1 for n keys), about
-140 bytes per key with 1M keys, node keys included. No history is kept.
+140 bytes per key with 1M keys, node keys included. No history is kept. ``check_root``
+rehashes the root record (cheap, on open); ``audit`` rehashes every record.
 
 Writes, overlay, cache
 ----------------------
@@ -228,7 +230,10 @@ class SMTProof:
         return out
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SMTProof:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SMTProof:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ProofError(f"SMT proof must be bytes, got {type(data).__name__}")
+        data = bytes(data)
         if len(data) < 3:
             raise ProofError(f"SMT proof is {len(data)} bytes, shorter than its 3-byte header")
         flags, depth = data[0], int.from_bytes(data[1:3], "big")
@@ -266,7 +271,11 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: SMTProof) 
     """
     _check_value(root, "root", ProofError)
     k = _key_int(key, ProofError)
-    siblings = proof.siblings
+    siblings, other = proof.siblings, proof.other_leaf
+    if not isinstance(siblings, tuple):
+        raise ProofError(f"SMT proof siblings must be a tuple, got {type(siblings).__name__}")
+    if other is not None and not (isinstance(other, tuple) and len(other) == 2):
+        raise ProofError("SMT proof's other leaf must be a (key, value) pair")
     depth = len(siblings)
     if depth > 256:
         raise ProofError(f"SMT proof has {depth} siblings, at most 256")
@@ -274,13 +283,13 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: SMTProof) 
         _check_value(sibling, f"proof sibling {j}", ProofError)
     if value is not None:
         _check_value(value, "value", ProofError)
-        if proof.other_leaf is not None:
+        if other is not None:
             raise ProofError("inclusion claimed but the SMT proof ends at another key's leaf")
         h = sm3(_LEAF + key + value)
-    elif proof.other_leaf is None:
+    elif other is None:
         h = _Z
     else:
-        other_key, other_value = proof.other_leaf
+        other_key, other_value = other
         o = _key_int(other_key, ProofError)
         _check_value(other_value, "proof leaf value", ProofError)
         if o == k:
@@ -580,9 +589,7 @@ class SparseMerkleTree:
         def side(s: int, pos: int, sub: _Sub, lo: int, hi: int) -> _Sub:
             # The child at depth s + 1 (position ``pos``) given what is there now: empty, a
             # leaf, a stored branch (hash only) or a branch record moving down to it.
-            if sub is None:
-                if lo == hi:
-                    return None
+            if sub is None:  # nothing there yet; never without keys (they differ at bit s)
                 if lo + 1 == hi:
                     v = vals[lo]
                     if v is None:
@@ -612,12 +619,15 @@ class SparseMerkleTree:
         def apply(t: int, node: bytes, skey: bytes | None, lo: int, hi: int) -> _Sub:
             # The subtree at depth t after items [lo, hi), given the branch record there
             # (stored here under skey, or moving down).
-            kl, kh = ks[lo], ks[hi - 1]
+            kl = ks[lo]
             d = node[66]
             p = 67 + _NBYTES[d]
-            prefix = int.from_bytes(node[67:p], "big")
-            if ((kl >> (256 - d)) ^ prefix) | ((kh >> (256 - d)) ^ prefix):
-                return general(t, node, skey, lo, hi)
+            if d > t:  # a chain above the branch: do all keys stay on it?
+                prefix = int.from_bytes(node[67:p], "big")
+                if ((kl >> (256 - d)) ^ prefix) | ((ks[hi - 1] >> (256 - d)) ^ prefix):
+                    return general(t, node, skey, lo, hi)
+            else:
+                prefix = kl >> (256 - d)
             # All keys are under this branch: split them by bit d.
             f = node[65]
             mid = bisect_left(ks, ((prefix << 1) | 1) << (255 - d), lo, hi)
@@ -650,7 +660,7 @@ class SparseMerkleTree:
             return h, None, rec
 
         def general(t: int, node: bytes | None, skey: bytes | None, lo: int, hi: int) -> _Sub:
-            # apply() when not all keys are under the branch there, or there is none.
+            # Like apply() where there is no branch (empty, a leaf) or some keys leave its chain.
             kl, kh = ks[lo], ks[hi - 1]
             sub0: _Sub = None
             sub1: _Sub = None
@@ -670,18 +680,16 @@ class SparseMerkleTree:
                     else:
                         sub0 = leaf
             else:
-                d, prefix, lh, rh, lkv, rkv = _decode(node)
+                # apply() found keys leaving the chain above this branch, the first at depth
+                # s: the branch moves down a level under a new branch at s.
+                d = node[66]
+                prefix = int.from_bytes(node[67 : 67 + _NBYTES[d]], "big")
                 x = ((kl >> (256 - d)) ^ prefix) | ((kh >> (256 - d)) ^ prefix)
-                if x:
-                    # Some keys leave the branch's chain at depth s: the branch moves down.
-                    s = d - x.bit_length()
-                    if (prefix >> (d - 1 - s)) & 1:
-                        sub1 = b"", None, node
-                    else:
-                        sub0 = b"", None, node
+                s = d - x.bit_length()
+                if (prefix >> (d - 1 - s)) & 1:
+                    sub1 = b"", None, node
                 else:
-                    s = d
-                    sub0, sub1 = (lh, lkv, None), (rh, rkv, None)
+                    sub0 = b"", None, node
             cp = kl >> (256 - s)
             if lo + 1 == hi:
                 mid = lo if (kl >> (255 - s)) & 1 else hi
@@ -726,7 +734,7 @@ class SparseMerkleTree:
                 res = apply(0, old, root_key, 0, len(ks))
             else:
                 res = general(0, old, None, 0, len(ks))
-        except (IndexError, ValueError) as exc:  # only a corrupt record gets here
+        except (IndexError, ValueError, OverflowError) as exc:  # only a corrupt record gets here
             raise SMTError(f"corrupt SMT node in storage: {exc}") from exc
         if res is None:
             new_root = EMPTY_ROOT

@@ -23,6 +23,9 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
         errors.append(LedgerError)
     except ImportError:  # pragma: no cover - ledger is part of the same distribution
         pass
+    from network.errors import NetworkError  # node unreachable, or a 4xx with its reason
+
+    errors.append(NetworkError)
     return tuple(errors)
 
 
@@ -46,13 +49,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from node import cli_bench, cli_cert, cli_keys, cli_node, cli_verify
+    from node import cli_bench, cli_cert, cli_issuer, cli_keys, cli_node, cli_verify
 
     cli.add_command(cli_keys.keys)
     cli.add_command(cli_cert.cert)
     cli.add_command(cli_bench.bench)
     cli_node.register(cli)
     cli_verify.register(cli)
+    cli_issuer.register(cli)
 
 
 _register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -22,3 +23,33 @@ def crypto(as_json: bool, seconds: float) -> None:
     if seconds < 0.1:
         raise click.BadParameter("must be at least 0.1", param_hint="--seconds")
     click.echo(json.dumps(crypto_bench.run(seconds)))
+
+
+@bench.command("cluster")
+@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
+@click.option("--seconds", default=20.0, show_default=True,
+              help="Seconds of load in all (40% peak single txs, 30% batches, 30% latency).")
+@click.option("--validators", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the temp dir (configs, logs) and say where.")
+def cluster(as_json: bool, seconds: float, validators: int, keep: bool) -> None:
+    """Start local validators, drive load from another process, print tx/s and latency.
+
+    Everything runs on this machine: the figures are only comparable with the SM2
+    verify/s measured in the same run, which the output carries.
+    """
+    from node import bench_cluster
+
+    if seconds < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--seconds")
+    plan = bench_cluster.Plan(validators=validators, seconds=seconds,
+                              verify_seconds=min(2.0, max(0.5, seconds / 10)), keep=keep)
+    start = time.monotonic()
+
+    def say(text: str) -> None:
+        click.echo(f"bench [{time.monotonic() - start:5.1f}s] {text}", err=True)
+
+    try:
+        report = bench_cluster.run(plan, say=say)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report))

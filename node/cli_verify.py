@@ -48,7 +48,7 @@ from verifier.logic import verify as verify_logic
 from verifier.qr import DEFAULT_MAX_VERSION, encode_payload, make_qr, payload_url, write_qr
 from verifier.service import SavedEvidence, VerificationService, parse_shown
 from verifier.sources import HttpSource
-from verifier.trust import TrustedState, bundle_to_json, load_trust
+from verifier.trust import IssuerProof, TrustedState, bundle_to_json, load_trust
 
 F = TypeVar("F", bound=Callable[..., Any])
 _IN = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -247,9 +247,12 @@ def verifier_group() -> None:
 @click.option("--rate", default=20.0, show_default=True, help="Verifications/s per department.")
 @click.option("--burst", default=100.0, show_default=True)
 @click.option("--max-lag", default=5, show_default=True, help="Blocks a node may lag.")
+@click.option("--max-age", type=float, default=None,
+              help="Refuse evidence whose block is older than this many seconds.")
 @_one_line
 def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str, port: int,
-            threads: int, rate: float, burst: float, max_lag: int) -> None:
+            threads: int, rate: float, burst: float, max_lag: int, max_age: float | None
+            ) -> None:
     """Serve the verifier (waitress) until interrupted."""
     import waitress
 
@@ -260,7 +263,8 @@ def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str,
 
     data_dir.mkdir(parents=True, exist_ok=True)
     trusted = load_trust(trust_file)
-    lc = LightClient(trusted, [HttpSource(u) for u in nodes], max_lag=max_lag)
+    lc = LightClient(trusted, [HttpSource(u) for u in nodes], max_lag=max_lag,
+                     max_age_ms=None if max_age is None else int(max_age * 1000))
     metrics = VerifierMetrics()
     metrics.gauges["certledger_verifier_freshest_height"] = (
         "Freshest committed height verified.", lambda: lc.freshest_height)
@@ -316,7 +320,7 @@ def export_cmd(nodes: tuple[str, ...], genesis_file: Path, out: Path,
     head, ev = lc.head(cert_key(_probe_id(trusted)))
     header, commit, vs = head.header, ev.commit, head.validators
     src = HttpSource(ev.source)
-    proofs: dict[str, tuple[bytes, bytes]] = {}
+    proofs: dict[str, IssuerProof] = {}
     records = dict(trusted.issuers)
     for code in sorted(set(trusted.issuers) | set(issuers)):
         try:
@@ -324,8 +328,9 @@ def export_cmd(nodes: tuple[str, ...], genesis_file: Path, out: Path,
             checked = lc.check(iev)
         except VerifierError:
             continue  # a node API without issuer proofs: keep the genesis record
-        if checked.record is not None and checked.header.hash == header.hash:
-            proofs[code] = (checked.record, iev.proof)
+        # Only under the bundle's validator set, so the bundle can check it on load.
+        if checked.record is not None and checked.validators.hash == vs.hash:
+            proofs[code] = IssuerProof(checked.record, iev.proof, iev.header, iev.commit)
             records[code] = IssuerRecord.from_bytes(checked.record)
     state = TrustedState(trusted.chain_id, vs, header.height, header, commit, records,
                          header.height, trusted.genesis_hash)

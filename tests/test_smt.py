@@ -299,6 +299,14 @@ def test_malformed_proof_objects() -> None:
             verify_proof(root, k, v, proof)
     with pytest.raises(ProofError, match="root must be 32 bytes"):
         verify_proof(root[:4], key, value, good)
+    # Objects built by hand, ignoring the annotations, are refused too.
+    with pytest.raises(ProofError, match="must be a tuple"):
+        verify_proof(root, key, value, SMTProof(list(good.siblings)))  # type: ignore[arg-type]
+    with pytest.raises(ProofError, match="pair"):
+        verify_proof(root, key, None, SMTProof(good.siblings, (key,)))  # type: ignore[arg-type]
+    with pytest.raises(ProofError, match="must be bytes"):
+        SMTProof.from_bytes(good.to_bytes().hex())  # type: ignore[arg-type]
+    assert SMTProof.from_bytes(bytearray(good.to_bytes())) == good
     with pytest.raises(ProofError, match="at most 256"):
         SMTProof((S,) * 257).to_bytes()
     assert store
@@ -368,6 +376,21 @@ def test_no_op_updates_keep_the_root() -> None:
     assert len(store) == 7
 
 
+def test_delete_everything_and_absent_keys() -> None:
+    a = POOL[0]
+    store, tree = build({a: b"\x01" * 32})
+    root = tree.root
+    assert tree.update({_flip(a, 0): None, _flip(a, 200): None})[0] == root  # absent: no-op
+    contents = {k: b"\x02" * 32 for k in POOL}
+    store, tree = build(contents)
+    root, writes = tree.update(dict.fromkeys(contents))
+    persist(store, writes)
+    tree.commit()
+    assert root == tree.root == EMPTY_ROOT
+    assert store == {}
+    verify_proof(EMPTY_ROOT, a, None, tree.prove(a))
+
+
 def test_corrupt_storage_is_detected() -> None:
     contents = {k: b"\x01" * 32 for k in POOL}
     store, tree = build(contents)
@@ -399,6 +422,53 @@ def test_corrupt_storage_is_detected() -> None:
     truncated[root_key] = store[root_key][:-1]
     with pytest.raises(SMTError, match="corrupt SMT"):
         SparseMerkleTree(truncated.get, node_key, tree.root).prove(POOL[0])
+    truncated[root_key] = store[root_key] + b"\x00"
+    with pytest.raises(SMTError, match="corrupt SMT"):
+        SparseMerkleTree(truncated.get, node_key, tree.root).audit()
+    with pytest.raises(SMTError, match="hash to root"):
+        SparseMerkleTree(store.get, node_key, b"\x07" * 32).audit()
+    everything = dict.fromkeys(POOL, b"\x09" * 32)
+    for nid in list(store):
+        if nid == root_key:
+            continue
+        for bad in ({k: v for k, v in store.items() if k != nid}, {**store, nid: store[nid][:60]}):
+            reopened = SparseMerkleTree(bad.get, node_key, tree.root, cache_depth=-1)
+            with pytest.raises(SMTError, match=r"missing from storage|corrupt SMT node"):
+                reopened.update(everything)
+            assert reopened.root == tree.root  # a failed update changes nothing
+            failures = 0
+            for k in POOL:  # one key at a time takes the single-key path
+                try:
+                    reopened.update({k: b"\x09" * 32})
+                except SMTError:
+                    failures += 1
+                reopened.rollback()
+            assert failures
+
+
+def test_audit_finds_misplaced_nodes() -> None:
+    store, tree = build({k: b"\x01" * 32 for k in POOL})
+    # A record with two leaves (flags 3) whose leaves are swapped: hashes and order agree,
+    # the leaves sit on the wrong sides.
+    for nid, rec in store.items():
+        if len(rec) > 64 and rec[65] == 3:
+            p = len(rec) - 128
+            swapped = rec[:1] + rec[33:65] + rec[1:33] + rec[65:p] + rec[-64:] + rec[p:-64]
+            bad = {**store, nid: swapped}
+            with pytest.raises(SMTError, match="misplaced"):
+                SparseMerkleTree(bad.get, node_key, tree.root).audit()
+            break
+    else:
+        pytest.fail("no two-leaf branch in the tree")
+    # A branch whose prefix no longer matches where it is stored.
+    messages = set()
+    for nid, rec in store.items():
+        if len(rec) > 67 and rec[65] == 0:
+            bad = {**store, nid: rec[:-1] + bytes([rec[-1] ^ 1])}
+            with pytest.raises(SMTError) as err:
+                SparseMerkleTree(bad.get, node_key, tree.root).audit()
+            messages.add("misplaced" in str(err.value))
+    assert True in messages
 
 
 # --- Stateful: the tree against a dict, with persistence, rollback and reopening. ---

@@ -322,3 +322,51 @@ def test_verifier_imports_no_node_and_only_proof_checking_ledger() -> None:
                 assert not name.startswith("node"), f"{path.name} imports {name}"
                 if name.startswith("ledger"):
                     assert name in allowed, f"{path.name} imports {name}"
+
+
+def test_light_client_refuses_old_blocks(world: World, trusted: TrustedState) -> None:
+    from tests.ledger_fixtures import GENESIS_TIME
+
+    head_time = (GENESIS_TIME + world.chain.head_height * 1000) / 1000
+    doc = world.wallets["valid"].document
+    young = LightClient(trusted, [ChainSource(world.chain)], refresh_interval=None,
+                        max_age_ms=60_000, clock=lambda: head_time + 30)
+    assert young.evidence(doc.id, doc.issuer).certificate.record is not None
+    old = LightClient(trusted, [ChainSource(world.chain)], refresh_interval=None,
+                      max_age_ms=60_000, clock=lambda: head_time + 3600)
+    with pytest.raises(NoTrustworthyAnswerError, match="stale"):
+        old.evidence(doc.id, doc.issuer)
+
+
+def test_trust_bundle_round_trip_and_tampering(world: World, trusted: TrustedState) -> None:
+    import copy
+
+    from verifier.errors import TrustError
+    from verifier.trust import IssuerProof, bundle_to_json, load_bundle
+
+    chain = world.chain
+    head, commit = chain.head_header, chain.commit(chain.head_height)
+    assert head is not None and commit is not None
+    p = chain.prove(issuer_key(ISSUER_A))
+    state = dataclasses.replace(trusted, height=head.height, header=head, commit=commit)
+    bundle = bundle_to_json(state, {ISSUER_A: IssuerProof(p.record or b"", p.proof.to_bytes(),
+                                                          p.header.encode(), p.commit)})
+    loaded = load_bundle(bundle)
+    assert loaded.height == head.height and loaded.issuers[ISSUER_A].code == ISSUER_A
+    assert load_bundle(copy.deepcopy(bundle)).validators.hash == trusted.validators.hash
+
+    def broken(edit: object) -> None:
+        b = copy.deepcopy(bundle)
+        edit(b)  # type: ignore[operator]
+        with pytest.raises(TrustError):
+            load_bundle(b)
+
+    a = next(i for i in bundle["issuers"] if i["code"] == ISSUER_A)
+    idx = bundle["issuers"].index(a)
+    broken(lambda b: b["issuers"][idx].update(record_bytes=bundle["issuers"][idx - 1 if idx
+                                                                              else 1]
+                                              ["record_bytes"]))
+    broken(lambda b: b["commit"].update(signatures=b["commit"]["signatures"][:2]))
+    broken(lambda b: b.update(validators=b["validators"][:3]))
+    broken(lambda b: b.update(chain_id="other"))
+    broken(lambda b: b.update(format="x"))

@@ -99,10 +99,15 @@ def render_verdict(verdict: dict[str, Any]) -> str:
               for c in verdict["checks"]]
     fields = [(FIELD_LABELS.get(n, n), _value(v)) for n, v in verdict["disclosed"].items()]
     status = verdict["certificate"].get("status")
+    if status is None:
+        absent = any(c["name"] == "anchored" and "absence proven" in c["detail"]
+                     for c in verdict["checks"])
+        label = "未上链 not on the ledger" if absent else "未知 unknown"
+    else:
+        label = STATUS_LABELS.get(status, status)
     return render_template_string(
         _PAGE, verdict=verdict, checks=checks, fields=fields,
-        title="有效 VALID" if verdict["valid"] else "无效 NOT VALID",
-        status_label=STATUS_LABELS.get(status or "", "未找到 not found"))
+        title="有效 VALID" if verdict["valid"] else "无效 NOT VALID", status_label=label)
 
 
 def render_error(message: str) -> str:

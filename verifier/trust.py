@@ -12,15 +12,17 @@ Two ways to build one:
   trusted at height 0 (the operator handed the verifier the genesis file);
 * a *trust bundle* (``certledger trust export``; ``load_bundle``/``bundle_to_json``):
   a committed header with its commit, the validator set that signed it, and
-  issuer records each with an SMT proof against that header's state root (or
-  without one for genesis issuers). Loading re-checks all of it, so a bundle
-  that was edited by hand or cut short is refused, not half-trusted.
+  issuer records each with an SMT proof under a committed header - its own,
+  signed by the same validators, since a live chain's head moves between the
+  requests that fetch them - or without one for genesis issuers. Loading
+  re-checks all of it, so a bundle that was edited by hand or cut short is
+  refused, not half-trusted.
 
 Bundle JSON (bytes as lower-case hex)::
 
     {"format": "certledger/trust/v1", "chain_id", "genesis_hash", "height",
      "header_bytes", "commit": {...}, "validators": [{"name", "public_key", "address"}],
-     "issuers": [{"code", "record_bytes", "proof"|null}]}
+     "issuers": [{"code", "record_bytes", "proof"|null, "header_bytes"?, "commit"?}]}
 """
 
 from __future__ import annotations
@@ -91,21 +93,31 @@ class TrustedState:
 # --------------------------------------------------------------------------- bundles
 
 
-def bundle_to_json(trusted: TrustedState, issuer_proofs: Mapping[str, tuple[bytes, bytes]]
+@dataclass(frozen=True)
+class IssuerProof:
+    """An issuer record proven under a committed header (its own: the head moves on)."""
+
+    record: bytes
+    proof: bytes
+    header: bytes
+    commit: CommitCertificate
+
+
+def bundle_to_json(trusted: TrustedState, issuer_proofs: Mapping[str, IssuerProof]
                    ) -> dict[str, Any]:
     """A trust bundle for ``trusted`` (which must hold a header and commit).
 
-    ``issuer_proofs`` maps an issuer code to (record bytes, SMT proof bytes) under the
-    header's state root; issuers of ``trusted.issuers`` without one go in unproved (the
-    genesis ones: the bundle's author vouches for them as for the genesis file).
+    Issuers of ``trusted.issuers`` without a proof go in unproved (the genesis ones: the
+    bundle's author vouches for them as for the genesis file).
     """
     if trusted.header is None or trusted.commit is None:
         raise TrustError("a trust bundle needs a committed header and its commit")
-    issuers: list[dict[str, str | None]] = []
+    issuers: list[dict[str, Any]] = []
     for code in sorted(set(trusted.issuers) | set(issuer_proofs)):
         if code in issuer_proofs:
-            rec, proof = issuer_proofs[code]
-            issuers.append({"code": code, "record_bytes": rec.hex(), "proof": proof.hex()})
+            p = issuer_proofs[code]
+            issuers.append({"code": code, "record_bytes": p.record.hex(), "proof": p.proof.hex(),
+                            "header_bytes": p.header.hex(), "commit": commit_to_json(p.commit)})
         else:
             issuers.append({"code": code, "record_bytes": trusted.issuers[code].to_bytes().hex(),
                             "proof": None})
@@ -164,9 +176,10 @@ def load_bundle(obj: object) -> TrustedState:
         try:
             record = IssuerRecord.from_bytes(rec)
             if item.get("proof") is not None:
+                under = _issuer_header(item, header, chain_id, validators)
                 proof = SMTProof.from_bytes(_hex(item, "proof"))
-                verify_proof(header.state_root, sm3(issuer_key(code)), sm3(rec), proof)
-        except LedgerError as exc:
+                verify_proof(under.state_root, sm3(issuer_key(code)), sm3(rec), proof)
+        except (LedgerError, SourceError) as exc:
             raise TrustError(f"trust bundle: issuer {code}: {exc}") from exc
         if record.code != code:
             raise TrustError(f"trust bundle: issuer record under {code} is for {record.code}")
@@ -176,6 +189,19 @@ def load_bundle(obj: object) -> TrustedState:
         chain_id, validators, header.height, header, commit, issuers, header.height,
         None if genesis_hash is None else _hex(obj, "genesis_hash"),
     )
+
+
+def _issuer_header(item: Mapping[str, Any], header: BlockHeader, chain_id: str,
+                   validators: ValidatorSet) -> BlockHeader:
+    """The header an issuer proof is under: its own (checked), or the bundle's."""
+    if item.get("header_bytes") is None:
+        return header
+    own = BlockHeader.decode(_hex(item, "header_bytes"))
+    if own.chain_id != chain_id or own.validators_hash != validators.hash:
+        raise TrustError("its header is for another chain or validator set")
+    commit_from_json(item.get("commit")).verify(chain_id, validators, height=own.height,
+                                               block_hash=own.hash)
+    return own
 
 
 def load_trust(path: str | Path) -> TrustedState:

@@ -1,0 +1,470 @@
+"""An issuer's commands against a running network: issue, revoke, suspend, ...
+
+``certledger issue DOC``, ``issue-batch FILE``, ``revoke|suspend|reinstate ID``,
+``supersede OLD_ID NEW_DOC`` and ``tx status TX_ID``.
+
+How it works:
+
+* inputs are read and checked *first* (a bad document, a bad CSV row with its line
+  number), then the issuer key is decrypted (passphrase from the environment or a
+  prompt), then the node is asked - so a user mistake costs no network round trip;
+* a document is committed (fresh salts per field) and its holder wallet written
+  *before* the transaction leaves: a certificate anchored without its salts could
+  never be presented. A wallet file that already holds the same document is reused,
+  so a retry after a failed submission anchors the same digest; a wallet for another
+  document is never overwritten;
+* transactions go to the first of the ``--node`` URLs that answers
+  (``network.client.NodeClient`` fails over on connection errors and 5xx). A full
+  mempool on every node (HTTP 429) is back-pressure: the batch submitter waits and
+  retries for a bounded time. ``--wait`` polls the transaction status, bounded;
+* the chain id comes from ``--chain-id`` or else from the node's ``/v1/status``.
+
+Each command prints one JSON object on stdout; progress bars go to stderr. Every
+user mistake is one line on stderr and a non-zero exit (``node.cli.CliGroup``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from certificates import keystore
+from certificates.document import CommittedDocument, Document, commit
+from certificates.errors import DocumentError
+from certificates.identifiers import CertificateId
+from certificates.sm2 import PrivateKey
+from ledger.tx import MAX_BATCH, Anchor, Transaction
+from network.client import NodeClient
+from network.errors import NodeRequestError, NodeUnavailableError
+from node.netinit import DEFAULT_BASE_PORT
+
+NODE_ENV = "CERTLEDGER_NODE"
+DEFAULT_NODE = f"http://127.0.0.1:{DEFAULT_BASE_PORT}"
+#: Below this many certificates a batch is quick: no progress bars cluttering stderr.
+_PROGRESS_MIN = 200
+#: How long a submission may be refused by full mempools before we give up.
+_BACKPRESSURE_S = 120.0
+
+_IN = click.Path(exists=True, dir_okay=False, path_type=Path)
+_OUT = click.Path(dir_okay=False, path_type=Path)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def node_urls(values: Iterable[str]) -> list[str]:
+    """``--node`` values (each may list several, comma-separated), else $CERTLEDGER_NODE."""
+    given = [u for v in values for u in v.replace(",", " ").split()]
+    if not given:
+        given = os.environ.get(NODE_ENV, "").replace(",", " ").split()
+    return given or [DEFAULT_NODE]
+
+
+def _client(nodes: Iterable[str], timeout: float) -> NodeClient:
+    # A 5,000-record batch is ~1 MB and is checked before the node answers: allow for it.
+    return NodeClient(node_urls(nodes), timeout=(3.05, timeout))
+
+
+def _node_option(f: F) -> F:
+    f = click.option("--timeout", default=30.0, show_default=True,
+                     help="Seconds to wait for one node's answer.")(f)
+    return click.option(
+        "--node", "nodes", multiple=True, metavar="URL",
+        help=f"Node API URL; repeat for failover (default ${NODE_ENV} or {DEFAULT_NODE}).")(f)
+
+
+def _issuer_options(f: F) -> F:
+    f = click.option("--wait-timeout", default=60.0, show_default=True,
+                     help="With --wait: give up after this many seconds.")(f)
+    f = click.option("--wait", is_flag=True, help="Wait until the transaction is committed.")(f)
+    f = click.option("--passphrase-env", default=keystore.PASSPHRASE_ENV, show_default=True,
+                     help="Environment variable holding the key passphrase (else a prompt).")(f)
+    f = click.option("--chain-id", default=None,
+                     help="Chain the transaction is for (default: asked from the node).")(f)
+    f = click.option("--key", "key_file", required=True, type=_IN, help="Issuer key file.")(f)
+    return _node_option(f)
+
+
+def _load_key(key_file: Path, passphrase_env: str) -> PrivateKey:
+    return keystore.load_key_file(key_file, keystore.passphrase_from_env_or_prompt(passphrase_env))
+
+
+def _chain_id(client: NodeClient, given: str | None) -> str:
+    if given:
+        return given
+    chain_id = client.status().get("chain_id")
+    if not isinstance(chain_id, str) or not chain_id:
+        raise click.ClickException(f"{client.current_url} does not report its chain id: "
+                               "pass --chain-id")
+    return chain_id
+
+
+def _emit(value: dict[str, Any]) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def submit(client: NodeClient, tx: Transaction, patience: float = _BACKPRESSURE_S
+           ) -> dict[str, Any]:
+    """Submit ``tx``; wait out full mempools (429 everywhere) for up to ``patience`` s."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return client.submit_tx(tx.to_bytes())
+        except NodeRequestError as exc:
+            # The same bytes already applied: a failover retry of a POST that had landed.
+            if exc.code == "duplicate_tx":
+                return {"tx_id": tx.id.hex(), "status": "committed"}
+            raise
+        except NodeUnavailableError as exc:
+            full = exc.attempts and all(why.startswith("HTTP 429 ") for _, why in exc.attempts)
+            if not full or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def wait_committed(client: NodeClient, tx_ids: list[str], timeout: float
+                   ) -> dict[str, dict[str, Any]]:
+    """Poll until every tx is committed; returns tx id -> its status. Bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    done: dict[str, dict[str, Any]] = {}
+    last: dict[str, str] = {}
+    while True:
+        for tid in tx_ids:
+            if tid in done:
+                continue
+            try:
+                st = client.tx_status(tid)
+            except NodeRequestError as exc:
+                # Another node may not have had it gossiped yet; only the deadline decides.
+                if exc.code != "unknown_tx":
+                    raise
+                st = {"status": "unknown"}
+            if st.get("status") == "committed":
+                done[tid] = st
+            else:
+                last[tid] = str(st.get("status"))
+        if len(done) == len(tx_ids):
+            return done
+        if time.monotonic() > deadline:
+            tid = next(t for t in tx_ids if t not in done)
+            raise click.ClickException(
+                f"{len(tx_ids) - len(done)} transaction(s) not committed within {timeout:g}s "
+                f"(e.g. {tid}: {last.get(tid)}); check later with: certledger tx status {tid}")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DocumentError(f"{path} is not a JSON document: {exc}") from exc
+
+
+def _document(path: Path) -> Document:
+    data = _read_json(path)
+    if isinstance(data, dict) and "salts" in data:  # a wallet: issue what it holds
+        return CommittedDocument.from_wallet_dict(data).document
+    try:
+        return Document.from_json_dict(data)
+    except DocumentError as exc:
+        raise DocumentError(f"{path}: {exc}") from exc
+
+
+def committed_with_wallet(doc: Document, wallet: Path) -> CommittedDocument:
+    """Salts from ``wallet`` if it already holds ``doc``, else fresh ones written there."""
+    if wallet.exists():
+        old = CommittedDocument.from_wallet_dict(_read_json(wallet))
+        if old.document != doc:
+            raise DocumentError(f"{wallet} already holds a wallet for another document "
+                                f"({old.document.id}); choose another path")
+        return old
+    committed = commit(doc)
+    text = json.dumps(committed.to_wallet_dict(), ensure_ascii=False, indent=1) + "\n"
+    # Exclusive and 0600: a wallet holds the holder's personal data and its salts.
+    fd = os.open(wallet, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return committed
+
+
+_CSV_META = ("id", "type", "issuer", "holder", "issued_at", "valid_from", "valid_until")
+
+
+def _csv_time(text: str, column: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise DocumentError(f"{column} must be an integer (epoch seconds), "
+                            f"got {text.strip()!r}") from None
+
+
+def _csv_documents(path: Path) -> Iterable[tuple[int, Document]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in _CSV_META if c not in header]
+        if missing:
+            raise DocumentError(f"{path} line 1: the header lacks {', '.join(missing)}; it needs "
+                                f"{','.join(_CSV_META)} and one column per field")
+        if len(set(header)) != len(header):
+            raise DocumentError(f"{path} line 1: a column name appears twice")
+        if "supersedes" in header:
+            raise DocumentError(f"{path} line 1: a batch cannot supersede; use certledger "
+                                "supersede OLD_ID NEW_DOC for each renewal")
+        names = [h for h in header if h not in _CSV_META]
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            line = reader.line_num
+            if len(row) != len(header):
+                raise DocumentError(f"{path} line {line}: {len(row)} values for "
+                                    f"{len(header)} columns")
+            rec = dict(zip(header, row, strict=True))
+            try:
+                until = rec["valid_until"].strip()
+                yield line, Document(
+                    id=rec["id"].strip(), type=rec["type"].strip(),
+                    issuer=rec["issuer"].strip(), holder=rec["holder"],
+                    fields={n: rec[n] for n in names if rec[n] != ""},
+                    issued_at=_csv_time(rec["issued_at"], "issued_at"),
+                    valid_from=_csv_time(rec["valid_from"], "valid_from"),
+                    valid_until=_csv_time(until, "valid_until") if until else None)
+            except DocumentError as exc:
+                raise DocumentError(f"{path} line {line}: {exc}") from None
+
+
+def _jsonl_documents(path: Path) -> Iterable[tuple[int, Document]]:
+    with path.open(encoding="utf-8") as fh:
+        for line, text in enumerate(fh, 1):
+            if not text.strip():
+                continue
+            try:
+                yield line, Document.from_json_dict(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise DocumentError(f"{path} line {line}: not JSON: {exc}") from None
+            except DocumentError as exc:
+                raise DocumentError(f"{path} line {line}: {exc}") from None
+
+
+def read_documents(path: Path) -> list[Document]:
+    """Every document in a .jsonl or .csv file, checked as one batch (one issuer, no
+    repeated id, no supersedes); errors name the file and line."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DocumentError(f"{path}: expected a .jsonl or .csv file, not {suffix or 'no suffix'}")
+    reader = _csv_documents if suffix == ".csv" else _jsonl_documents
+    docs: list[Document] = []
+    seen: dict[str, int] = {}
+    try:
+        for line, doc in reader(path):
+            if doc.supersedes is not None:
+                raise DocumentError(f"{path} line {line}: a batch cannot supersede; use "
+                                    "certledger supersede OLD_ID NEW_DOC")
+            if docs and doc.issuer != docs[0].issuer:
+                raise DocumentError(f"{path} line {line}: issuer {doc.issuer} differs from "
+                                    f"{docs[0].issuer}; one batch is one issuer's")
+            if doc.id in seen:
+                raise DocumentError(f"{path} line {line}: id {doc.id} repeats line {seen[doc.id]}")
+            seen[doc.id] = line
+            docs.append(doc)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{path} is not UTF-8 text: {exc}") from None
+    except csv.Error as exc:
+        raise DocumentError(f"{path}: bad CSV: {exc}") from None
+    if not docs:
+        raise DocumentError(f"{path} holds no documents")
+    return docs
+
+
+def _default_wallet(doc_path: Path) -> Path:
+    return doc_path.with_name(doc_path.stem + ".wallet.json")
+
+
+def to_anchor(committed: CommittedDocument) -> Anchor:
+    r = committed.anchor_record()
+    return Anchor(r.id, r.type, r.issuer, r.digest, r.valid_from, r.valid_until, r.supersedes)
+
+
+def _cert_id(text: str) -> str:
+    return str(CertificateId.parse(text))  # IdentifierError names what is wrong
+
+
+def _result(client: NodeClient, res: dict[str, Any], wait: bool, timeout: float,
+            **fields: Any) -> dict[str, Any]:
+    out = {"tx_id": res["tx_id"], **fields, "status": res.get("status", "pending"),
+           "node": client.current_url}
+    if wait:
+        st = wait_committed(client, [res["tx_id"]], timeout)[res["tx_id"]]
+        out.update(status="committed", height=st.get("height"))
+    return out
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.command("issue")
+@click.argument("document", type=_IN)
+@click.option("--wallet-out", type=_OUT,
+              help="Holder wallet (document + salts); default DOC-stem.wallet.json beside it.")
+@_issuer_options
+def issue(document: Path, wallet_out: Path | None, key_file: Path, chain_id: str | None,
+          passphrase_env: str, wait: bool, wait_timeout: float, nodes: tuple[str, ...],
+          timeout: float) -> None:
+    """Commit DOCUMENT (JSON), write the holder wallet and anchor it with cert.issue."""
+    doc = _document(document)
+    if doc.supersedes is not None:
+        raise click.ClickException(f"{document} supersedes {doc.supersedes}: use certledger "
+                               "supersede OLD_ID NEW_DOC")
+    key = _load_key(key_file, passphrase_env)
+    client = _client(nodes, timeout)
+    chain = _chain_id(client, chain_id)
+    wallet = wallet_out or _default_wallet(document)
+    committed = committed_with_wallet(doc, wallet)
+    tx = Transaction.create("cert.issue", to_anchor(committed).to_value(), key, chain)
+    res = submit(client, tx)
+    _emit(_result(client, res, wait, wait_timeout, id=doc.id,
+                  digest=committed.digest.hex(), wallet=str(wallet)))
+
+
+@click.command("supersede")
+@click.argument("old_id")
+@click.argument("new_document", type=_IN)
+@click.option("--wallet-out", type=_OUT,
+              help="Holder wallet of the new certificate; default NEW_DOC-stem.wallet.json.")
+@_issuer_options
+def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file: Path,
+              chain_id: str | None, passphrase_env: str, wait: bool, wait_timeout: float,
+              nodes: tuple[str, ...], timeout: float) -> None:
+    """Replace certificate OLD_ID by NEW_DOCUMENT (cert.supersede)."""
+    old = _cert_id(old_id)
+    doc = _document(new_document)
+    if doc.supersedes is None:  # the link is part of the committed $meta leaf: set it now
+        doc = replace(doc, supersedes=old)
+    elif doc.supersedes != old:
+        raise click.ClickException(f"{new_document} says it supersedes {doc.supersedes}, not {old}")
+    key = _load_key(key_file, passphrase_env)
+    client = _client(nodes, timeout)
+    chain = _chain_id(client, chain_id)
+    wallet = wallet_out or _default_wallet(new_document)
+    committed = committed_with_wallet(doc, wallet)
+    body = {"id": old, "new": to_anchor(committed).to_value()}
+    res = submit(client, Transaction.create("cert.supersede", body, key, chain))
+    _emit(_result(client, res, wait, wait_timeout, id=doc.id, supersedes=old,
+                  digest=committed.digest.hex(), wallet=str(wallet)))
+
+
+def _status_command(kind: str, reason_required: bool, help_text: str) -> click.Command:
+    @click.command(kind, help=help_text)
+    @click.argument("cert_id")
+    @click.option("--reason", required=reason_required, default=None if reason_required else "",
+                  help="Why (recorded on the chain; no personal data).")
+    @_issuer_options
+    def command(cert_id: str, reason: str, key_file: Path, chain_id: str | None,
+                passphrase_env: str, wait: bool, wait_timeout: float, nodes: tuple[str, ...],
+                timeout: float) -> None:
+        cid = _cert_id(cert_id)
+        key = _load_key(key_file, passphrase_env)
+        client = _client(nodes, timeout)
+        chain = _chain_id(client, chain_id)
+        tx = Transaction.create(f"cert.{kind}", {"id": cid, "reason": reason}, key, chain)
+        _emit(_result(client, submit(client, tx), wait, wait_timeout, id=cid,
+                      kind=f"cert.{kind}"))
+
+    return command
+
+
+revoke = _status_command("revoke", True, "Revoke certificate CERT_ID for good (cert.revoke).")
+suspend = _status_command("suspend", True, "Suspend certificate CERT_ID (cert.suspend).")
+reinstate = _status_command("reinstate", False,
+                            "Reinstate suspended certificate CERT_ID (cert.reinstate).")
+
+
+@click.command("issue-batch")
+@click.argument("file", type=_IN)
+@_issuer_options
+@click.option("--wallet-dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="One wallet per certificate is written here as ID.json.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=5000,
+              show_default=True, help="Records per cert.issue_batch transaction.")
+def issue_batch(file: Path, wallet_dir: Path, batch_size: int, key_file: Path,
+                chain_id: str | None, passphrase_env: str, wait: bool, wait_timeout: float,
+                nodes: tuple[str, ...], timeout: float) -> None:
+    """Issue every certificate in FILE (.jsonl documents or .csv) in cert.issue_batch txs.
+
+    CSV columns: id,type,issuer,holder,issued_at,valid_from,valid_until (epoch seconds;
+    valid_until may be empty) and one column per field; an empty cell omits that field.
+    """
+    docs = read_documents(file)
+    key = _load_key(key_file, passphrase_env)
+    client = _client(nodes, timeout)
+    chain = _chain_id(client, chain_id)
+    wallet_dir.mkdir(parents=True, exist_ok=True)
+    err = sys.stderr
+    show = len(docs) >= _PROGRESS_MIN
+    anchors: list[Anchor] = []
+    with click.progressbar(docs, label="Committing and writing wallets", file=err,
+                           hidden=not show) as bar:
+        for doc in bar:
+            anchors.append(to_anchor(committed_with_wallet(doc, wallet_dir / f"{doc.id}.json")))
+    chunks = [anchors[i:i + batch_size] for i in range(0, len(anchors), batch_size)]
+    txs: list[dict[str, Any]] = []
+    with click.progressbar(chunks, label="Signing and submitting batches", file=err,
+                           hidden=not show) as bar:
+        for chunk in bar:
+            body = {"issuer": chunk[0].issuer, "records": [a.to_value() for a in chunk]}
+            res = submit(client, Transaction.create("cert.issue_batch", body, key, chain))
+            txs.append({"tx_id": res["tx_id"], "records": len(chunk), "first_id": chunk[0].id,
+                        "status": res.get("status", "pending")})
+    if wait:
+        for t, st in zip(txs, _wait_all(client, txs, wait_timeout, err, show), strict=True):
+            t.update(status="committed", height=st.get("height"))
+    _emit({"file": str(file), "certificates": len(anchors), "transactions": txs,
+           "wallet_dir": str(wallet_dir), "node": client.current_url,
+           "status": "committed" if wait else "pending"})
+
+
+def _wait_all(client: NodeClient, txs: list[dict[str, Any]], timeout: float, err: TextIO,
+              show: bool) -> list[dict[str, Any]]:
+    if show:
+        click.echo(f"Waiting for {len(txs)} transaction(s) to commit...", file=err)
+    ids = [t["tx_id"] for t in txs]
+    done = wait_committed(client, ids, timeout)
+    return [done[i] for i in ids]
+
+
+@click.group("tx")
+def tx_group() -> None:
+    """Look up transactions."""
+
+
+@tx_group.command("status")
+@click.argument("tx_id")
+@_node_option
+def tx_status(tx_id: str, nodes: tuple[str, ...], timeout: float) -> None:
+    """Print whether TX_ID is pending or committed (and at which height)."""
+    text = tx_id.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise click.ClickException(f"TX_ID must be 64 hex characters, got {tx_id!r:.80}")
+    _emit(_client(nodes, timeout).tx_status(text))
+
+
+def register(root: click.Group) -> None:
+    """Add the issuer commands to the ``certledger`` root group (node/cli.py)."""
+    for command in (issue, issue_batch, revoke, suspend, reinstate, supersede, tx_group):
+        root.add_command(command)
