@@ -15,6 +15,9 @@ Public blueprint::
     GET  /v1/blocks/<height|latest>  header (+ its bytes), tx ids, commit
     GET  /v1/certificates/<id>       record + SMT proof + header + commit + validators;
                                      404 (with the absence proof) if there is none
+    GET  /v1/issuers/<code>          issuer record (keys, types, active) + SMT proof + header
+                                     + commit + validators; 404 ``unknown_issuer`` with
+                                     the absence proof
     GET  /v1/status                  height, round, step, hashes, validators, peers, mempool
     GET  /metrics                    Prometheus text
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +44,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from certificates.errors import IdentifierError
-from certificates.identifiers import CertificateId
+from certificates.identifiers import ISSUER_CODE_MAX_LEN, CertificateId, is_valid_uscc
 from ledger.chain import Chain
 from ledger.errors import LedgerError, MalformedTxError, TxRejected
+from ledger.records import issuer_key
 from ledger.tx import Transaction
 from network.errors import EnvelopeError
 from node.errors import MempoolError
@@ -50,11 +55,12 @@ from node.mempool import AddResult
 from node.metrics import NodeMetrics
 from node.peers import Inbox
 from node.sync import serve_blocks
-from node.views import block_json, certificate_json
+from node.views import block_json, certificate_json, issuer_json
 
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
+_ISSUER_CODE = re.compile(f"[0-9A-Z]{{1,{ISSUER_CODE_MAX_LEN}}}")
 _CONFLICT = frozenset({"duplicate_tx", "duplicate_id"})
 
 
@@ -188,6 +194,25 @@ def get_certificate(cert_id: str) -> Any:
         raise ApiError(404, "unknown_certificate",
                        f"certificate {cert_id} is not on the chain (absence proof included)",
                        **body)
+    return jsonify(body)
+
+
+@public.get("/v1/issuers/<code>")
+def get_issuer(code: str) -> Any:
+    chain = _deps().chain
+    if not _ISSUER_CODE.fullmatch(code) or (len(code) == 18 and not is_valid_uscc(code)):
+        raise ApiError(400, "bad_issuer_code", f"issuer code {code[:40]!r} must be 1-"
+                                               f"{ISSUER_CODE_MAX_LEN} of 0-9 A-Z (a unified "
+                                               "social credit code has a valid check char)")
+    try:
+        proof = chain.prove(issuer_key(code))
+    except LedgerError as exc:  # nothing committed yet
+        raise ApiError(404, "no_blocks", str(exc)) from exc
+    body = issuer_json(code, proof, chain.validator_set(proof.header.height))
+    if not body["found"]:
+        error = {"code": "unknown_issuer",
+                 "message": f"issuer {code} is not registered (absence proof included)"}
+        return jsonify(error=error, **body), 404
     return jsonify(body)
 
 

@@ -4,7 +4,8 @@ Each view carries both the readable fields and, where a client must re-hash
 something, the exact canonical bytes (``header_bytes``, ``record_bytes``), so a
 light client checks what it was sent instead of re-encoding it: SM3 of
 ``header_bytes`` is the block hash the commit certificate signs; SM3 of
-``record_bytes`` is the SMT leaf value under ``state_key`` = SM3(b"cert:" + id).
+``record_bytes`` is the SMT leaf value under ``state_key`` = SM3(b"cert:" + id)
+(for an issuer, ``issuer_json``: SM3(b"issuer:" + code)).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from certificates.hashing import sm3
 from ledger.block import Block, BlockHeader
 from ledger.chain import StateProof
 from ledger.commit import CommitCertificate, ValidatorSet
-from ledger.records import CertRecord, cert_key
+from ledger.records import CertRecord, IssuerRecord, cert_key, issuer_key
 
 
 def _plain(v: Any) -> Any:
@@ -69,6 +70,33 @@ def certificate_json(cert_id: str, proof: StateProof, validators: ValidatorSet
         "record": None if rec is None else record_json(rec),
         "record_bytes": None if proof.record is None else proof.record.hex(),
         "state_key": sm3(cert_key(cert_id)).hex(),
+        "proof": proof.proof.to_bytes().hex(),
+        "height": proof.header.height,
+        "state_root": proof.header.state_root.hex(),
+        "header": header_json(proof.header),
+        "header_bytes": proof.header.encode().hex(),
+        "commit": commit_json(proof.commit),
+        "validators": validators_json(validators),
+    }
+
+
+def issuer_record_json(rec: IssuerRecord) -> dict[str, Any]:
+    return {"code": rec.code, "name": rec.name, "active": rec.active, "types": list(rec.types),
+            "supervises": list(rec.supervises),
+            "keys": [{"key_id": k.key_id.hex(), "public_key": k.public_key.hex(),
+                      "valid_from_height": k.valid_from_height,
+                      "retired_at_height": k.retired_at_height} for k in rec.keys]}
+
+
+def issuer_json(code: str, proof: StateProof, validators: ValidatorSet) -> dict[str, Any]:
+    """``certificate_json``'s shape for an issuer record (its keys, types, status)."""
+    rec = None if proof.record is None else IssuerRecord.from_bytes(proof.record)
+    return {
+        "code": code,
+        "found": rec is not None,
+        "record": None if rec is None else issuer_record_json(rec),
+        "record_bytes": None if proof.record is None else proof.record.hex(),
+        "state_key": sm3(issuer_key(code)).hex(),
         "proof": proof.proof.to_bytes().hex(),
         "height": proof.header.height,
         "state_root": proof.header.state_root.hex(),

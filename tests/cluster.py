@@ -264,9 +264,13 @@ class Cluster:
 
     def proposer(self, asking: str | None = None) -> tuple[str, int, int]:
         """(name, height, round): who should propose where ``asking``'s consensus is."""
-        s = self.status(asking or next(iter(self.procs)))
-        h, r = int(s["consensus"]["height"]), int(s["consensus"]["round"])
-        vals = s["validators"]
+        return self.proposer_in(self.status(asking or next(iter(self.procs))))
+
+    @staticmethod
+    def proposer_in(status: dict[str, Any]) -> tuple[str, int, int]:
+        """(name, height, round) of the expected proposer, from one ``/v1/status`` body."""
+        h, r = int(status["consensus"]["height"]), int(status["consensus"]["round"])
+        vals = status["validators"]
         return str(vals[(h + r) % len(vals)]["name"]), h, r
 
     def validator_key(self, name: str) -> sm2.PrivateKey:
@@ -291,7 +295,8 @@ class Cluster:
     def batch_tx(self, prefix: str, count: int, code: str = ISSUER,
                  type_code: str = TYPE) -> tuple[Transaction, list[str]]:
         """One ``cert.issue_batch`` of ``count`` anchors (serials ``prefix`` + number)."""
-        ids = [str(CertificateId.build(type_code, code, f"{prefix}{i:06d}", 1))
+        width = len(str(count - 1))  # short serials: 20,000 anchors must fit a 4 MiB block
+        ids = [str(CertificateId.build(type_code, code, f"{prefix}{i:0{width}d}", 1))
                for i in range(count)]
         records = [Anchor(cid, type_code, code, sm3(cid.encode()), 1_735_689_600, None,
                           None).to_value() for cid in ids]

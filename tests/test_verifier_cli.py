@@ -38,29 +38,6 @@ def node_app(world: World) -> Any:
     return create_app(deps)
 
 
-def add_issuer_route(app: Any, world: World) -> None:
-    """The issuer route proposed for the node API: ``certificate_json``'s shape, for issuers."""
-    from flask import jsonify
-
-    from certificates.hashing import sm3
-    from node.views import commit_json, header_json, validators_json
-
-    def get_issuer(code: str) -> Any:
-        p = world.chain.prove(issuer_key(code))
-        body = {"code": code, "found": p.record is not None,
-                "record_bytes": None if p.record is None else p.record.hex(),
-                "state_key": sm3(issuer_key(code)).hex(), "proof": p.proof.to_bytes().hex(),
-                "height": p.header.height, "header": header_json(p.header),
-                "header_bytes": p.header.encode().hex(), "commit": commit_json(p.commit),
-                "validators": validators_json(world.chain.validator_set(p.header.height))}
-        if p.record is None:
-            return jsonify(error={"code": "unknown_issuer", "message": "no such issuer"},
-                           **body), 404
-        return jsonify(body)
-
-    app.add_url_rule("/v1/issuers/<code>", "get_issuer", get_issuer)
-
-
 @pytest.fixture(scope="module")
 def world() -> World:
     return build_world()
@@ -101,42 +78,63 @@ def test_http_source_reads_the_node_api(world: World, node: str) -> None:
     assert absent.record is None and check_state(absent, trusted).record is None
     latest = src.latest()
     assert latest is not None
-    with pytest.raises(UnsupportedError):  # no issuer route on this node API (yet)
-        src.state(issuer_key(world.wallets["valid"].document.issuer))
     lc = LightClient(trusted, [HttpSource("http://127.0.0.1:9"), src])
     ev = lc.evidence(world.wallets["valid"].document.id, world.wallets["valid"].document.issuer)
-    assert ev.issuer is None and ev.certificate.source == node
+    assert ev.issuer is not None and ev.certificate.source == node
     assert lc.freshest_height == world.chain.head_height
 
 
-def test_http_source_with_the_proposed_issuer_route(world: World, tmp_path: Path) -> None:
+def test_a_node_without_the_issuer_route_is_unsupported(world: World) -> None:
+    """An older node API (no /v1/issuers): the verifier falls back to its trust bundle."""
+    from flask import Flask
+
+    trusted = TrustedState.from_genesis(make_genesis())
+    with WsgiServer(node_app(world)) as real, WsgiServer(Flask("old-node")) as old:
+        with pytest.raises(UnsupportedError):
+            HttpSource(old.url).state(issuer_key(world.wallets["valid"].document.issuer))
+        src = HttpSource(real.url)
+
+        class NoIssuerRoute:  # the real node for certificates, a plain 404 for issuers
+            name = real.url
+
+            def state(self, key: bytes) -> Any:
+                if key.startswith(b"issuer:"):
+                    return HttpSource(old.url).state(key)
+                return src.state(key)
+
+            def latest(self) -> Any:
+                return src.latest()
+
+        doc = world.wallets["valid"].document
+        ev = LightClient(trusted, [NoIssuerRoute()]).evidence(doc.id, doc.issuer)
+        assert ev.issuer is None and ev.certificate.record is not None
+
+
+def test_http_source_with_the_issuer_route(world: World, node: str, tmp_path: Path) -> None:
     from tests.ledger_fixtures import ISSUER_A, UNREGISTERED
 
-    app = node_app(world)
-    add_issuer_route(app, world)
     trusted = TrustedState.from_genesis(make_genesis())
-    with WsgiServer(app) as server:
-        src = HttpSource(server.url)
-        assert check_state(src.state(issuer_key(ISSUER_A)), trusted).record is not None
-        assert check_state(src.state(issuer_key(UNREGISTERED)), trusted).record is None
-        lc = LightClient(trusted, [src])
-        doc = world.wallets["valid"].document
-        ev = lc.evidence(doc.id, doc.issuer)
-        assert ev.issuer is not None and ev.issuer.record is not None
-        from tests.verifier_fixtures import NOW
-        from verifier.logic import verify
+    src = HttpSource(node)
+    assert check_state(src.state(issuer_key(ISSUER_A)), trusted).record is not None
+    assert check_state(src.state(issuer_key(UNREGISTERED)), trusted).record is None
+    lc = LightClient(trusted, [src])
+    doc = world.wallets["valid"].document
+    ev = lc.evidence(doc.id, doc.issuer)
+    assert ev.issuer is not None and ev.issuer.record is not None
+    from tests.verifier_fixtures import NOW
+    from verifier.logic import verify
 
-        v = verify(present(world.wallets["valid"], ["name"]), ev, lc.trusted, NOW)
-        assert v.valid
-        assert "[block " in v.checks[5].detail  # issuer_authorized, from the proven record
-        # A trust bundle with issuer records proven under its header.
-        make_genesis().write(tmp_path / "genesis.json")
-        out = run("trust", "export", "--node", server.url, "--genesis",
-                  str(tmp_path / "genesis.json"), "--out", str(tmp_path / "b.json"))
-        assert ISSUER_A in out["proved_issuers"]
-        bundle = json.loads((tmp_path / "b.json").read_text())
-        assert all(i["proof"] for i in bundle["issuers"])
-        assert load_trust(tmp_path / "b.json").issuers[ISSUER_A].active
+    v = verify(present(world.wallets["valid"], ["name"]), ev, lc.trusted, NOW)
+    assert v.valid
+    assert "[block " in v.checks[5].detail  # issuer_authorized, from the proven record
+    # A trust bundle with issuer records proven under its header.
+    make_genesis().write(tmp_path / "genesis.json")
+    out = run("trust", "export", "--node", node, "--genesis",
+              str(tmp_path / "genesis.json"), "--out", str(tmp_path / "b.json"))
+    assert ISSUER_A in out["proved_issuers"]
+    bundle = json.loads((tmp_path / "b.json").read_text())
+    assert all(i["proof"] for i in bundle["issuers"])
+    assert load_trust(tmp_path / "b.json").issuers[ISSUER_A].active
 
 
 # --------------------------------------------------------------------------- CLI

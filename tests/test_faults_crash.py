@@ -1,0 +1,224 @@
+"""Crash faults on a real four-validator cluster (tests/cluster.py): SIGKILL, restart, audit.
+
+One cluster serves the module, in order: load (2,000 single certificates submitted
+across the nodes and one ``cert.issue_batch`` of 20,000) with identical chains
+everywhere; one validator SIGKILLed while the other three go on, then restarted
+and caught up; the proposer SIGKILLed five times in a row, each time a new height
+committed within 3 s by the other three; finally all four SIGKILLed under load,
+where every transaction a client was told was committed survives, and
+``ledger.audit`` passes on every data dir both as the crash left it and after
+the restart. Every wait is bounded; only pids this module started are signalled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from ledger.audit import audit
+from ledger.tx import Transaction
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+SINGLES = 2_000
+BATCH = 20_000
+PROPOSER_KILLS = 5
+NEW_HEIGHT_WITHIN = 3.0  # seconds, after the proposer is killed
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster.create(tmp_path_factory.mktemp("faults-crash")) as c:
+        c.start()
+        c.wait_height(1, timeout=40)
+        yield c
+
+
+def _up(c: Cluster) -> list[str]:
+    return [n for n in c.names if n in c.procs]
+
+
+def _catch_up(c: Cluster, name: str, timeout: float = 40.0) -> None:
+    """Wait until ``name`` has every block the others had when we started waiting."""
+    others = [n for n in _up(c) if n != name]
+    target = max(c.heights(others).values())
+    c.wait_height(target, timeout=timeout, names=[name])
+
+
+def _audit_all(c: Cluster, when: str) -> None:
+    for n in c.names:
+        report = audit(c.dir / "data" / n / "chain")
+        assert report.ok, f"{when}: {n}: {report.summary()}"
+        assert report.head_height is not None and report.head_height >= 1
+
+
+# --------------------------------------------------------------------------- load
+
+
+def test_singles_and_a_batch_commit_identically_everywhere(cluster: Cluster) -> None:
+    c = cluster
+    singles = [c.issue_tx(f"S{i:05d}") for i in range(SINGLES)]  # pre-signed
+    batch, batch_ids = c.batch_tx("B", BATCH)
+    c.submit_all(singles, c.names)
+    r = c.submit(c.names[1], batch, timeout=60)
+    assert r.status_code == 202, (r.status_code, r.text[:300])
+
+    where = c.wait_txs([t.id for t in singles] + [batch.id], c.names, timeout=150)
+    assert len({where[n][batch.id] for n in c.names}) == 1
+    common = c.assert_agreement(c.names)
+    roots = {c.get(n, f"/v1/blocks/{common}").json()["header"]["state_root"] for n in c.names}
+    assert len(roots) == 1, roots
+
+    # The batch's records are provable on every node (first and last of the batch).
+    for n in c.names:
+        for cid in (batch_ids[0], batch_ids[-1]):
+            body = c.get(n, f"/v1/certificates/{cid}").json()
+            assert body["found"] and body["record"]["status"] == "issued", (n, cid, body)
+    text = c.get(c.names[0], "/metrics").text
+    assert "certledger_committed_txs_total" in text
+
+
+# --------------------------------------------------------------------------- one crash
+
+
+def test_sigkill_one_validator_others_go_on_and_it_catches_up(cluster: Cluster) -> None:
+    c = cluster
+    victim = c.names[2]
+    c.kill(victim)  # SIGKILL: no shutdown code runs
+    rest = _up(c)
+    before = max(c.heights(rest).values())
+    late = [c.issue_tx(f"K1-{i:04d}") for i in range(60)]
+    c.submit_all(late, rest)
+    c.wait_txs([t.id for t in late], rest, timeout=60)
+    c.wait_height(before + 3, timeout=30, names=rest)
+
+    c.restart(victim)
+    _catch_up(c, victim)
+    c.wait_txs([t.id for t in late], [victim], timeout=30)
+    common = c.assert_agreement(c.names)
+    heads = {n: c.get(n, f"/v1/blocks/{common}").json()["header"]["state_root"]
+             for n in c.names}
+    assert len(set(heads.values())) == 1, heads
+    # It votes again: the four of them keep committing.
+    c.wait_height(common + 2, timeout=30, names=c.names)
+
+
+# --------------------------------------------------------------------------- proposer
+
+
+def test_sigkill_the_proposer_five_times(cluster: Cluster) -> None:
+    c = cluster
+    record: list[str] = []
+    for k in range(PROPOSER_KILLS):
+        # Catch the proposer while it is still in the propose step of a height, so the
+        # kill lands before its proposal is out (an empty mempool makes it wait
+        # empty_block_interval_ms first): the others must time out and move on.
+        deadline = time.monotonic() + 20
+        while True:
+            asking = c.names[(k + 1) % len(c.names)]
+            st = c.status(asking)
+            victim, h, r = Cluster.proposer_in(st)
+            step = st["step"]
+            if step == "propose" and victim != asking:
+                break
+            assert time.monotonic() < deadline, f"no propose step seen ({h}/{r}/{step})"
+            time.sleep(0.02)
+        top = max(c.heights().values())
+        killed_at = time.monotonic()
+        c.kill(victim)
+        rest = _up(c)
+        c.wait_height(top + 1, timeout=NEW_HEIGHT_WITHIN + 10, names=rest)
+        took = time.monotonic() - killed_at
+        record.append(f"kill {k + 1}: {victim} (proposer of {h}/{r}) -> height {top + 1} "
+                      f"in {took:.2f}s")
+        assert took <= NEW_HEIGHT_WITHIN, record
+        c.restart(victim)
+        _catch_up(c, victim)
+    print("\n".join(record))
+    c.assert_agreement(c.names)
+
+
+# --------------------------------------------------------------------------- all crash
+
+
+def test_sigkill_all_four_under_load(cluster: Cluster) -> None:
+    c = cluster
+    txs = [c.issue_tx(f"ALL-{i:05d}") for i in range(1_500)]
+    by_id = {t.id.hex(): t for t in txs}
+    submitted: list[Transaction] = []
+    committed: dict[str, tuple[int, str]] = {}  # tx id -> (height, block hash) as told
+    stop = threading.Event()
+
+    def load() -> None:
+        with requests.Session() as s:
+            for i, tx in enumerate(txs):
+                if stop.is_set():
+                    return
+                try:
+                    r = c.submit(c.names[i % 4], tx, s, timeout=5)
+                except requests.RequestException:
+                    continue  # the nodes are being killed: a client sees errors
+                if r.status_code == 202:
+                    submitted.append(tx)
+
+    def confirm() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                for tx in list(submitted):
+                    if stop.is_set():
+                        return
+                    tid = tx.id.hex()
+                    if tid in committed:
+                        continue
+                    try:
+                        body = s.get(f"{c.url(c.names[len(committed) % 4])}/v1/transactions/"
+                                     f"{tid}", timeout=5).json()
+                    except (requests.RequestException, ValueError):
+                        continue
+                    if body.get("status") == "committed":
+                        committed[tid] = (body["height"], body["block_hash"])
+
+    threads = [threading.Thread(target=load, daemon=True),
+               threading.Thread(target=confirm, daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(committed) < 100:
+        assert time.monotonic() < deadline, f"only {len(committed)} confirmed under load"
+        time.sleep(0.05)
+    # Everything at once, while clients are still submitting and being answered.
+    procs = [c.procs.pop(n) for n in c.names]
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    told = dict(committed)
+    assert told and len(submitted) < len(txs), (len(told), len(submitted))
+
+    # The stores as the crash left them audit clean (LevelDB's lock died with them).
+    _audit_all(c, "after SIGKILL")
+
+    c.start(c.names)
+    where = c.wait_txs([by_id[t].id for t in told], c.names, timeout=60)
+    for tid, (height, block_hash) in told.items():
+        for n in c.names:
+            assert where[n][bytes.fromhex(tid)] == height, (n, tid)
+        body = c.get(c.names[0], f"/v1/transactions/{tid}").json()
+        assert body["status"] == "committed" and body["height"] == height, body
+        assert body["block_hash"] == block_hash, body
+    top = max(c.heights().values())
+    c.wait_height(top + 2, timeout=40, names=c.names)
+    c.assert_agreement(c.names)
+
+    codes = c.stop()
+    assert codes == dict.fromkeys(c.names, 0), {n: c.log(n) for n in c.names}
+    _audit_all(c, "after restart and a clean stop")
+
