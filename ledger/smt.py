@@ -330,13 +330,19 @@ class SparseMerkleTree:
 
     def commit(self) -> None:
         """The writes of every update so far are persisted: read them through ``get`` now."""
-        overlay, cache = self._overlay, self._cache
-        for skey in overlay.keys() & cache.keys():
-            rec = overlay[skey]
-            if rec is None:
-                del cache[skey]
-            else:
-                cache[skey] = rec
+        # Refresh the cache, and add the records written at depth <= cache_depth: new
+        # branches would otherwise cost a store read each on the next batch. A record's
+        # position is at most its branch's depth (byte 66), so that depth decides.
+        cache, cache_depth = self._cache, self._cache_depth
+        if cache_depth >= 0:
+            pop = cache.pop
+            for skey, rec in self._overlay.items():
+                if rec is None:
+                    pop(skey, None)
+                elif len(rec) == 64 or rec[66] <= cache_depth:
+                    cache[skey] = rec
+                else:
+                    pop(skey, None)
         self._overlay = {}
         self._committed_root = self._root
 
@@ -344,6 +350,18 @@ class SparseMerkleTree:
         """Forget the updates since the last commit (their writes were not persisted)."""
         self._overlay = {}
         self._root = self._committed_root
+
+    def get_committed(self, skey: bytes) -> bytes | None:
+        """The committed record under storage key ``skey`` (cache, then store; never the
+        overlay): what a read-only tree on the committed root may read through. Records of
+        branches at depth <= cache_depth read from the store join the cache (they are at a
+        position no deeper than their branch)."""
+        rec = self._cache.get(skey)
+        if rec is None:
+            rec = self._get(skey)
+            if rec is not None and (len(rec) == 64 or rec[66] <= self._cache_depth):
+                self._cache[skey] = rec
+        return rec
 
     def _fetch(self, skey: bytes, t: int) -> bytes | None:
         """The record under ``skey`` at depth ``t``: overlay, then cache, then store."""
@@ -398,25 +416,44 @@ class SparseMerkleTree:
         t = 0
         node = self._root_record()
         kv = node if node is not None and len(node) == 64 else None
+        # _decode inlined (it runs again to name a defect); with no overlay and no cache (a
+        # read-only tree, as Chain.prove builds) nodes come straight from ``get``.
+        get, node_key = self._get, self._node_key
+        direct = not self._overlay and self._cache_depth < 0
+        append = siblings.append
         while kv is None and node is not None:
-            d, prefix, lh, rh, lkv, rkv = _decode(node)
+            if len(node) < 67 or node[0] != 1 or node[65] > 3:
+                _decode(node)
+            f, d = node[65], node[66]
+            p = 67 + _NBYTES[d]
+            if len(node) != p + 64 * ((f & 1) + (f >> 1)):
+                _decode(node)
+            prefix = int.from_bytes(node[67:p], "big")
             diverge = (k >> (256 - d)) ^ prefix
             if diverge:
                 # The key leaves this branch's chain at depth e: its side there is empty.
                 e = d - diverge.bit_length()
                 siblings += [_Z] * (e - t)
-                siblings.append(_chain(sm3(node[:65]), prefix, d, e + 1))
+                append(_chain(sm3(node[:65]), prefix, d, e + 1))
                 break
-            siblings += [_Z] * (d - t)
+            if d > t:
+                siblings += [_Z] * (d - t)
             t = d + 1
             if (k >> (255 - d)) & 1:
-                siblings.append(lh)
-                kv = rkv
+                append(node[1:33])
+                kv = node[-64:] if f & 2 else None
             else:
-                siblings.append(rh)
-                kv = lkv
+                append(node[33:65])
+                kv = node[p : p + 64] if f & 1 else None
             if kv is None:
-                node = self._read(_node_id(t, k >> (256 - t)), t)
+                nid = ((k >> (256 - t)) | (1 << t)).to_bytes(_ID_BYTES[t], "big")
+                if direct:
+                    skey = node_key(nid)
+                    node = get(skey)
+                    if node is None:
+                        raise self._missing(skey)
+                else:
+                    node = self._read(nid, t)
         if kv is not None and kv[:32] != key:
             return SMTProof(tuple(siblings), (kv[:32], kv[32:]))
         return SMTProof(tuple(siblings))

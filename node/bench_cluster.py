@@ -38,6 +38,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -240,6 +241,7 @@ def _workdir(keep: bool, say: Callable[[str], None]) -> Iterator[Path]:
 @dataclass(frozen=True)
 class DriverSpec:
     urls: list[str]
+    pids: list[int]  # the validators', to read the CPU time they use
     singles_file: str
     batches_file: str
     single_s: float
@@ -250,6 +252,18 @@ class DriverSpec:
     batch_inflight: int = 6
     workers: int = 16
     drain_s: float = 30.0
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of the processes ``pids`` so far (Linux /proc), or None."""
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class _Conn:
@@ -290,12 +304,15 @@ class _Watcher(threading.Thread):
         self.blocks: list[tuple[float, int]] = []  # (seen at, records of ours in it)
         self.count = 0  # our txs seen committed
         self.stop = threading.Event()
+        #: Seconds between polls: the resolution of commit times, and a request a node
+        #: serves each time; coarse while measuring throughput, fine for latency.
+        self.interval = 0.05
 
     def run(self) -> None:
         while not self.stop.is_set():
             status, body = self._conn.request("GET", f"/v1/blocks/{self.height + 1}")
             if status != 200:
-                self.stop.wait(0.01)  # ~10 ms of resolution on commit times
+                self.stop.wait(self.interval)
                 continue
             now = time.perf_counter()
             ids = [i for i in json.loads(body)["tx_ids"] if i in self._weights]
@@ -343,7 +360,9 @@ class _Driver:
         finally:
             self.watcher.stop.set()
             self.watcher.join(5)
-        return {"single": single, "batch": batch, "latency": latency}
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        return {"single": single, "batch": batch, "latency": latency,
+                "driver_cpu_s": round(cpu.ru_utime + cpu.ru_stime, 2)}
 
     def _drain(self, ids: list[str]) -> float:
         deadline = time.perf_counter() + self.spec.drain_s
@@ -398,11 +417,21 @@ class _Driver:
         threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
         for t in threads:
             t.start()
+        warm = seconds * 0.2
+        time.sleep(warm)
+        cpu0, t_cpu0 = _cpu_seconds(self.spec.pids), time.perf_counter()
         for t in threads:
             t.join()
-        end = max(deadline, time.perf_counter())
+        cpu1, end = _cpu_seconds(self.spec.pids), max(deadline, time.perf_counter())
         missing = self._drain(sent)
-        return {"rate": _rate(self.watcher.blocks, start, seconds * 0.2, end),
+        blocks = [b for b in self.watcher.blocks if start <= b[0] <= end]
+        done = sum(w for t, w in blocks if t >= t_cpu0)
+        return {"rate": _rate(self.watcher.blocks, start, warm, end),
+                # What the validators burnt per committed record while this phase ran:
+                # unlike the rate, it hardly moves when other work shares the machine.
+                "node_cpu_ms_per_record": round(1000 * (cpu1 - cpu0) / done, 4)
+                if cpu0 is not None and cpu1 is not None and done else None,
+                "blocks": len(blocks), "max_block": max((w for _, w in blocks), default=0),
                 "seconds": round(end - start, 2), "submitted": len(sent),
                 "exhausted": state["next"] >= len(txs), "uncommitted_after_drain": missing,
                 "busy_retries": state["busy"], "peak_inflight": state["peak_inflight"],
@@ -412,6 +441,7 @@ class _Driver:
                ) -> dict[str, Any]:
         """Open loop at ``rate`` tx/s: each tx has its send time, whatever came before."""
         rate = max(rate, 1.0)
+        self.watcher.interval = 0.01
         n = min(len(txs), max(1, int(rate * seconds)))
         lock = threading.Lock()
         nxt = [0]
@@ -491,6 +521,13 @@ def run_driver(spec: DriverSpec) -> dict[str, Any]:
 # --------------------------------------------------------------------------- run
 
 
+def _cpu_ratio(single: dict[str, Any], validators: int, verify: float) -> float | None:
+    spent = single.get("node_cpu_ms_per_record")
+    if not isinstance(spent, float) or not spent or not verify:
+        return None
+    return round(validators * 1000 / verify / spent, 3)
+
+
 def run(plan: Plan, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """One benchmark run; returns the report (see ``certledger bench cluster``)."""
     from certificates.bench import sm2_verify_per_s
@@ -498,12 +535,13 @@ def run(plan: Plan, say: Callable[[str], None] = lambda s: None) -> dict[str, An
     if plan.validators < 1:
         raise ValueError("validators must be at least 1")
     cpus = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]  # others' work on this machine skews every figure
     say("measuring SM2 verify/s")
     verify = sm2_verify_per_s(plan.verify_seconds)
     ceiling = cpus * verify / plan.validators
     p1, p2, p3 = plan.phases
     singles = int(ceiling * _LOAD_MARGIN * (p1 + p3 / 2)) + 200
-    batches = max(4, int(p2 * 40_000 / BATCH_RECORDS) + 2)  # 2x the 20,000 certs/s target
+    batches = max(3, int(p2 * 30_000 / BATCH_RECORDS) + 1)  # 1.5x the 20,000/s target
     with _workdir(plan.keep, say) as work:
         cluster = LocalCluster.create(work, plan.validators)
         say(f"pre-signing {singles} single txs and {batches} batches of {BATCH_RECORDS}")
@@ -513,9 +551,14 @@ def run(plan: Plan, say: Callable[[str], None] = lambda s: None) -> dict[str, An
             cluster.start()
             say(f"driving load for {plan.seconds:g}s")
             result = run_driver(DriverSpec(
-                cluster.urls, str(files[0]), str(files[1]), p1, p2, p3,
+                cluster.urls, [p.pid for p in cluster.procs], str(files[0]), str(files[1]),
+                p1, p2, p3,
                 latency_reserve=int(ceiling * _LOAD_MARGIN / 2 * p3) + 50,
-                max_inflight=int(min(4000, max(400, ceiling * 2)))))
+                # About two seconds of the ceiling in flight keeps blocks full; a short run
+                # gets less, or draining it would take longer than the run.
+                max_inflight=int(min(4000, max(200, ceiling * min(2.0, p1 / 4)))),
+                drain_s=min(30.0, max(10.0, plan.seconds))))
+            say("stopping the validators")
         finally:
             cluster.stop()
     single = float(result["single"]["rate"])
@@ -530,5 +573,9 @@ def run(plan: Plan, say: Callable[[str], None] = lambda s: None) -> dict[str, An
         "ceiling_single_tx_per_s": round(ceiling, 1),
         "ratio_to_ceiling": round(single / ceiling, 3) if ceiling else 0.0,
         "seconds": plan.seconds,
+        "loadavg_1m_before": round(load_before, 2),
+        # The ratio the cluster would reach with the machine to itself: the SM2 checks a
+        # tx needs (one per validator) over the CPU the validators spent per tx.
+        "cpu_bound_ratio": _cpu_ratio(result["single"], plan.validators, verify),
         "detail": result,
     }

@@ -53,3 +53,36 @@ def cluster(as_json: bool, seconds: float, validators: int, keep: bool) -> None:
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report))
+
+
+@bench.command("verifier")
+@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
+@click.option("--seconds", default=10.0, show_default=True, help="Seconds of measured load.")
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(1, 512),
+              help="Concurrent clients (threads with keep-alive connections).")
+@click.option("--certificates", default=5000, show_default=True,
+              type=click.IntRange(1, 1_000_000), help="Distinct certificates to issue and verify.")
+@click.option("--verifier-threads", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="waitress worker threads of the verifier.")
+@click.option("--keep", is_flag=True, help="Keep the temp dir (configs, logs) and say where.")
+def verifier(as_json: bool, seconds: float, clients: int, certificates: int,
+             verifier_threads: int, keep: bool) -> None:
+    """Start validators and the verifier (waitress), drive POST /v1/verify from another
+    process, print verifications/s and latency."""
+    from verifier import bench as verifier_bench
+
+    if seconds <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--seconds")
+    plan = verifier_bench.Plan(seconds=seconds, clients=clients, certificates=certificates,
+                               verifier_threads=verifier_threads,
+                               warmup=min(1.0, seconds / 4), keep=keep)
+    start = time.monotonic()
+
+    def say(text: str) -> None:
+        click.echo(f"bench [{time.monotonic() - start:5.1f}s] {text}", err=True)
+
+    try:
+        report = verifier_bench.run(plan, say=say)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report, ensure_ascii=False))

@@ -249,10 +249,14 @@ def verifier_group() -> None:
 @click.option("--max-lag", default=5, show_default=True, help="Blocks a node may lag.")
 @click.option("--max-age", type=float, default=None,
               help="Refuse evidence whose block is older than this many seconds.")
+@click.option("--spread/--no-spread", default=True, show_default=True,
+              help="Ask the nodes in turn (share the load) rather than the last good one.")
+@click.option("--node-cooldown", type=float, default=10.0, show_default=True,
+              help="With --spread: seconds a node that failed is asked only after the others.")
 @_one_line
 def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str, port: int,
-            threads: int, rate: float, burst: float, max_lag: int, max_age: float | None
-            ) -> None:
+            threads: int, rate: float, burst: float, max_lag: int, max_age: float | None,
+            spread: bool, node_cooldown: float) -> None:
     """Serve the verifier (waitress) until interrupted."""
     import waitress
 
@@ -264,7 +268,8 @@ def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str,
     data_dir.mkdir(parents=True, exist_ok=True)
     trusted = load_trust(trust_file)
     lc = LightClient(trusted, [HttpSource(u) for u in nodes], max_lag=max_lag,
-                     max_age_ms=None if max_age is None else int(max_age * 1000))
+                     max_age_ms=None if max_age is None else int(max_age * 1000),
+                     spread=spread, cooldown=node_cooldown)
     metrics = VerifierMetrics()
     metrics.gauges["certledger_verifier_freshest_height"] = (
         "Freshest committed height verified.", lambda: lc.freshest_height)

@@ -26,6 +26,7 @@ SM2 key from the network directory (for crafting authentic peer messages).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from types import TracebackType
@@ -164,6 +166,20 @@ class Cluster:
             if p.exists():
                 text += "".join(p.read_text(errors="replace").splitlines(True)[-lines:])
         return text
+
+    def commit_times(self, name: str) -> dict[int, float]:
+        """{height: wall-clock time (epoch s)} from the "committed block" lines of its log."""
+        out = {}
+        path = self.dir / "logs" / f"{name}.log"
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else ():
+            if '"committed block"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by SIGKILL
+            out[int(rec["height"])] = datetime.fromisoformat(rec["ts"]).timestamp()
+        return out
 
     # ------------------------------------------------------------------ API
 

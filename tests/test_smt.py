@@ -521,16 +521,29 @@ class TreeMachine(RuleBasedStateMachine):
         self.tree.check_root()
         assert self.tree.audit() == len(self.model)
 
-    @rule(key=keys_st, other=values_st)
-    def check_key(self, key: bytes, other: bytes) -> None:
+    @rule(key=keys_st, other=values_st, flip=st.integers(min_value=0))
+    def check_key(self, key: bytes, other: bytes, flip: int) -> None:
         root, value = self.tree.root, self.model.get(key)
         assert self.tree.get_value(key) == value
-        proof = SMTProof.from_bytes(self.tree.prove(key).to_bytes())
+        encoded = self.tree.prove(key).to_bytes()
+        proof = SMTProof.from_bytes(encoded)
         verify_proof(root, key, value, proof)
         for claim in (None, other):
             if claim != value:
                 with pytest.raises(ProofError):
                     verify_proof(root, key, claim, proof)
+        # One flipped bit anywhere in the encoding, or in one sibling, breaks the proof.
+        pos = flip % (len(encoded) * 8)
+        tampered = bytearray(encoded)
+        tampered[pos >> 3] ^= 0x80 >> (pos & 7)
+        with pytest.raises(ProofError):
+            verify_proof(root, key, value, SMTProof.from_bytes(tampered))
+        if proof.siblings:
+            siblings = list(proof.siblings)
+            j = flip % len(siblings)
+            siblings[j] = bytes([siblings[j][0] ^ 1]) + siblings[j][1:]
+            with pytest.raises(ProofError):
+                verify_proof(root, key, value, SMTProof(tuple(siblings), proof.other_leaf))
 
     @invariant()
     def root_matches_reference(self) -> None:

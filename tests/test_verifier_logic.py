@@ -272,7 +272,7 @@ def test_light_client_prefers_the_node_that_answered(world: World,
     doc = world.wallets["valid"].document
     lc.evidence(doc.id, doc.issuer)
     lc.evidence(doc.id, doc.issuer)
-    assert b.calls == 4 and a.calls == 0
+    assert b.calls == 3 and a.calls == 0  # the issuer's answer is reused (issuer_max_lag)
 
 
 def test_validator_set_change_is_followed() -> None:
@@ -370,3 +370,54 @@ def test_trust_bundle_round_trip_and_tampering(world: World, trusted: TrustedSta
     broken(lambda b: b.update(validators=b["validators"][:3]))
     broken(lambda b: b.update(chain_id="other"))
     broken(lambda b: b.update(format="x"))
+
+
+# --------------------------------------------------------------------------- caches
+
+
+def test_commit_signatures_are_verified_once_per_block(world: World, trusted: TrustedState,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger import commit as commit_module
+    from verifier import lightclient
+
+    monkeypatch.setattr(lightclient, "_commit_cache", type(lightclient._commit_cache)())
+    calls = []
+    real = commit_module.sm2.verify
+
+    def counting(*args: object) -> bool:
+        calls.append(1)
+        return bool(real(*args))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commit_module.sm2, "verify", counting)
+    ev = evidence(world, "valid").certificate
+    sigs = ev.commit.signatures
+    check_state(ev, trusted)
+    assert len(calls) == len(sigs)
+    check_state(ev, trusted)  # the same block again: no SM2 at all
+    check_state(dataclasses.replace(ev, commit=dataclasses.replace(
+        ev.commit, signatures=sigs[1:] + sigs[:1])), trusted)
+    assert len(calls) == len(sigs)
+    # Fewer than a quorum of known signatures, or one never seen, is checked in full.
+    with pytest.raises(EvidenceError):
+        check_state(drop_signatures(ev), trusted)
+    assert len(calls) > len(sigs)
+
+
+def test_issuer_answer_is_reused_only_while_fresh(world: World, trusted: TrustedState) -> None:
+    src = ChainSource(world.chain)
+    lc = LightClient(trusted, [src], refresh_interval=None)
+    doc = world.wallets["valid"].document
+    lc.evidence(doc.id, doc.issuer)
+    lc.evidence(world.wallets["revoked"].document.id, doc.issuer)
+    assert src.calls == 3
+    # An answer more than issuer_max_lag blocks below the certificate's is asked again.
+    old = ChainSource(replica(world.chain, world.heights["issued"] + 1))
+    lc = LightClient(trusted, [old], refresh_interval=None, max_lag=100)
+    lc.evidence(doc.id, doc.issuer)
+    lc.sources = [src]
+    lc.evidence(doc.id, doc.issuer)
+    assert src.calls == 5 and old.calls == 2
+    lc = LightClient(trusted, [src], refresh_interval=None, issuer_max_lag=None)
+    lc.evidence(doc.id, doc.issuer)
+    lc.evidence(doc.id, doc.issuer)
+    assert src.calls == 9

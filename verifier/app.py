@@ -37,7 +37,7 @@ from certificates.anchor import SignedAnchor
 from verifier.audit import AuditLog, to_csv
 from verifier.auth import PUBLIC, KeyStore, Principal, RateLimiter, check_purpose
 from verifier.errors import ForbiddenError, InputError, RateLimitedError, VerifierError
-from verifier.logic import Shown, Verdict, subject_of
+from verifier.logic import Subject, Verdict, subject_of
 from verifier.metrics import VerifierMetrics
 from verifier.pages import render_error, render_verdict
 from verifier.service import VerificationService, check_cert_id, parse_qr, parse_shown
@@ -78,11 +78,11 @@ def _limit(principal: Principal, limiter: RateLimiter) -> None:
         raise
 
 
-def _audited_verify(principal: Principal, purpose: str, shown: Shown,
+def _audited_verify(principal: Principal, purpose: str, shown: Subject,
                     anchor: SignedAnchor | None, channel: str) -> Verdict:
     """Verify and write one audit row, whatever the outcome."""
     deps = _deps()
-    cert_id = _cert_id_of(shown)
+    cert_id = shown.meta.id
     try:
         verdict = deps.service.verify(shown, anchor, channel)
     except VerifierError as exc:
@@ -95,10 +95,6 @@ def _audited_verify(principal: Principal, purpose: str, shown: Shown,
                       result="valid" if verdict.valid else "invalid",
                       failed_checks=verdict.failed, channel=channel)
     return verdict
-
-
-def _cert_id_of(shown: Shown) -> str:
-    return subject_of(shown).meta.id
 
 
 # --------------------------------------------------------------------------- department API
@@ -191,7 +187,7 @@ public = Blueprint("public", __name__)
 def qr_page(payload: str) -> Any:
     deps = _deps()
     try:
-        shown = parse_qr(payload)
+        shown = subject_of(parse_qr(payload))
         _limit(PUBLIC, deps.public_limiter)
         verdict = _audited_verify(PUBLIC, QR_PURPOSE, shown, None, "qr")
     except VerifierError as exc:

@@ -8,9 +8,16 @@ purpose the department itself wrote.
 
 Append-only by construction: SQLite triggers abort any UPDATE or DELETE, and each
 row carries ``hash = SM3(prev_hash || canonical row)``, so ``verify_chain`` finds a
-row edited or removed behind the triggers' back (say, with another tool). Writes
-are serialised by a lock on one connection and committed one by one, so a row the
-caller was told about is on disk.
+row edited or removed behind the triggers' back (say, with another tool).
+
+Durability with group commit: ``append`` returns only once its row is committed
+with ``synchronous = FULL`` (WAL journal), so a verification the caller was told
+about is on disk. An fsync costs milliseconds, so rows are not committed one by
+one: the first waiting thread becomes the *leader*, writes every row queued so
+far in one transaction (one fsync), and wakes the others whose rows it carried.
+The hash chain is extended in memory in queue order; if a commit fails, every
+row of that batch (and any queued behind it) is reported failed and the chain
+head is reloaded from the database, so the log on disk never has a gap.
 """
 
 from __future__ import annotations
@@ -66,8 +73,13 @@ class AuditEntry:
     failed_checks: str  # comma-separated check names
     channel: str  # api, status, qr
 
+    def row(self) -> tuple[int, int, str, str, str, str, str, str, str]:
+        # Not dataclasses.astuple: it deep-copies every value, on every verification.
+        return (self.seq, self.time_ms, self.department, self.key_id, self.certificate_id,
+                self.purpose, self.result, self.failed_checks, self.channel)
+
     def row_hash(self, prev_hash: bytes) -> bytes:
-        return sm3(prev_hash + canonical.encode(list(astuple(self))))
+        return sm3(prev_hash + canonical.encode(list(self.row())))
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -78,38 +90,104 @@ class AuditEntry:
 COLUMNS: Final = tuple(f.name for f in fields(AuditEntry))
 
 
+_INSERT: Final = (f"INSERT INTO audit ({', '.join(COLUMNS)}, prev_hash, hash) "
+                  f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
+
+
 class AuditLog:
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the in-memory chain head and the queue
+        self._db_lock = threading.Lock()  # the connection (one writer, the leader)
+        self._done = threading.Condition(threading.Lock())
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
             self._db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open the audit log {self.path}: {exc}") from exc
+        self._seq, self._head = self._load_head()
+        # Tickets number appends in queue order, never reused (unlike seq after a failure).
+        self._queue: list[tuple[int, tuple[Any, ...]]] = []
+        self._next_ticket = 1
+        self._written = 0  # every ticket <= this is settled (committed or failed)
+        self._failed: list[tuple[int, int, str]] = []  # (first, last, why), recent only
+        self._writing = False  # a leader is writing (under _done)
+
+    def _load_head(self) -> tuple[int, bytes]:
+        try:
             row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
                                    ).fetchone()
         except sqlite3.Error as exc:
-            raise AuditError(f"cannot open the audit log {self.path}: {exc}") from exc
-        self._seq: int = 0 if row is None else int(row[0])
-        self._head: bytes = GENESIS_HASH if row is None else bytes(row[1])
+            raise AuditError(f"cannot read the audit log {self.path}: {exc}") from exc
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), bytes(row[1]))
 
     def append(self, *, department: str, key_id: str, certificate_id: str, purpose: str,
                result: str, failed_checks: Sequence[str] = (), channel: str = "api"
                ) -> AuditEntry:
+        """Append one row; returns once it is committed (AuditError if it could not be)."""
         with self._lock:
             entry = AuditEntry(self._seq + 1, int(self._clock() * 1000), department, key_id,
                                certificate_id, purpose, result, ",".join(failed_checks), channel)
             digest = entry.row_hash(self._head)
-            try:
-                self._db.execute(
-                    f"INSERT INTO audit ({', '.join(COLUMNS)}, prev_hash, hash) "
-                    f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})",
-                    (*astuple(entry), self._head, digest))
-            except sqlite3.Error as exc:
-                raise AuditError(f"cannot write the audit log: {exc}") from exc
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._queue.append((ticket, (*entry.row(), self._head, digest)))
             self._seq, self._head = entry.seq, digest
-            return entry
+        self._settle(ticket)
+        return entry
+
+    def _settle(self, ticket: int) -> None:
+        """Wait until ``ticket`` is written, writing the queue ourselves if nobody is."""
+        with self._done:
+            while self._written < ticket and self._writing:
+                self._done.wait()
+            lead = self._written < ticket
+            if lead:
+                self._writing = True
+        if lead:
+            try:
+                with self._db_lock:
+                    self._write_queue()  # our row is queued, so this settles it
+            finally:
+                with self._done:
+                    self._writing = False
+                    self._done.notify_all()
+        with self._done:
+            for first, last, why in self._failed:
+                if first <= ticket <= last:
+                    raise AuditError(f"cannot write the audit log: {why}")
+
+    def _write_queue(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return
+        why = None
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_INSERT, [row for _, row in batch])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            why = str(exc)
+        last = batch[-1][0]
+        if why is not None:
+            # Rows queued behind the failed ones chain onto them: fail those too, and
+            # restart the chain from what is on disk.
+            with self._lock:
+                last = self._next_ticket - 1
+                self._queue = []
+                self._seq, self._head = self._load_head()
+        with self._done:
+            if why is not None:
+                self._failed = [*self._failed[-15:], (batch[0][0], last, why)]
+            self._written = max(self._written, last)
 
     def query(self, *, department: str | None = None, since_ms: int | None = None,
               until_ms: int | None = None, certificate_id: str | None = None,
@@ -124,19 +202,19 @@ class AuditLog:
         sql = (f"SELECT {', '.join(COLUMNS)} FROM audit"
                + (f" WHERE {' AND '.join(where)}" if where else "")
                + " ORDER BY seq LIMIT ?")
-        with self._lock:
+        with self._db_lock:
             rows = self._db.execute(sql, (*args, max(1, min(limit, MAX_QUERY)))).fetchall()
         return [AuditEntry(*r) for r in rows]
 
     def count(self) -> int:
-        with self._lock:
+        with self._db_lock:
             return int(self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
 
     def verify_chain(self) -> int:
         """Recheck every row's hash link; the number of rows, or AuditError naming the first bad."""
         prev = GENESIS_HASH
         n = 0
-        with self._lock:
+        with self._db_lock:
             cur = self._db.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit "
                                    "ORDER BY seq")
             for row in cur:
@@ -149,7 +227,7 @@ class AuditLog:
         return n
 
     def close(self) -> None:
-        with self._lock:
+        with self._db_lock:
             self._db.close()
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any, Final
 
 from certificates import canonical
@@ -74,6 +75,12 @@ def _cover(lo: int, hi: int, revealed: frozenset[int]) -> Iterator[tuple[int, in
     yield from _cover(lo + k, hi, revealed)
 
 
+@lru_cache(maxsize=4096)
+def cover(n: int, revealed: frozenset[int]) -> tuple[tuple[int, int], ...]:
+    """``_cover`` of the whole tree; the same few shapes come again and again."""
+    return tuple(_cover(0, n, revealed))
+
+
 @dataclass(frozen=True)
 class CompactPresentation:
     meta: DocumentMeta
@@ -91,13 +98,17 @@ class CompactPresentation:
                         if isinstance(e, Disclosed))
         revealed = frozenset([META_INDEX, *(i for i, _ in entries)])
         hashes = tuple(root_from_leaf_hashes(leaves[lo:hi])
-                       for lo, hi in _cover(0, len(leaves), revealed))
+                       for lo, hi in cover(len(leaves), revealed))
         return cls(p.meta, p.meta_salt, len(leaves), entries, hashes)
 
     # ------------------------------------------------------------------ verifying
 
     def validate(self) -> None:
         """Raise PayloadError unless well formed (names, values, salts, counts, order)."""
+        self._validated  # noqa: B018 - a cached property: checked once per object
+
+    @cached_property
+    def _validated(self) -> bool:
         n = self.leaf_count
         if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_FIELDS + 2:
             raise PayloadError(f"leaf count {n!r} is outside 3..{MAX_FIELDS + 2}")
@@ -121,22 +132,26 @@ class CompactPresentation:
             if name <= previous_name:
                 raise PayloadError(f"disclosed name {e.name!r} is out of leaf order")
             previous_index, previous_name = index, name
-        want = sum(1 for _ in _cover(0, n, self._revealed()))
+        want = len(cover(n, self._revealed()))
         if len(self.hashes) != want or any(
                 not isinstance(h, bytes) or len(h) != DIGEST_SIZE for h in self.hashes):
             raise PayloadError(f"expected {want} hidden hashes of {DIGEST_SIZE} bytes, "
                                f"got {len(self.hashes)}")
+        return True
 
     def _revealed(self) -> frozenset[int]:
         return frozenset([META_INDEX, *(i for i, _ in self.entries)])
 
     def digest(self) -> bytes:
         """The certificate digest these leaves and hashes commit to."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> bytes:
         self.validate()
         known = {i: leaf_hash(e.name, e.salt, e.value) for i, e in self.entries}
         known[META_INDEX] = leaf_hash(META, self.meta_salt, self.meta.canonical_value())
-        hidden = dict(zip(_cover(0, self.leaf_count, self._revealed()), self.hashes,
-                          strict=True))
+        hidden = dict(zip(cover(self.leaf_count, self._revealed()), self.hashes, strict=True))
 
         def node(lo: int, hi: int) -> bytes:
             if (lo, hi) in hidden:
@@ -179,9 +194,12 @@ class CompactPresentation:
         full_id = _ROOT_PREFIX + short_id
         full_sup = None if short_sup is None else _ROOT_PREFIX + short_sup
         try:
-            cid = CertificateId.parse(full_id)
-            meta = DocumentMeta(str(cid), cid.type_code, cid.issuer_code, issued_at,
-                                valid_from, valid_until, full_sup)
+            parts = full_id.split(".")
+            if len(parts) < 7:
+                CertificateId.parse(full_id)  # raises, naming what is wrong
+            # DocumentMeta parses and checks the id (and its type and issuer parts) itself.
+            meta = DocumentMeta(full_id, parts[5], parts[6], issued_at, valid_from,
+                                valid_until, full_sup)
         except CertificatesError as exc:
             raise PayloadError(f"compact presentation meta: {exc}") from exc
         if (meta.id, meta.supersedes) != (full_id, full_sup):

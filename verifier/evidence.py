@@ -17,6 +17,7 @@ what ``state_to_json`` writes, so evidence saved for offline use round-trips.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ledger.block import BlockHeader
@@ -110,11 +111,30 @@ def commit_to_json(c: CommitCertificate) -> dict[str, Any]:
                            for s in c.signatures]}
 
 
+@lru_cache(maxsize=256)
+def decode_header_bytes(data: bytes) -> BlockHeader:
+    """``BlockHeader.decode``, remembered: every answer from one block carries the same bytes."""
+    return BlockHeader.decode(data)  # a LedgerError is raised again, never cached
+
+
+@lru_cache(maxsize=64)
+def _validator_set(items: tuple[tuple[str, str, str], ...]) -> ValidatorSet:
+    try:
+        return ValidatorSet.of(Validator(name, _need(_hex({"k": key}, "k", 130, size=65)), addr)
+                               for name, key, addr in items)
+    except LedgerError as exc:
+        raise SourceError(f"validators: {exc}") from exc
+
+
 def validators_from_json(obj: object) -> ValidatorSet:
     """A list of ``{name, public_key, address}``, or the node's ``{"validators": [...]}``."""
     items = obj.get("validators") if isinstance(obj, dict) else obj
     if not isinstance(items, list) or not items or len(items) > _MAX_SIGNATURES:
         raise SourceError("validators must be a non-empty list")
+    if all(isinstance(v, dict) and isinstance(v.get("public_key"), str) for v in items):
+        # The same set comes with every answer: parse (and check the keys) once.
+        return _validator_set(tuple((str(v.get("name", "")), v["public_key"],
+                                     str(v.get("address", ""))) for v in items))
     try:
         out = []
         for v in items:
@@ -138,7 +158,7 @@ def state_from_json(obj: object, key: bytes, source: str = "") -> StateEvidence:
         raise SourceError("evidence must be a JSON object")
     header = _need(_hex(obj, "header_bytes", 4096))
     try:
-        BlockHeader.decode(header)  # fail early on junk; the light client decodes again
+        decode_header_bytes(header)  # fail early on junk; the light client decodes again
     except LedgerError as exc:
         raise SourceError(f"evidence header: {exc}") from exc
     validators = obj.get("validators")

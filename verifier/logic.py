@@ -97,8 +97,13 @@ class Subject:
     qr: QrPayload | None = None
 
 
-def subject_of(shown: Shown) -> Subject:
-    """InputError if the presentation is malformed (that is the caller's 400, not a verdict)."""
+def subject_of(shown: Shown | Subject) -> Subject:
+    """InputError if the presentation is malformed (that is the caller's 400, not a verdict).
+
+    Recomputing the digest is the costly part: callers keep the Subject and pass it on.
+    """
+    if isinstance(shown, Subject):
+        return shown
     try:
         if isinstance(shown, QrPayload):
             p = shown.presentation
@@ -188,7 +193,7 @@ def _issuer(evidence: Evidence | None, code: str, trusted: TrustedState
 
 def verify(shown: Shown | Subject, evidence: Evidence | None, trusted: TrustedState,
            now: float, *, anchor: SignedAnchor | None = None) -> Verdict:
-    s = shown if isinstance(shown, Subject) else subject_of(shown)
+    s = subject_of(shown)
     meta, run = s.meta, _Run()
     cert_ev = None if evidence is None else evidence.certificate
     st = _chain_state(cert_ev, cert_key(meta.id), trusted)

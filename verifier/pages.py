@@ -28,6 +28,10 @@ FIELD_LABELS: Final = {
     "$holder": "持证人 Holder", "name": "姓名 Name", "degree": "学位 Degree",
     "major": "专业 Major", "university": "学校 University", "graduation_date":
     "毕业日期 Graduation date", "holder_key": "持证人公钥 Holder key",
+    "student_number": "学号 Student number", "id_number": "身份证件号 ID number",
+    "company_name": "企业名称 Company", "legal_representative": "法定代表人 Legal representative",
+    "registered_capital": "注册资本 Registered capital", "business_scope": "经营范围 Scope",
+    "established": "成立日期 Established", "uscc": "统一社会信用代码 Credit code",
 }
 STATUS_LABELS: Final = {"issued": "有效 issued", "suspended": "暂停 suspended",
                         "revoked": "已撤销 revoked", "superseded": "已替换 superseded"}
@@ -43,8 +47,12 @@ body{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei",sans-se
 main{max-width:640px;margin:0 auto;padding:16px}
 .banner{border-radius:14px;padding:28px 16px;text-align:center;color:#fff;margin-bottom:16px}
 .ok{background:#1a7f37}.bad{background:#c62828}.err{background:#6e6e73}
-.banner .big{font-size:2.6rem;font-weight:800;letter-spacing:.05em}
+.banner .big{font-size:clamp(1.6rem,8.5vw,2.6rem);font-weight:800;letter-spacing:.04em;
+ white-space:nowrap}
 .banner .sub{font-size:1.05rem;margin-top:6px}
+.banner .why{margin:14px 0 0;padding:10px 12px;border-radius:10px;background:rgba(0,0,0,.18);
+ text-align:left;font-size:.95rem;line-height:1.4}
+.banner .why b{display:block}
 section{background:#fff;border-radius:12px;padding:12px 16px;margin-bottom:12px}
 h2{font-size:1rem;margin:4px 0 10px;color:#555}
 dl{margin:0}dt{color:#666;font-size:.85rem;margin-top:8px}dd{margin:2px 0 0;font-size:1.05rem;
@@ -52,6 +60,7 @@ dl{margin:0}dt{color:#666;font-size:.85rem;margin-top:8px}dd{margin:2px 0 0;font
 ul{list-style:none;padding:0;margin:0}li{padding:8px 0;border-top:1px solid #eee}
 li:first-child{border-top:0}.mark{font-weight:700;margin-right:6px}
 .pass .mark{color:#1a7f37}.fail .mark{color:#c62828}.detail{color:#666;font-size:.85rem}
+li.fail{background:#fdecea;margin:0 -16px;padding:8px 16px}
 footer{color:#888;font-size:.8rem;text-align:center;margin:16px 0}
 </style></head><body><main>
 {% if verdict %}
@@ -59,6 +68,9 @@ footer{color:#888;font-size:.8rem;text-align:center;margin:16px 0}
  <div class="big">{{ '有效 VALID' if verdict.valid else '无效 NOT VALID' }}</div>
  <div class="sub">{{ '证照真实有效' if verdict.valid else '证照未通过核验' }} ·
   {{ 'This certificate checks out' if verdict.valid else 'This certificate did not pass' }}</div>
+ {% for c in checks if not c.ok %}{% if loop.first %}<div class="why">{% endif %}
+  <b>✗ {{ c.zh }} · {{ c.en }}</b>{{ c.detail }}
+ {% if loop.last %}</div>{% endif %}{% endfor %}
 </div>
 <section><h2>证照 Certificate</h2><dl>
  <dt>证照标识 Identifier</dt><dd>{{ verdict.certificate.id }}</dd>

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +53,9 @@ DEFAULT_MAX_VERSION: Final = 15
 ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ$*+-."
 _VALUES: Final = {c: i for i, c in enumerate(ALPHABET)}
 _B: Final = len(ALPHABET)
+#: ASCII byte -> base41 digit, 0xFF for a byte outside the alphabet (``bytes.translate``).
+_DIGITS: Final = bytes(_VALUES.get(chr(b), 0xFF) for b in range(256))
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
 # --------------------------------------------------------------------------- payload bytes
@@ -165,22 +169,23 @@ def to_base41(data: bytes) -> str:
 def from_base41(text: str) -> bytes:
     if len(text) % 3 == 1:
         raise PayloadError("base41 text has a length that no byte string gives")
-    try:
-        digits = [_VALUES[c] for c in text]
-    except KeyError as exc:
-        raise PayloadError(f"base41 text has the character {exc.args[0]!r}") from None
+    raw = text.encode("utf-8")
+    digits = raw.translate(_DIGITS)
+    if len(raw) != len(text) or 0xFF in digits:
+        bad = next(c for c in text if c not in _VALUES)
+        raise PayloadError(f"base41 text has the character {bad!r}")
     out = bytearray()
-    for i in range(0, len(digits), 3):
-        chunk = digits[i:i + 3]
-        n = sum(d * _B ** j for j, d in enumerate(chunk))
-        if len(chunk) == 3:
-            if n > 0xFFFF:
-                raise PayloadError("base41 text encodes a value above two bytes")
-            out += bytes((n >> 8, n & 0xFF))
-        else:
-            if n > 0xFF:
-                raise PayloadError("base41 text encodes a value above one byte")
-            out.append(n)
+    full = len(digits) - len(digits) % 3
+    for i in range(0, full, 3):  # the hot loop of every QR scan: plain integer arithmetic
+        n = digits[i] + digits[i + 1] * _B + digits[i + 2] * (_B * _B)
+        if n > 0xFFFF:
+            raise PayloadError("base41 text encodes a value above two bytes")
+        out += n.to_bytes(2, "big")
+    if full < len(digits):
+        n = digits[full] + digits[full + 1] * _B
+        if n > 0xFF:
+            raise PayloadError("base41 text encodes a value above one byte")
+        out.append(n)
     return bytes(out)
 
 
@@ -197,8 +202,8 @@ def from_text(text: str) -> bytes:
     text = text.split("?", 1)[0].split("#", 1)[0]
     if len(text) > 2 * MAX_PAYLOAD_BYTES:
         raise PayloadError("QR payload text is too long")
-    if any(c.islower() or c == "_" for c in text):
-        if not all(c.isascii() and (c.isalnum() or c in "-_") for c in text):
+    if "_" in text or text != text.upper():  # a lower-case letter: base64url, not base41
+        if not _BASE64URL.fullmatch(text):
             raise PayloadError("base64url text has characters outside its alphabet")
         try:
             data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

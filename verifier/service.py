@@ -30,7 +30,7 @@ from certificates.identifiers import CertificateId
 from verifier.errors import EvidenceError, InputError, NoTrustworthyAnswerError, VerifierError
 from verifier.evidence import Evidence
 from verifier.lightclient import LightClient, check_state
-from verifier.logic import Shown, Verdict, status_of, subject_of, verify
+from verifier.logic import Shown, Subject, Verdict, status_of, subject_of, verify
 from verifier.metrics import VerifierMetrics
 from verifier.qr import decode_payload, from_text
 from verifier.trust import TrustedState
@@ -49,8 +49,11 @@ def parse_qr(text: str) -> Shown:
     return decode_payload(from_text(text))
 
 
-def parse_shown(body: Mapping[str, Any]) -> tuple[Shown, SignedAnchor | None]:
-    """(what is shown, optional signed anchor) from a request body; InputError if unreadable."""
+def parse_shown(body: Mapping[str, Any]) -> tuple[Subject, SignedAnchor | None]:
+    """(what is shown, optional signed anchor) from a request body; InputError if unreadable.
+
+    What is shown comes back as a checked ``Subject`` (digest recomputed once).
+    """
     present = [k for k in SHOWN_KEYS if body.get(k) is not None]
     if len(present) != 1:
         raise InputError("send exactly one of 'presentation', 'wallet' (or 'document') and "
@@ -70,8 +73,8 @@ def parse_shown(body: Mapping[str, Any]) -> tuple[Shown, SignedAnchor | None]:
             body["anchor"])
     except CertificatesError as exc:
         raise InputError(f"{kind}: {exc}") from exc
-    subject_of(shown)  # a malformed presentation is the caller's error, before any lookup
-    return shown, anchor
+    # A malformed presentation is the caller's error, found before any lookup.
+    return subject_of(shown), anchor
 
 
 class SavedEvidence:
@@ -111,7 +114,7 @@ class VerificationService:
             provider.on_reject = lambda node, reason: m.inc(
                 "certledger_verifier_node_rejections_total", node, reason)
 
-    def verify(self, shown: Shown, anchor: SignedAnchor | None = None,
+    def verify(self, shown: Shown | Subject, anchor: SignedAnchor | None = None,
                channel: str = "api") -> Verdict:
         """A verdict; NoTrustworthyAnswerError (503) when no node gives usable evidence."""
         started = time.perf_counter()

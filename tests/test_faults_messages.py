@@ -1,0 +1,184 @@
+"""Hostile peer messages at one validator of a real four-validator cluster.
+
+Each kind of bad message is POSTed straight to ``/v1/consensus`` of one node (the
+victim) and must be dropped, counted in ``/metrics`` under its reason, and leave
+the cluster committing:
+
+* an envelope signed by a key outside the validator set (``envelope_unknown_sender``),
+  and an authentic envelope relaying a vote signed by such a key
+  (``consensus_not_validator``) or a vote with a forged signature
+  (``consensus_bad_signature``);
+* a replayed old vote: a real precommit taken from a stored commit certificate,
+  sealed once by a validator's own key (from the network directory) and sent
+  three times - the first copy is authentic (its vote is old: ``consensus_old_height``),
+  the other two are replays (``envelope_stale``);
+* malformed bodies (``envelope_malformed``) and an authentic envelope whose payload
+  does not decode (``envelope_bad_payload``);
+* an oversized body (413, ``envelope_oversized``) and an oversized envelope inside
+  a batch (``envelope_oversized``).
+
+The validator whose key seals the replay is stopped first and restarted after:
+its sequence numbers start from the wall clock in nanoseconds, so ours (taken
+while it is down) sit between its old and new ones and never make its real
+messages look replayed. Every wait is bounded; only our own pids are signalled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from certificates import canonical, sm2
+from ledger.commit import vote_sign_bytes
+from network.envelope import seal, seal_batch
+from node.consensus.messages import Vote
+from node.wire import KIND_CONSENSUS, encode_messages
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+VICTIM = "node-2"
+SEALER = "node-4"  # its key seals the replayed envelope while it is stopped
+MSGPACK = {"Content-Type": "application/msgpack"}
+DROPPED = "certledger_dropped_messages_total"
+#: node.runtime: the consensus body limit is max(envelope limit + 1 KiB, 16 MiB), and the
+#: HTTP server (waitress) takes up to 1 MiB more before it refuses on its own.
+BODY_LIMIT = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster.create(tmp_path_factory.mktemp("faults-messages")) as c:
+        c.start()
+        c.wait_height(2, timeout=40)
+        yield c
+
+
+def drops(c: Cluster, name: str = VICTIM) -> dict[str, float]:
+    prefix = f'{DROPPED}{{reason="'
+    return {k[len(prefix):-2]: v for k, v in c.metrics(name).items() if k.startswith(prefix)}
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def send(c: Cluster, body: bytes, name: str = VICTIM) -> requests.Response:
+    return c.post(name, "/v1/consensus", data=body, headers=MSGPACK, timeout=60)
+
+
+def keeps_committing(c: Cluster) -> None:
+    """Every running node commits two more heights, and they all agree."""
+    names = list(c.procs)
+    c.wait_height(max(c.heights(names).values()) + 2, timeout=30, names=names)
+    c.assert_agreement(names)
+    assert c.status(VICTIM)["consensus"]["running"]
+
+
+def vote(c: Cluster, key: sm2.PrivateKey, height: int, round_: int = 0,
+         value_id: bytes | None = None, *, forge: bool = False) -> Vote:
+    sig = key.sign(vote_sign_bytes(c.chain_id, "prevote", height, round_, value_id))
+    return Vote("prevote", height, round_, value_id, key.public.key_id,
+                b"\x01" * 64 if forge else sig)
+
+
+def test_outsider_envelope_is_dropped_as_unknown_sender(cluster: Cluster) -> None:
+    c = cluster
+    outsider = sm2.PrivateKey.generate()
+    h = int(c.status(VICTIM)["consensus"]["height"])
+    body = seal_batch([seal(c.chain_id, KIND_CONSENSUS, encode_messages([vote(c, outsider, h)]),
+                            outsider, time.time_ns())])
+    before = drops(c)
+    r = send(c, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "rejected" and "unknown_sender" in r.text
+    assert delta(before, drops(c)).get("envelope_unknown_sender") == 1
+    keeps_committing(c)
+
+
+def test_malformed_bodies_are_dropped(cluster: Cluster) -> None:
+    c = cluster
+    before = drops(c)
+    bodies = [
+        b"\xff\xfe not msgpack at all",  # the batch does not decode
+        canonical.encode({"not": "a list"}),  # decodes, but is no batch
+        seal_batch([b"\x93\x01\x02\x03"]),  # a batch whose envelope is no envelope map
+    ]
+    for body in bodies:
+        r = send(c, body)
+        assert r.status_code == 400, (body[:20], r.text)
+        assert r.json()["error"]["code"] in ("malformed", "rejected"), r.text
+    assert delta(before, drops(c)).get("envelope_malformed") == len(bodies)
+    keeps_committing(c)
+
+
+def test_oversized_bodies_are_dropped(cluster: Cluster) -> None:
+    c = cluster
+    before = drops(c)
+    # A body over the consensus limit: refused from its Content-Length, never parsed.
+    r = send(c, b"\x00" * (BODY_LIMIT + 64 * 1024))
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "too_large", r.text
+    # A batch within the body limit holding one envelope over the envelope limit.
+    outsider = sm2.PrivateKey.generate()
+    big = seal(c.chain_id, KIND_CONSENSUS, b"\x00" * (BODY_LIMIT * 2 // 3), outsider, 1)
+    r = send(c, seal_batch([big]))
+    assert r.status_code == 400 and "oversized" in r.text, r.text
+    assert delta(before, drops(c)).get("envelope_oversized") == 2
+    keeps_committing(c)
+
+
+def test_replayed_old_vote_and_bad_relayed_votes(cluster: Cluster) -> None:
+    c = cluster
+    key = c.validator_key(SEALER)
+    outsider = sm2.PrivateKey.generate()
+    assert c.stop([SEALER]) == {SEALER: 0}
+    # A real, old precommit: one of the signatures of a stored commit certificate.
+    old = max(c.heights().values()) - 1
+    commit = c.get(VICTIM, f"/v1/blocks/{old}").json()["commit"]
+    sig = commit["signatures"][0]
+    captured = Vote("precommit", old, commit["round"], bytes.fromhex(commit["block_hash"]),
+                    bytes.fromhex(sig["key_id"]), bytes.fromhex(sig["signature"]))
+    envelope = seal(c.chain_id, KIND_CONSENSUS, encode_messages([captured]), key,
+                    time.time_ns())
+
+    before = drops(c)
+    first = send(c, seal_batch([envelope]))
+    assert first.status_code == 202 and first.json()["accepted"] == 1, first.text
+    for _ in range(2):  # the same bytes again: replays
+        again = send(c, seal_batch([envelope]))
+        assert again.status_code == 400, again.text
+        assert "stale" in again.text, again.text
+    got = delta(before, drops(c))
+    assert got.get("envelope_stale") == 2, got
+    assert got.get("consensus_old_height", 0) >= 1, got  # the first copy: decided already
+
+    # Authentic envelopes from a validator carrying bad content. The votes are for the
+    # next height, so they are judged (buffered for it) even if a block lands meanwhile.
+    h = int(c.status(VICTIM)["consensus"]["height"]) + 1
+    node1 = c.validator_key("node-1")
+    before = drops(c)
+    bad = [
+        encode_messages([vote(c, outsider, h)]),  # a vote by a key outside the set
+        encode_messages([vote(c, node1, h, round_=0, value_id=b"\x07" * 32, forge=True)]),
+        b"\xc1 no such msgpack",  # the payload does not decode
+    ]
+    for payload in bad:
+        r = send(c, seal_batch([seal(c.chain_id, KIND_CONSENSUS, payload, key,
+                                     time.time_ns())]))
+        assert r.status_code == 202, r.text  # the envelope itself is authentic
+    got = delta(before, drops(c))
+    assert got.get("consensus_not_validator", 0) >= 1, got
+    assert got.get("consensus_bad_signature", 0) >= 1, got
+    assert got.get("envelope_bad_payload") == 1, got
+    keeps_committing(c)
+
+    # The sealer comes back with fresh sequence numbers; the four of them go on.
+    c.restart(SEALER)
+    top = max(c.heights([n for n in c.names if n != SEALER]).values())
+    c.wait_height(top + 1, timeout=40, names=[SEALER])
+    keeps_committing(c)
