@@ -55,9 +55,11 @@ tree to the new root and keeps those writes in an in-memory overlay that reads c
 ``get``, so the tree serves the new root before the caller persists. ``commit()`` drops the
 overlay once the writes are persisted; ``rollback()`` drops it and returns to the root of the
 last commit (a block that was not committed). Several updates may be pending; persist their
-write lists in order. Records at depth <= ``cache_depth`` are kept in memory once read (at
-most ``2**(cache_depth + 1)``) and refreshed by ``commit``; the tree object must be the only
-writer of its nodes. It is not thread-safe.
+write lists in order. Records at depth <= ``cache_depth`` are kept in memory once read or
+written (at most ``2**(cache_depth + 1)``; "depth" is the branch's, which bounds its
+position's) and refreshed by ``commit``; ``get_committed`` reads committed records through
+that cache for a read-only tree (proofs while a block is staged). The tree object must be the
+only writer of its nodes. It is not thread-safe.
 
 The batch update sorts the keys and recurses down once, splitting the sorted run by the bit at
 each branch, so every touched branch is read, rewritten and hashed once per batch. Below the
