@@ -105,7 +105,7 @@ def _chain_id(client: NodeClient, given: str | None) -> str:
     chain_id = client.status().get("chain_id")
     if not isinstance(chain_id, str) or not chain_id:
         raise click.ClickException(f"{client.current_url} does not report its chain id: "
-                               "pass --chain-id")
+                                   "pass --chain-id")
     return chain_id
 
 
@@ -329,7 +329,7 @@ def issue(document: Path, wallet_out: Path | None, key_file: Path, chain_id: str
     doc = _document(document)
     if doc.supersedes is not None:
         raise click.ClickException(f"{document} supersedes {doc.supersedes}: use certledger "
-                               "supersede OLD_ID NEW_DOC")
+                                   "supersede OLD_ID NEW_DOC")
     key = _load_key(key_file, passphrase_env)
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
@@ -356,7 +356,8 @@ def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file
     if doc.supersedes is None:  # the link is part of the committed $meta leaf: set it now
         doc = replace(doc, supersedes=old)
     elif doc.supersedes != old:
-        raise click.ClickException(f"{new_document} says it supersedes {doc.supersedes}, not {old}")
+        raise click.ClickException(
+            f"{new_document} says it supersedes {doc.supersedes}, not {old}")
     key = _load_key(key_file, passphrase_env)
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)

@@ -70,8 +70,9 @@ class ConsensusConfig:
     precommit_timeout_ms: int = 1000
     precommit_delta_ms: int = 500
     #: A proposer with an empty mempool waits up to this long for transactions before it
-    #: proposes an empty block (Tendermint's create_empty_blocks_interval); must stay
-    #: below propose_timeout_ms or peers would time out waiting for the proposal.
+    #: proposes an empty block (Tendermint's create_empty_blocks_interval; round 0 only,
+    #: a later round proposes at once); must stay below propose_timeout_ms or peers
+    #: would time out waiting for the proposal.
     empty_block_interval_ms: int = 1000
     #: How often our own recent messages are re-sent (the paper's gossip assumption).
     gossip_interval_ms: int = 1000

@@ -11,8 +11,9 @@ order before the next item, exactly as ``tests/sim/node.py`` drives the core:
   entry recording it is durable (the core emits PersistWal before Broadcast).
 * ``Broadcast``: sealed in signed envelopes, one per batch (``node.peers.Outbox``).
 * ``ScheduleTimeout``: a timer that later puts ``TimeoutFired`` on the queue.
-* ``RequestValue``: build a block from the mempool - at once if it holds txs, else
-  after ``empty_block_interval_ms`` or as soon as a tx arrives - then ``ValueReady``.
+* ``RequestValue``: build a block from the mempool - at once if it holds txs or the
+  round is not the height's first, else after ``empty_block_interval_ms`` or as soon
+  as a tx arrives - then ``ValueReady``.
 * ``Commit``: ``Chain.commit_block`` (one synced batch), WAL compaction, mempool
   update; only then do the effects after it (the next height's votes) run.
 * ``Evidence``: counted and logged.
@@ -273,7 +274,10 @@ class ConsensusLoop:
 
     def _request_value(self, eff: RequestValue) -> None:
         self._want = (eff.height, eff.round)
-        if len(self.mempool):
+        # Waiting for transactions is for round 0 only (as Tendermint's
+        # create_empty_blocks_interval): a later round means the earlier ones failed, and
+        # waiting would only add to the time the height is stuck (a dead proposer).
+        if len(self.mempool) or eff.round > 0:
             self._immediate.append(BuildValue(eff.height, eff.round))
         else:
             delay = self.cfg.consensus.empty_block_interval_ms / 1000

@@ -111,9 +111,7 @@ for cfg in "${configs[@]}"; do
   start "$name" "$LOGS/$name.out" certledger node run --config "$cfg"
 done
 say "starting ${#nodes[@]} validators: ${nodes[*]}"
-for url in "${nodes[@]}"; do
-  docs wait "$url/v1/status" 60 || { echo "$url did not answer; see $LOGS" >&2; exit 1; }
-done
+docs wait 60 "${nodes[@]/%//v1/status}" || { echo "see the logs in $LOGS" >&2; exit 1; }
 NODE=${nodes[0]}
 
 # --------------------------------------------------------------------------- certificates
@@ -121,13 +119,12 @@ if [ ! -f "$DATA/diplomas.count" ]; then
   echo "${DEMO_DIPLOMAS:-1000}" >"$DATA/diplomas.count"
 fi
 count=$(cat "$DATA/diplomas.count")
-docs docs "$DATA/documents" "$count"
-mapfile -t ids < <(docs ids "$DATA/documents")
-VALID_ID=${ids[0]} REVOKED_ID=${ids[1]} LICENCE_ID=${ids[2]}
-last_id=$(tail -n 1 "$DATA/documents/diplomas.jsonl" | json_get id)
+# The documents (deterministic), the ids shown below, and what the chain already holds.
+state=$(docs state "$DATA/documents" "$count" "$NODE")
+eval "$state"
 keys="$NET/keys"
 
-if docs onchain "$NODE" "$last_id" >/dev/null; then
+if [ "$HAVE_DIPLOMAS" = 1 ]; then
   say "$count diplomas already on the chain"
 else
   say "issuing $count diplomas (one cert.issue_batch, one SM2 signature)"
@@ -135,14 +132,14 @@ else
     --wallet-dir "$DATA/wallets/diplomas" "${node_args[@]}" --wait --wait-timeout 300 \
     >"$DATA/issue-batch.json"
 fi
-if docs onchain "$NODE" "$LICENCE_ID" >/dev/null; then
+if [ "$HAVE_LICENCE" = 1 ]; then
   say "business licence already on the chain"
 else
   say "issuing a business licence"
   certledger issue "$DATA/documents/licence.json" --key "$keys/issuer-$BUREAU.key" \
     --wallet-out "$DATA/wallets/licence.json" "${node_args[@]}" --wait >"$DATA/issue-licence.json"
 fi
-if [ "$(docs onchain "$NODE" "$REVOKED_ID")" = "revoked" ]; then
+if [ "$HAVE_REVOKED" = 1 ]; then
   say "diploma $REVOKED_ID already revoked"
 else
   say "revoking diploma $REVOKED_ID"
@@ -164,16 +161,26 @@ fi
 API_KEY=$(cat "$VDATA/department.key")
 start verifier "$LOGS/verifier.out" certledger verifier run --trust "$VDATA/trust.json" \
   "${node_args[@]}" --data "$VDATA" --port "$VPORT"
-docs wait "$VURL/healthz" 60 || { echo "the verifier did not start; see $LOGS/verifier.out" >&2
-                                 exit 1; }
 
-qr() {  # qr NAME WALLET FIELDS: PNG + SVG in demo-data/qr, prints the URL
-  certledger qr "$2" --disclose "$3" --verifier "$VURL" --out "$DATA/qr/$1" | json_get url
+qr() {  # qr NAME WALLET FIELDS: PNG + SVG in demo-data/qr, the URL in NAME.url
+  certledger qr "$2" --disclose "$3" --verifier "$VURL" --out "$DATA/qr/$1" | json_get url \
+    >"$DATA/qr/$1.url"
 }
-URL_VALID=$(qr diploma-valid "$DATA/wallets/diploma-valid.json" name,degree)
-URL_REVOKED=$(qr diploma-revoked "$DATA/wallets/diploma-revoked.json" name,degree)
-URL_LICENCE=$(qr licence "$DATA/wallets/licence.json" company_name,legal_representative)
+qr diploma-valid "$DATA/wallets/diploma-valid.json" name,degree &
+q1=$!
+qr diploma-revoked "$DATA/wallets/diploma-revoked.json" name,degree &
+q2=$!
+qr licence "$DATA/wallets/licence.json" company_name,legal_representative &
+q3=$!
+for q in "$q1" "$q2" "$q3"; do
+  wait "$q" || { echo "a QR code could not be written (see above)" >&2; exit 1; }
+done
+URL_VALID=$(cat "$DATA/qr/diploma-valid.url")
+URL_REVOKED=$(cat "$DATA/qr/diploma-revoked.url")
+URL_LICENCE=$(cat "$DATA/qr/licence.url")
 printf '%s\n' "$URL_VALID" "$URL_REVOKED" "$URL_LICENCE" >"$DATA/urls.txt"
+docs wait 60 "$VURL/healthz" || { echo "the verifier did not start; see $LOGS/verifier.out" >&2
+                                 exit 1; }
 
 cat <<EOF
 

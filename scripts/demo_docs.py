@@ -1,12 +1,12 @@
 """Sample documents and small helpers for scripts/demo.sh.
 
-    python scripts/demo_docs.py docs OUT_DIR N      N diplomas (diplomas.jsonl) and one
-                                                    business licence (licence.json)
-    python scripts/demo_docs.py ids OUT_DIR         the ids demo.sh shows: valid diploma,
-                                                    revoked diploma, licence (one a line)
-    python scripts/demo_docs.py onchain NODE_URL ID exit 0 and print the status if the
-                                                    chain holds ID, exit 1 if not
-    python scripts/demo_docs.py wait URL SECONDS    wait until URL answers 200
+    python scripts/demo_docs.py state OUT_DIR N NODE_URL
+        writes N diplomas (OUT_DIR/diplomas.jsonl) and one business licence
+        (OUT_DIR/licence.json), then prints shell assignments for demo.sh: the ids it
+        shows (VALID_ID, REVOKED_ID, LICENCE_ID) and what the chain already holds
+        (HAVE_DIPLOMAS, HAVE_LICENCE, HAVE_REVOKED: 1 or 0)
+    python scripts/demo_docs.py wait SECONDS URL...
+        wait until every URL answers 200 (exit 1 naming the first that did not)
 
 The documents are deterministic (same N, same documents), so a second run of the demo
 finds the same ids on the chain and skips what is done. Names are invented.
@@ -69,8 +69,8 @@ def licence() -> Document:
 
 def main(argv: list[str]) -> int:
     cmd = argv[0] if argv else ""
-    if cmd == "docs":
-        out, n = Path(argv[1]), int(argv[2])
+    if cmd == "state":
+        out, n, node = Path(argv[1]), int(argv[2]), argv[3].rstrip("/")
         out.mkdir(parents=True, exist_ok=True)
         with (out / "diplomas.jsonl").open("w", encoding="utf-8") as fh:
             for i in range(n):
@@ -78,29 +78,31 @@ def main(argv: list[str]) -> int:
         (out / "licence.json").write_text(
             json.dumps(licence().to_json_dict(), ensure_ascii=False, indent=1) + "\n",
             encoding="utf-8")
-        return 0
-    if cmd == "ids":
-        print(diploma(0).id)  # shown as valid
-        print(diploma(1).id)  # revoked
-        print(licence().id)
-        return 0
-    if cmd == "onchain":
-        url, cid = argv[1].rstrip("/"), argv[2]
-        r = requests.get(f"{url}/v1/certificates/{cid}", timeout=10)
-        if r.status_code != 200:
-            return 1
-        print(r.json()["record"]["status"])
+        with requests.Session() as s:
+            def status(cid: str) -> str | None:
+                r = s.get(f"{node}/v1/certificates/{cid}", timeout=10)
+                return str(r.json()["record"]["status"]) if r.status_code == 200 else None
+
+            valid, revoked, lic = diploma(0).id, diploma(1).id, licence().id
+            print(f"VALID_ID={valid} REVOKED_ID={revoked} LICENCE_ID={lic}")
+            print(f"HAVE_DIPLOMAS={int(status(diploma(n - 1).id) is not None)} "
+                  f"HAVE_LICENCE={int(status(lic) is not None)} "
+                  f"HAVE_REVOKED={int(status(revoked) == 'revoked')}")
         return 0
     if cmd == "wait":
-        url, deadline = argv[1], time.monotonic() + float(argv[2])
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    return 0
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        return 1
+        deadline = time.monotonic() + float(argv[1])
+        for url in argv[2:]:
+            while True:
+                try:
+                    if requests.get(url, timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    print(f"{url} did not answer", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+        return 0
     print(__doc__, file=sys.stderr)
     return 2
 

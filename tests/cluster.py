@@ -20,7 +20,13 @@ data dir; ``proposer()`` names the validator expected to propose the height and
 round consensus is at (``ValidatorSet.proposer``: ``(height + round) % n``);
 ``chain(name)`` reads a node's committed blocks in bulk through the sync endpoint;
 ``metrics(name)`` parses ``/metrics``; ``validator_key(name)`` loads a validator's
-SM2 key from the network directory (for crafting authentic peer messages).
+SM2 key from the network directory (for crafting authentic peer messages);
+``commit_times(name)`` reads when each height was committed from the node's log.
+
+Load: ``batch_tx`` (one ``cert.issue_batch``), ``submit``/``submit_all`` (msgpack,
+one client thread per node), ``wait_txs`` (every id in a committed block on every
+node, read in bulk, bounded) and ``assert_agreement`` (the same block hash at every
+common height).
 """
 
 from __future__ import annotations

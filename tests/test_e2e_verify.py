@@ -81,7 +81,7 @@ class Liar:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.forge: Forge | None = None
-        self.hits = 0
+        self.forged: list[str] = []  # ids (or issuer codes) of the answers it forged
         self.app = Flask("liar")
         self.session = requests.Session()
         self.app.add_url_rule("/<path:path>", "proxy", self.proxy)
@@ -91,12 +91,13 @@ class Liar:
         body = up.content
         kind = path.split("/", 2)[1] if path.count("/") >= 2 else ""
         if kind in ("certificates", "issuers") and self.forge is not None:
-            self.hits += 1
             obj = json.loads(body)
-            key = (cert_key if kind == "certificates" else issuer_key)(path.split("/", 2)[2])
-            ev = state_from_json(obj, key)
-            if ev.record is None and self.forge is forge_status:
+            ident = path.split("/", 2)[2]
+            ev = state_from_json(obj, (cert_key if kind == "certificates" else issuer_key)(ident))
+            if self.forge is forge_status and (ev.record is None or kind == "issuers"):
+                # forge_status rewrites certificate records only.
                 return Response(body, status=up.status_code, content_type="application/json")
+            self.forged.append(ident)
             forged = state_to_json(self.forge(ev))
             obj.update({k: forged[k] for k in ("record_bytes", "proof", "header_bytes",
                                                "commit")})
@@ -226,7 +227,7 @@ def test_issuer_route_on_a_real_node(env: Env) -> None:
     assert body["record"]["keys"][0]["public_key"] == env.cluster.issuer_key().public.hex()
     src = HttpSource(node)
     checked = check_state(src.state(issuer_key(ISSUER)), trusted)
-    assert checked.record is not None and checked.header.height == body["height"]
+    assert checked.record is not None and checked.header.height >= body["height"]
     r = requests.get(f"{node}/v1/issuers/{UNREGISTERED}", timeout=5)
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_issuer"
     assert r.json()["proof"] and r.json()["found"] is False
@@ -312,15 +313,21 @@ FORGERIES: dict[str, tuple[Forge, str]] = {
 def test_a_lying_node_is_never_trusted(env: Env, forgery: str) -> None:
     forge, check = FORGERIES[forgery]
     env.liar.forge = forge
-    hits = env.liar.hits
+    env.liar.forged.clear()
+    revoked_id = env.wallets["revoked"].document.id
     try:
         # The verifier process asks the liar and node-2 in turn: every answer is right.
-        for _ in range(4):
-            assert failed(env.verify(env.qr("revoked"))) == ["status"]
-            r = env.verify(env.qr("valid"))
-            assert failed(r) == [] and r.json()["evidence"]["source"] == \
-                env.cluster.url("node-2")
-        assert env.liar.hits > hits, "the liar was never asked"
+        for _ in range(12):
+            if env.liar.forged.count(revoked_id) >= 2:
+                break
+            for _ in range(2):  # twice: the nodes are asked in turn, so one lands on the liar
+                r = env.verify(env.qr("revoked"))
+                assert failed(r) == ["status"]
+                assert r.json()["evidence"]["source"] == env.cluster.url("node-2")
+            # (For a certificate already "issued", forge_status changes nothing: a true
+            # answer, whichever node gave it.)
+            assert failed(env.verify(env.qr("valid"))) == []
+        assert revoked_id in env.liar.forged, "the liar was never asked"
         # A light client whose only node is the liar refuses to answer, naming the check.
         trusted = load_trust(env.cluster.dir / "genesis.json")
         lc = LightClient(trusted, [HttpSource(env.liar_url)], refresh_interval=None)
