@@ -4,7 +4,10 @@ How it works, in order:
 
 1. The machine's SM2 verify/s is measured first, while nothing else of ours runs;
    the ceiling for single-signed txs is ``cpu_count x verify/s / validators``
-   (every validator checks every signature once; DESIGN section 10).
+   (every validator checks every signature once; DESIGN section 10). It is measured
+   per CPU-second too: with the validators' CPU time per committed tx (``/proc``) that
+   gives ``cpu_bound_ratio``, the ratio to the ceiling the cluster would reach with the
+   machine to itself, which other work on the machine hardly moves.
 2. ``node.netinit`` writes a throw-away network in a temp dir: N validators on free
    loopback ports, four issuers, the production consensus and mempool defaults.
 3. The load is pre-signed before any clock starts, in a process pool: single

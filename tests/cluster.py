@@ -182,8 +182,9 @@ class Cluster:
                 text += "".join(p.read_text(errors="replace").splitlines(True)[-lines:])
         return text
 
-    def commit_times(self, name: str) -> dict[int, float]:
-        """{height: wall-clock time (epoch s)} from the "committed block" lines of its log."""
+    def commits(self, name: str) -> dict[int, dict[str, Any]]:
+        """{height: its "committed block" log record} (``ts`` as epoch seconds, ``round``,
+        ``source``, ``hash``...) from ``name``'s log; a later record for a height wins."""
         out = {}
         path = self.dir / "logs" / f"{name}.log"
         for line in path.read_text(errors="replace").splitlines() if path.exists() else ():
@@ -193,8 +194,13 @@ class Cluster:
                 rec = json.loads(line)
             except ValueError:
                 continue  # a line cut by SIGKILL
-            out[int(rec["height"])] = datetime.fromisoformat(rec["ts"]).timestamp()
+            rec["ts"] = datetime.fromisoformat(rec["ts"]).timestamp()
+            out[int(rec["height"])] = rec
         return out
+
+    def commit_times(self, name: str) -> dict[int, float]:
+        """{height: wall-clock time (epoch s)} from the "committed block" lines of its log."""
+        return {h: float(rec["ts"]) for h, rec in self.commits(name).items()}
 
     # ------------------------------------------------------------------ API
 
