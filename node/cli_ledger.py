@@ -1,0 +1,47 @@
+"""``certledger audit DATA_DIR`` and ``certledger bench ledger``: the ledger's commands.
+
+``audit`` re-checks a node's store from genesis (hash chain, every commit certificate,
+every tx_root, the recomputed state root) and prints one summary line; it exits 1
+naming the first bad height, or 2 when the store cannot be opened at all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("audit")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+def audit(data_dir: Path) -> None:
+    """Re-check a node's whole chain in DATA_DIR; exit non-zero at the first bad height."""
+    from ledger.audit import audit_main
+
+    if not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir} is not a directory")
+    code = audit_main(data_dir)
+    if code:
+        raise SystemExit(code)
+
+
+@click.command("ledger")
+@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
+@click.option("--certs", default=100_000, show_default=True, help="Certificates to build.")
+@click.option("--per-block", default=5000, show_default=True)
+@click.option("--proofs", default=5000, show_default=True)
+def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int) -> None:
+    """Build a chain of batch-issued certificates in a temp dir and measure it."""
+    from ledger import bench
+
+    if per_block < 1 or certs < per_block or certs % per_block:
+        raise click.BadParameter(
+            f"must be a positive multiple of --per-block ({per_block})", param_hint="--certs"
+        )
+    click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs)))
+
+
+def register(root: click.Group, bench_group: click.Group) -> None:
+    root.add_command(audit)
+    bench_group.add_command(bench_ledger)

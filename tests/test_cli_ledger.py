@@ -1,0 +1,43 @@
+"""``certledger audit`` and ``certledger bench ledger`` wiring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ledger import bench, schema
+from ledger.store import LevelDBStore, WriteBatch
+from node.cli import cli
+
+
+def test_audit_passes_on_a_sound_chain_and_names_a_bad_height(tmp_path: Path) -> None:
+    bench.run(5000, 5000, proofs=10, data_dir=str(tmp_path), keep=True)
+    chain_dir = tmp_path / "chain"
+    ok = CliRunner().invoke(cli, ["audit", str(chain_dir)])
+    assert ok.exit_code == 0, ok.output
+    # Drop block 1's commit certificate: audit must fail and name height 1.
+    store = LevelDBStore(chain_dir)
+    batch = WriteBatch()
+    batch.delete(schema.commit(1))
+    store.write(batch)
+    store.close()
+    bad = CliRunner().invoke(cli, ["audit", str(chain_dir)])
+    assert bad.exit_code != 0
+    assert "height 1" in bad.output
+
+
+def test_audit_of_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["audit", str(tmp_path / "nope")])
+    assert res.exit_code != 0 and "is not a directory" in res.output
+
+
+def test_bench_ledger_json_shape() -> None:
+    args = ["bench", "ledger", "--json", "--certs", "5000", "--proofs", "50"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    for key in ("certs", "apply_certs_per_s", "proof_per_s", "proof_verify_per_s",
+                "proof_bytes_avg", "disk_bytes_per_cert", "reopen_s"):
+        assert data[key] > 0, key
