@@ -59,7 +59,7 @@ def diploma(i: int) -> Document:
 def licence() -> Document:
     return Document(
         id=str(CertificateId.build(LICENCE, BUREAU, "4401002025000042", 1)), type=LICENCE,
-        issuer=BUREAU, holder="company-91440101MA5CXXXX",
+        issuer=BUREAU, holder="company-91440101MA5C0001",
         fields={"company_name": "广州示例科技有限公司", "legal_representative": "陈示例",
                 "registered_capital": "人民币壹佰万元整",
                 "business_scope": "软件开发；信息技术咨询服务",
