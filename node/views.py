@@ -60,6 +60,22 @@ def record_json(rec: CertRecord) -> dict[str, Any]:
     return out
 
 
+def _state_proof_json(logical_key: bytes, proof: StateProof, validators: ValidatorSet
+                      ) -> dict[str, Any]:
+    """The proof part shared by every state route: record bytes, SMT proof, header, commit."""
+    return {
+        "record_bytes": None if proof.record is None else proof.record.hex(),
+        "state_key": sm3(logical_key).hex(),
+        "proof": proof.proof.to_bytes().hex(),
+        "height": proof.header.height,
+        "state_root": proof.header.state_root.hex(),
+        "header": header_json(proof.header),
+        "header_bytes": proof.header.encode().hex(),
+        "commit": commit_json(proof.commit),
+        "validators": validators_json(validators),
+    }
+
+
 def certificate_json(cert_id: str, proof: StateProof, validators: ValidatorSet
                      ) -> dict[str, Any]:
     """Everything a light client needs: record, SMT proof, header, commit, signers."""
@@ -68,15 +84,7 @@ def certificate_json(cert_id: str, proof: StateProof, validators: ValidatorSet
         "id": cert_id,
         "found": rec is not None,
         "record": None if rec is None else record_json(rec),
-        "record_bytes": None if proof.record is None else proof.record.hex(),
-        "state_key": sm3(cert_key(cert_id)).hex(),
-        "proof": proof.proof.to_bytes().hex(),
-        "height": proof.header.height,
-        "state_root": proof.header.state_root.hex(),
-        "header": header_json(proof.header),
-        "header_bytes": proof.header.encode().hex(),
-        "commit": commit_json(proof.commit),
-        "validators": validators_json(validators),
+        **_state_proof_json(cert_key(cert_id), proof, validators),
     }
 
 
@@ -95,13 +103,5 @@ def issuer_json(code: str, proof: StateProof, validators: ValidatorSet) -> dict[
         "code": code,
         "found": rec is not None,
         "record": None if rec is None else issuer_record_json(rec),
-        "record_bytes": None if proof.record is None else proof.record.hex(),
-        "state_key": sm3(issuer_key(code)).hex(),
-        "proof": proof.proof.to_bytes().hex(),
-        "height": proof.header.height,
-        "state_root": proof.header.state_root.hex(),
-        "header": header_json(proof.header),
-        "header_bytes": proof.header.encode().hex(),
-        "commit": commit_json(proof.commit),
-        "validators": validators_json(validators),
+        **_state_proof_json(issuer_key(code), proof, validators),
     }
