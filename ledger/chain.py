@@ -60,16 +60,19 @@ from ledger.errors import (
 )
 from ledger.genesis import Genesis
 from ledger.records import CERT_PREFIX, CertRecord, cert_key, validator_set_from_value
-from ledger.smt import EMPTY_ROOT, SMTError, SMTProof, SparseMerkleTree, verify_proof
+from ledger.smt import CACHE_ALL, EMPTY_ROOT, SMTError, SMTProof, SparseMerkleTree, verify_proof
 from ledger.state import BlockContext, BlockEffects, Overlay, apply_block, apply_tx, validators_at
 from ledger.store import KVStore, WriteBatch
 from ledger.tx import Transaction
 
 _SIG_CACHE_LIMIT = 200_000
-# SMT records kept in memory by the chain's tree: every branch at depth <= 22, so with 1M
-# certificates all but ~6% of the ~1M branches (about 300 MB); a LevelDB read costs ~10 us
-# and an insert would otherwise read ~7 of them.
-_SMT_CACHE_DEPTH = 22
+# SMT records kept in memory by the chain's tree, read once (open, first touch) and then
+# kept: all of them, one per key (about 300 MB with 1M certificates). A LevelDB read costs
+# 6-20 us, an insert touches ~10 records and a proof ~20; proofs share this cache.
+_SMT_CACHE_DEPTH = CACHE_ALL
+# The record view's filter keeps this many leading bytes of each record's key hash: about
+# 60 bytes of memory per record; a false positive (1 in 2**64 per lookup) costs one read.
+_KNOWN_BYTES = 8
 #: Keys of the head block whose full SMT proof is checked at open (the rest: leaf values).
 _FOOTPRINT_PROOFS = 256
 
@@ -92,49 +95,31 @@ def verify_state_proof(logical_key: bytes, record: bytes | None, proof: SMTProof
 class _RecordView:
     """``StateView`` over the committed records: logical key -> ``r/`` + SM3(key)."""
 
-    __slots__ = ("_get",)
+    __slots__ = ("_get", "_known", "_store")
 
     def __init__(self, store: KVStore) -> None:
+        self._store = store
         self._get = store.get
+        self._known: set[bytes] | None = None
+
+    def load_filter(self) -> None:
+        """Read which records exist (their keys only) into the in-memory filter."""
+        start, end = len(schema.RECORD_PREFIX), len(schema.RECORD_PREFIX) + _KNOWN_BYTES
+        self._known = {key[start:end] for key in self._store.keys(schema.RECORD_PREFIX)}
+
+    def learn(self, key_hashes: Iterable[bytes]) -> None:
+        """Records under these key hashes may exist from now on (call before writing them)."""
+        if self._known is not None:
+            self._known.update(h[:_KNOWN_BYTES] for h in key_hashes)
 
     def get(self, key: bytes, /) -> bytes | None:
-        return self._get(schema.RECORD_PREFIX + sm3(key))
-
-
-class _CommittedNodes:
-    """Committed SMT nodes read by proofs, kept current with every committed block.
-
-    Proofs must see the committed tree even while a block is staged in the chain's own tree,
-    so they use a second, read-only tree over this cache. Every proof walks the top of the
-    tree again, so the first ``limit`` nodes read are kept (in practice the upper levels);
-    ``apply`` refreshes cached nodes from each committed block's SMT writes, which are the
-    only way nodes change, so the cache is never stale.
-    """
-
-    __slots__ = ("_get", "_limit", "_nodes")
-
-    def __init__(self, get: Callable[[bytes], bytes | None], limit: int = 100_000) -> None:
-        self._get = get
-        self._limit = limit
-        self._nodes: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        nodes = self._nodes
-        value = nodes.get(key)
-        if value is None:
-            value = self._get(key)
-            if value is not None and len(nodes) < self._limit:
-                nodes[key] = value
-        return value
-
-    def apply(self, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
-        nodes = self._nodes
-        for key, value in writes:
-            if key in nodes:
-                if value is None:
-                    del nodes[key]
-                else:
-                    nodes[key] = value
+        h = sm3(key)
+        # Most lookups while applying blocks are for new certificate ids; a LevelDB miss
+        # costs 6-20 us (memtable, level-0 files, levels), a set lookup well under one.
+        known = self._known
+        if known is not None and h[:_KNOWN_BYTES] not in known:
+            return None
+        return self._get(schema.RECORD_PREFIX + h)
 
 
 @dataclass
@@ -252,8 +237,6 @@ class Chain:
         root = self._meta(schema.meta_smt_root(), "SMT root", head)
         self._tree = SparseMerkleTree(store.get, schema.smt_node, root,
                                       cache_depth=_SMT_CACHE_DEPTH)
-        # Proofs read committed nodes through the tree's cache (its upper ~22 levels).
-        self._proof_nodes = _CommittedNodes(self._tree.get_committed)
         self._head_height = head
         self._root = root
         self._head_header: BlockHeader | None = None
@@ -266,6 +249,7 @@ class Chain:
         if store.get(schema.block(head + 1)) is not None:
             raise _corrupt(head + 1, f"a block is stored above the head height {head}")
         self._check_footprint(head, root)
+        self._view.load_filter()
 
     def _check_head(self, head: int, root: bytes) -> None:
         try:
@@ -441,8 +425,8 @@ class Chain:
                 raise LedgerError("no block is committed yet: nothing to prove against")
             kh = sm3(logical_key)
             # A tree on the committed root (the chain's own may hold a staged block), read
-            # through the committed-node cache; its own cache is off as it would go stale.
-            tree = SparseMerkleTree(self._proof_nodes.get, schema.smt_node, self._root,
+            # through the chain tree's committed records; its own cache is off.
+            tree = SparseMerkleTree(self._tree.get_committed, schema.smt_node, self._root,
                                     cache_depth=-1)
             rec = self._store.get(schema.record(kh))
             return StateProof(rec, tree.prove(kh), self._head_header, self._head_commit)
@@ -584,12 +568,13 @@ class Chain:
                           block_hash=block.hash)
             staged = self._validate(block)
             batch = self._batch(block, commit, staged)
+            # Before the write: the filter may over-report (harmless), never under-report.
+            self._view.learn(staged.key_hashes.values())
             try:
                 self._store.write(batch, sync=True)
             except BaseException:
                 self._rollback()
                 raise
-            self._proof_nodes.apply(staged.smt_writes)
             self._tree.commit()
             self._pending = None
             self._head_height, self._head_header, self._head_commit = height, block.header, commit

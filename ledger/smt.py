@@ -57,7 +57,8 @@ overlay once the writes are persisted; ``rollback()`` drops it and returns to th
 last commit (a block that was not committed). Several updates may be pending; persist their
 write lists in order. Records at depth <= ``cache_depth`` are kept in memory once read or
 written (at most ``2**(cache_depth + 1)``; "depth" is the branch's, which bounds its
-position's) and refreshed by ``commit``; ``get_committed`` reads committed records through
+position's; ``CACHE_ALL`` keeps every record, one per key, and refreshes it in bulk) and
+refreshed by ``commit``; ``get_committed`` reads committed records through
 that cache for a read-only tree (proofs while a block is staged). The tree object must be the
 only writer of its nodes. It is not thread-safe.
 
@@ -78,6 +79,7 @@ from certificates.hashing import sm3
 from ledger.errors import LedgerError
 
 __all__ = [
+    "CACHE_ALL",
     "EMPTY_ROOT",
     "ProofError",
     "SMTError",
@@ -88,6 +90,8 @@ __all__ = [
 ]
 
 EMPTY_ROOT = bytes(32)
+#: ``cache_depth`` that keeps every record in memory (no branch is deeper than 255).
+CACHE_ALL = 256
 _Z = EMPTY_ROOT
 _LEAF = b"\x00"
 _NODE = b"\x01"
@@ -336,7 +340,14 @@ class SparseMerkleTree:
         # branches would otherwise cost a store read each on the next batch. A record's
         # position is at most its branch's depth (byte 66), so that depth decides.
         cache, cache_depth = self._cache, self._cache_depth
-        if cache_depth >= 0:
+        if cache_depth >= CACHE_ALL:
+            # Every record qualifies: a bulk update, then drop the deleted positions.
+            overlay = self._overlay
+            deleted = [skey for skey, rec in overlay.items() if rec is None]
+            cache.update(overlay)  # type: ignore[arg-type]  # the Nones go just below
+            for skey in deleted:
+                del cache[skey]
+        elif cache_depth >= 0:
             pop = cache.pop
             for skey, rec in self._overlay.items():
                 if rec is None:

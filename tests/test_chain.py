@@ -189,6 +189,44 @@ def test_proposer_drops_failing_txs(chain: Chain) -> None:
     assert chain.certificate(cert_id("GOOD1")) is not None
 
 
+def test_reopened_chain_still_refuses_an_existing_id(tmp_path: Path) -> None:
+    """The record view's existence filter is rebuilt from the store at open."""
+    chain = Chain.create(LevelDBStore(tmp_path / "db"), make_genesis())
+    commit_next(chain, [batch_tx([anchor("OLD1"), anchor("OLD2")])])
+    chain.close()
+    again = Chain.open(LevelDBStore(tmp_path / "db", create=False))
+    rejected: list[str] = []
+    block = again.propose_block([issue_tx(anchor("OLD2")), issue_tx(anchor("NEW1"))], 0,
+                                validator_set().proposer(2, 0).key_id,
+                                on_reject=lambda tid, e: rejected.append(e.reason))
+    assert rejected == ["duplicate_id"] and len(block.txs) == 1
+    again.close()
+
+
+def test_new_ids_are_checked_without_reading_records(chain: Chain) -> None:
+    """Applying a batch of new ids reads no record from the store: the in-memory filter
+    answers "absent"; an existing id still reads its record."""
+    commit_next(chain, [issue_tx(anchor("SEEN"))])
+    reads: list[bytes] = []
+    store_get = chain.store.get
+
+    def counting_get(key: bytes) -> bytes | None:
+        reads.append(key)
+        return store_get(key)
+
+    chain.store.get = counting_get  # type: ignore[method-assign]
+    chain._view._get = counting_get  # the view bound the store's get at open
+    fresh = {schema.record_for(cert_key(cert_id(f"FRESH{i}"))) for i in range(20)}
+    block = next_block(chain, [batch_tx([anchor(f"FRESH{i}") for i in range(20)])])
+    assert len(block.txs) == 1
+    assert reads and not fresh & set(reads)  # other records (issuer, ...) were read
+    rejected: list[str] = []
+    chain.propose_block([issue_tx(anchor("SEEN"))], 0, validator_set().proposer(2, 0).key_id,
+                        on_reject=lambda tid, e: rejected.append(e.reason))
+    assert rejected == ["duplicate_id"]
+    assert schema.record_for(cert_key(cert_id("SEEN"))) in reads
+
+
 def test_a_proposed_block_validates_on_another_node(chain: Chain) -> None:
     grow(chain, 2)
     other = twin(chain)

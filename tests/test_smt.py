@@ -14,6 +14,7 @@ from certificates.errors import RootMismatchError
 from certificates.hashing import sm3
 from ledger.errors import LedgerError
 from ledger.smt import (
+    CACHE_ALL,
     EMPTY_ROOT,
     ProofError,
     SMTError,
@@ -474,9 +475,37 @@ def test_audit_finds_misplaced_nodes() -> None:
 # --- Stateful: the tree against a dict, with persistence, rollback and reopening. ---
 
 
+def test_cache_all_serves_committed_records_without_the_store() -> None:
+    """CACHE_ALL refreshes its cache in bulk at commit, deletions included: after a commit
+    the tree answers reads, proofs and the next update from memory alone."""
+    store: dict[bytes, bytes] = {}
+    reads: list[bytes] = []
+
+    def get(skey: bytes) -> bytes | None:
+        reads.append(skey)
+        return store.get(skey)
+
+    tree = SparseMerkleTree(get, node_key, cache_depth=CACHE_ALL)
+    keys = [sm3(b"k%d" % i) for i in range(200)]
+    root, writes = tree.update({k: sm3(k) for k in keys})
+    persist(store, writes)
+    tree.commit()
+    root, writes = tree.update({k: None for k in keys[:50]})  # branches vanish and move
+    assert any(rec is None for _, rec in writes)
+    persist(store, writes)
+    tree.commit()
+    reads.clear()
+    for k in keys:
+        value = None if k in keys[:50] else sm3(k)
+        assert tree.get_value(k) == value
+        verify_proof(root, k, value, tree.prove(k))
+    tree.update({sm3(b"new"): sm3(b"v")})
+    assert reads == []  # every record came from the cache, none of the deleted ones
+
+
 class TreeMachine(RuleBasedStateMachine):
-    # cache_depth: none, only the root, the top, everything.
-    @initialize(cache_depth=st.sampled_from([-1, 0, 3, 255]))
+    # cache_depth: none, only the root, the top, every depth, every record (bulk refresh).
+    @initialize(cache_depth=st.sampled_from([-1, 0, 3, 255, CACHE_ALL]))
     def setup(self, cache_depth: int) -> None:
         self.cache_depth = cache_depth
         self.store: dict[bytes, bytes] = {}
