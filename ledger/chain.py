@@ -26,7 +26,9 @@ How it works
   named by a header is stored under ``v/`` + hash, so old commits stay checkable.
 
 Threads: one lock serialises commits with the reads that must see one version (proofs).
-Proofs read the committed tree through a node cache that every commit refreshes.
+Proofs read the committed tree through the chain tree's record cache (every SMT record is
+kept in memory and refreshed by each commit). The record view answers "does this key
+exist" from an in-memory filter of the stored record keys before asking the store.
 """
 
 from __future__ import annotations
@@ -102,10 +104,9 @@ class _RecordView:
         self._get = store.get
         self._known: set[bytes] | None = None
 
-    def load_filter(self) -> None:
-        """Read which records exist (their keys only) into the in-memory filter."""
-        start, end = len(schema.RECORD_PREFIX), len(schema.RECORD_PREFIX) + _KNOWN_BYTES
-        self._known = {key[start:end] for key in self._store.keys(schema.RECORD_PREFIX)}
+    def set_filter(self, known: set[bytes]) -> None:
+        """The leading ``_KNOWN_BYTES`` of the key hash of every record that exists."""
+        self._known = known
 
     def learn(self, key_hashes: Iterable[bytes]) -> None:
         """Records under these key hashes may exist from now on (call before writing them)."""
@@ -249,7 +250,10 @@ class Chain:
         if store.get(schema.block(head + 1)) is not None:
             raise _corrupt(head + 1, f"a block is stored above the head height {head}")
         self._check_footprint(head, root)
-        self._view.load_filter()
+        # One pass over the SMT records fills the tree's cache and names every state key:
+        # records and SMT leaves are written in the same batch, and the head's footprint
+        # check above has just compared them.
+        self._view.set_filter(self._tree.preload(store.iterate(schema.SMT_PREFIX), _KNOWN_BYTES))
 
     def _check_head(self, head: int, root: bytes) -> None:
         try:

@@ -70,7 +70,7 @@ point where a key is alone in its batch a loop takes over (``insert_one``): most
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -363,6 +363,28 @@ class SparseMerkleTree:
         """Forget the updates since the last commit (their writes were not persisted)."""
         self._overlay = {}
         self._root = self._committed_root
+
+    def preload(self, records: Iterable[tuple[bytes, bytes]], key_bytes: int = 32) -> set[bytes]:
+        """Cache committed ``(storage key, record)`` pairs read in bulk (a ``CACHE_ALL`` tree
+        at open: one pass over the store instead of a read per record on first touch), and
+        return the first ``key_bytes`` bytes of every leaf key they hold: the tree's keys."""
+        if self._cache_depth < CACHE_ALL:
+            raise SMTError("preload needs a tree that caches every record (CACHE_ALL)")
+        cache, nbytes = self._cache, _NBYTES
+        keys: set[bytes] = set()
+        add = keys.add
+        for skey, rec in records:
+            cache[skey] = rec
+            if len(rec) == 64:  # the lone leaf of a one-key tree
+                add(rec[:key_bytes])
+                continue
+            f = rec[65]
+            if f & 1:
+                p = 67 + nbytes[rec[66]]
+                add(rec[p : p + key_bytes])
+            if f & 2:
+                add(rec[-64 : key_bytes - 64])
+        return keys
 
     def get_committed(self, skey: bytes) -> bytes | None:
         """The committed record under storage key ``skey`` (cache, then store; never the

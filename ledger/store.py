@@ -69,10 +69,6 @@ class KVStore(Protocol):
         """Pairs with keys starting with ``prefix`` and ``>= start``, in key order."""
         ...
 
-    def keys(self, prefix: bytes) -> Iterator[bytes]:
-        """Keys starting with ``prefix``, in key order (values are not read)."""
-        ...
-
     def write(self, batch: WriteBatch, sync: bool = True) -> None: ...
 
     def close(self) -> None: ...
@@ -120,10 +116,6 @@ class MemoryStore:
             value = data.get(key)
             if value is not None:
                 yield key, value
-
-    def keys(self, prefix: bytes) -> Iterator[bytes]:
-        for key, _ in self.iterate(prefix):
-            yield key
 
     def write(self, batch: WriteBatch, sync: bool = True) -> None:
         self._check_open()
@@ -266,14 +258,6 @@ class LevelDBStore:
             else:
                 it = db.iterator(start=lo, stop=end, verify_checksums=True)
             with it:
-                yield from it
-        except plyvel.Error as exc:
-            raise _classify(exc, self.path, "iterate") from exc
-
-    def keys(self, prefix: bytes) -> Iterator[bytes]:
-        db = self._open_db()
-        try:
-            with db.iterator(prefix=prefix, include_value=False, verify_checksums=True) as it:
                 yield from it
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "iterate") from exc

@@ -503,6 +503,24 @@ def test_cache_all_serves_committed_records_without_the_store() -> None:
     assert reads == []  # every record came from the cache, none of the deleted ones
 
 
+def test_preload_fills_the_cache_and_names_every_key() -> None:
+    store: dict[bytes, bytes] = {}
+    keys = {sm3(b"p%d" % i) for i in range(300)}
+    tree = SparseMerkleTree(store.get, node_key, cache_depth=CACHE_ALL)
+    root, writes = tree.update({k: sm3(k) for k in keys})
+    persist(store, writes)
+    again = SparseMerkleTree(lambda skey: None, node_key, root, cache_depth=CACHE_ALL)
+    assert again.preload(store.items(), 8) == {k[:8] for k in keys}
+    for k in keys:  # served from the preloaded cache alone (the store answers nothing)
+        verify_proof(root, k, sm3(k), again.prove(k))
+    one: dict[bytes, bytes] = {}
+    single = SparseMerkleTree(one.get, node_key, cache_depth=CACHE_ALL)
+    persist(one, single.update({sm3(b"only"): sm3(b"v")})[1])
+    assert single.preload(one.items()) == {sm3(b"only")}
+    with pytest.raises(SMTError, match="CACHE_ALL"):
+        SparseMerkleTree(one.get, node_key).preload(one.items())
+
+
 class TreeMachine(RuleBasedStateMachine):
     # cache_depth: none, only the root, the top, every depth, every record (bulk refresh).
     @initialize(cache_depth=st.sampled_from([-1, 0, 3, 255, CACHE_ALL]))
