@@ -238,6 +238,10 @@ class Chain:
         root = self._meta(schema.meta_smt_root(), "SMT root", head)
         self._tree = SparseMerkleTree(store.get, schema.smt_node, root,
                                       cache_depth=_SMT_CACHE_DEPTH)
+        # One pass over the SMT records fills the tree's cache and names every state key
+        # (records and SMT leaves are written in the same batch; the footprint check below
+        # compares them for the head block, reading through this cache).
+        self._view.set_filter(self._tree.preload(store.iterate(schema.SMT_PREFIX), _KNOWN_BYTES))
         self._head_height = head
         self._root = root
         self._head_header: BlockHeader | None = None
@@ -250,10 +254,6 @@ class Chain:
         if store.get(schema.block(head + 1)) is not None:
             raise _corrupt(head + 1, f"a block is stored above the head height {head}")
         self._check_footprint(head, root)
-        # One pass over the SMT records fills the tree's cache and names every state key:
-        # records and SMT leaves are written in the same batch, and the head's footprint
-        # check above has just compared them.
-        self._view.set_filter(self._tree.preload(store.iterate(schema.SMT_PREFIX), _KNOWN_BYTES))
 
     def _check_head(self, head: int, root: bytes) -> None:
         try:
@@ -302,15 +302,8 @@ class Chain:
         if len(data) % 32:
             raise _corrupt(head, "the head footprint is not a list of 32-byte keys")
         get = self._store.get
-        # The paths of the head block's keys share their upper nodes: read each node once.
-        cache: dict[bytes, bytes | None] = {}
-
-        def cached_get(key: bytes) -> bytes | None:
-            if key not in cache:
-                cache[key] = get(key)
-            return cache[key]
-
-        tree = SparseMerkleTree(cached_get, schema.smt_node, root)
+        # Nodes come from the chain tree's cache, which holds every stored node by now.
+        tree = SparseMerkleTree(self._tree.get_committed, schema.smt_node, root, cache_depth=-1)
         try:
             tree.check_root()
         except SMTError as exc:

@@ -365,25 +365,19 @@ class SparseMerkleTree:
         self._root = self._committed_root
 
     def preload(self, records: Iterable[tuple[bytes, bytes]], key_bytes: int = 32) -> set[bytes]:
-        """Cache committed ``(storage key, record)`` pairs read in bulk (a ``CACHE_ALL`` tree
-        at open: one pass over the store instead of a read per record on first touch), and
-        return the first ``key_bytes`` bytes of every leaf key they hold: the tree's keys."""
-        if self._cache_depth < CACHE_ALL:
-            raise SMTError("preload needs a tree that caches every record (CACHE_ALL)")
-        cache, nbytes = self._cache, _NBYTES
-        keys: set[bytes] = set()
-        add = keys.add
-        for skey, rec in records:
-            cache[skey] = rec
-            if len(rec) == 64:  # the lone leaf of a one-key tree
-                add(rec[:key_bytes])
-                continue
-            f = rec[65]
-            if f & 1:
-                p = 67 + nbytes[rec[66]]
-                add(rec[p : p + key_bytes])
-            if f & 2:
-                add(rec[-64 : key_bytes - 64])
+        """Cache committed ``(storage key, record)`` pairs read in bulk (a fresh ``CACHE_ALL``
+        tree at open: one pass over the store instead of a read per record on first touch),
+        and return the first ``key_bytes`` bytes of every leaf key they hold: the tree's keys."""
+        if self._cache_depth < CACHE_ALL or self._cache:
+            raise SMTError("preload needs a fresh tree that caches every record (CACHE_ALL)")
+        cache = self._cache
+        cache.update(records)
+        recs, nbytes, kb = cache.values(), _NBYTES, key_bytes
+        # Comprehensions: about half the time of one loop with branches, at 1M records.
+        keys = {rec[:kb] for rec in recs if len(rec) == 64}  # the lone leaf of a one-key tree
+        keys.update({rec[67 + nbytes[rec[66]] : 67 + nbytes[rec[66]] + kb]
+                     for rec in recs if len(rec) > 64 and rec[65] & 1})
+        keys.update({rec[-64 : kb - 64] for rec in recs if len(rec) > 64 and rec[65] & 2})
         return keys
 
     def get_committed(self, skey: bytes) -> bytes | None:
