@@ -31,7 +31,10 @@ def audit(data_dir: Path) -> None:
 @click.option("--certs", default=100_000, show_default=True, help="Certificates to build.")
 @click.option("--per-block", default=5000, show_default=True)
 @click.option("--proofs", default=5000, show_default=True)
-def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int) -> None:
+@click.option("--follow", is_flag=True,
+              help="Also run a second chain that validates and commits every block "
+                   "(reports follower_certs_per_s; its LevelDB competes for the cores).")
+def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow: bool) -> None:
     """Build a chain of batch-issued certificates in a temp dir and measure it."""
     from ledger import bench
 
@@ -39,7 +42,7 @@ def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int) -> None
         raise click.BadParameter(
             f"must be a positive multiple of --per-block ({per_block})", param_hint="--certs"
         )
-    click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs)))
+    click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs, follow=follow)))
 
 
 def register(root: click.Group, bench_group: click.Group) -> None:

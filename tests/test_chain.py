@@ -409,7 +409,8 @@ def test_bench_smoke() -> None:
     """The benchmark runs end to end on a tiny chain (figures are not checked here)."""
     from ledger.bench import run
 
-    result = run(20, per_block=10, proofs=20)
+    result = run(20, per_block=10, proofs=20, follow=True)
     assert result["certs"] == 20 and result["blocks"] == 2
+    assert result["follower_certs_per_s"] > 0
     assert result["proof_bytes_avg"] > 0 and result["disk_bytes_per_cert"] > 0
     assert result["reopen_s"] >= 0
