@@ -33,6 +33,7 @@ per restart block) and needs no value. Changing any shape means bumping ``SCHEMA
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from certificates.hashing import sm3
 
@@ -168,9 +169,10 @@ def record_for(logical_key: bytes) -> bytes:
     return RECORD_PREFIX + sm3(logical_key)
 
 
-def smt_node(node_key: bytes) -> bytes:
-    """Passed to the SMT as its ``node_key``: it names its nodes, we place them."""
-    return SMT_PREFIX + node_key
+#: Passed to the SMT as its ``node_key``: it names its nodes, we place them (``s/`` + the
+#: node's id). A bound method rather than a function: the SMT calls it ~10 times per insert,
+#: and a C-level call costs a fraction of a Python frame.
+smt_node: Callable[[bytes], bytes] = SMT_PREFIX.__add__
 
 
 def issuer_certificate(issuer: str, certificate_id: str) -> bytes:
