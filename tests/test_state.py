@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ledger.state as state_mod
+import ledger.state_base as state_mod
+import ledger.state_cert as state_cert
 from certificates.identifiers import CertificateId
 from ledger.errors import GenesisError, RecordError, TxRejected
 from ledger.genesis import Genesis
@@ -610,7 +611,7 @@ def test_fast_identifier_check_agrees_with_the_parser(
     except Exception:
         expected = False
     assert id_ok(text, type_code, ISSUER_A) == expected
-    assert (state_mod.id_problem(text, type_code, ISSUER_A) is None) == expected
+    assert (state_cert.id_problem(text, type_code, ISSUER_A) is None) == expected
 
 
 # --------------------------------------------------------------------------- records
