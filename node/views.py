@@ -6,16 +6,25 @@ light client checks what it was sent instead of re-encoding it: SM3 of
 ``header_bytes`` is the block hash the commit certificate signs; SM3 of
 ``record_bytes`` is the SMT leaf value under ``state_key`` = SM3(b"cert:" + id)
 (for an issuer, ``issuer_json``: SM3(b"issuer:" + code)).
+
+``state_batch_json`` answers many keys at once (``POST /v1/state/batch``): one
+header + commit + validators, then per key only its record bytes and SMT proof, all
+against that one state root - a verifier gathering concurrent look-ups pays the
+HTTP round trip and the header/commit/validators once per batch, not per key. The
+per-height part is the same for every answer at a height, so it is built once
+(``height_json``) and reused until the head moves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 from certificates.hashing import sm3
 from ledger.block import Block, BlockHeader
-from ledger.chain import StateProof
+from ledger.chain import Chain, StateProof
 from ledger.commit import CommitCertificate, ValidatorSet
 from ledger.records import CertRecord, IssuerRecord, cert_key, issuer_key
 
@@ -67,12 +76,7 @@ def _state_proof_json(logical_key: bytes, proof: StateProof, validators: Validat
         "record_bytes": None if proof.record is None else proof.record.hex(),
         "state_key": sm3(logical_key).hex(),
         "proof": proof.proof.to_bytes().hex(),
-        "height": proof.header.height,
-        "state_root": proof.header.state_root.hex(),
-        "header": header_json(proof.header),
-        "header_bytes": proof.header.encode().hex(),
-        "commit": commit_json(proof.commit),
-        "validators": validators_json(validators),
+        **height_json(proof, validators),
     }
 
 
@@ -105,3 +109,79 @@ def issuer_json(code: str, proof: StateProof, validators: ValidatorSet) -> dict[
         "record": None if rec is None else issuer_record_json(rec),
         **_state_proof_json(issuer_key(code), proof, validators),
     }
+
+
+# --------------------------------------------------------------------------- batches
+
+#: Most keys one batch may ask for: bounds the node's work and the answer (~2 KB a key).
+MAX_BATCH_KEYS = 256
+#: Passes over a batch whose keys were proven under different heads (a block committed
+#: mid-way) before giving up; a pass takes milliseconds and blocks come seconds apart.
+_BATCH_PASSES = 4
+
+_height_lock = threading.Lock()
+_height_cache: dict[bytes, tuple[CommitCertificate, dict[str, Any]]] = {}  # by block hash
+
+
+class HeadMovingError(Exception):
+    """The head moved under every pass of a batch; the client should ask again."""
+
+
+def height_json(proof: StateProof, validators: ValidatorSet) -> dict[str, Any]:
+    """Header (+ bytes), commit and validators of a proof's height, built once per head.
+
+    The dict is shared between answers: callers copy it, never change it.
+    """
+    with _height_lock:
+        got = _height_cache.get(proof.header.hash)
+    # The same commit object: a node could later hold another commit for the same block.
+    if got is not None and got[0] is proof.commit:
+        return got[1]
+    out = {"height": proof.header.height, "state_root": proof.header.state_root.hex(),
+           "header": header_json(proof.header), "header_bytes": proof.header.encode().hex(),
+           "commit": commit_json(proof.commit), "validators": validators_json(validators)}
+    with _height_lock:
+        if len(_height_cache) >= 8:  # the head and a few before it; older ones are not asked
+            _height_cache.clear()
+        _height_cache[proof.header.hash] = (proof.commit, out)
+    return out
+
+
+def _prove_all(chain: Chain, keys: Sequence[bytes]) -> dict[bytes, StateProof]:
+    """A proof per distinct key, all under one head."""
+    proofs: dict[bytes, StateProof] = {}
+    todo = list(dict.fromkeys(keys))
+    for _ in range(_BATCH_PASSES):
+        for k in todo:
+            proofs[k] = chain.prove(k)
+        newest = max(proofs.values(), key=lambda p: p.header.height).header.hash
+        todo = [k for k, p in proofs.items() if p.header.hash != newest]
+        if not todo:
+            return proofs
+    raise HeadMovingError(f"the head moved during each of {_BATCH_PASSES} passes")
+
+
+def _entry(proof: StateProof) -> dict[str, Any]:
+    return {"found": proof.record is not None,
+            "record_bytes": None if proof.record is None else proof.record.hex(),
+            "proof": proof.proof.to_bytes().hex()}
+
+
+def state_batch_json(chain: Chain, cert_ids: Sequence[str], issuer_codes: Sequence[str]
+                     ) -> dict[str, Any]:
+    """Records (or absence) + SMT proofs for many keys under one header, commit, validators.
+
+    Ids and codes must be valid already. An entry holds ``found``, ``record_bytes``
+    (None if absent: ``proof`` is then an absence proof) and ``proof``, in request order;
+    SM3 of the key is the client's to compute. LedgerError when nothing is committed.
+    """
+    ckeys, ikeys = [cert_key(c) for c in cert_ids], [issuer_key(c) for c in issuer_codes]
+    proofs = _prove_all(chain, ckeys + ikeys)
+    first = next(iter(proofs.values()))
+    head = height_json(first, chain.validator_set(first.header.height))
+    out = dict(head)
+    out["certificates"] = [{"id": c, **_entry(proofs[k])} for c, k in zip(cert_ids, ckeys,
+                                                                          strict=True)]
+    out["issuers"] = [{"code": c, **_entry(proofs[k])} for c, k in zip(issuer_codes, ikeys,
+                                                                       strict=True)]
+    return out

@@ -39,7 +39,7 @@ from tests.cluster import ISSUER, ROOT, TYPE, Cluster
 from tests.ledger_fixtures import UNREGISTERED
 from tests.verifier_fixtures import drop_signatures, forge_commit, forge_status
 from verifier.auth import KeyStore
-from verifier.evidence import StateEvidence, state_from_json, state_to_json
+from verifier.evidence import StateEvidence, batch_from_json, state_from_json, state_to_json
 from verifier.lightclient import LightClient, check_state
 from verifier.qr import encode_payload, payload_url
 from verifier.sources import HttpSource
@@ -76,15 +76,42 @@ Forge = Callable[[StateEvidence], StateEvidence]
 
 
 class Liar:
-    """A node API that proxies to a real node and forges its state answers."""
+    """A node API that proxies to a real node and forges its state answers.
+
+    Single answers (``GET /v1/certificates|issuers/…``) and batches (``POST
+    /v1/state/batch``, what the verifier process asks) alike.
+    """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.forge: Forge | None = None
         self.forged: list[str] = []  # ids (or issuer codes) of the answers it forged
+        self.batches = 0  # POST /v1/state/batch requests served
         self.app = Flask("liar")
         self.session = requests.Session()
+        self.app.add_url_rule("/v1/state/batch", "batch", self.batch, methods=["POST"])
         self.app.add_url_rule("/<path:path>", "proxy", self.proxy)
+
+    def batch(self) -> Response:
+        self.batches += 1
+        up = self.session.post(f"{self.upstream}/v1/state/batch", data=request.get_data(),
+                               headers={"Content-Type": "application/json"}, timeout=10)
+        if self.forge is None or up.status_code != 200:
+            return Response(up.content, status=up.status_code, content_type="application/json")
+        obj = up.json()
+        entries = [("id", cert_key, e) for e in obj["certificates"]] + \
+                  [("code", issuer_key, e) for e in obj["issuers"]]
+        keys = [make(e[name]) for name, make, e in entries]
+        for (name, make, entry), ev in zip(entries, batch_from_json(obj, keys), strict=True):
+            assert isinstance(ev, StateEvidence)
+            if self.forge is forge_status and (ev.record is None or make is issuer_key):
+                continue  # forge_status rewrites certificate records only
+            self.forged.append(entry[name])
+            forged = state_to_json(self.forge(ev))
+            entry.update(record_bytes=forged["record_bytes"], proof=forged["proof"])
+            # One header and commit for the batch: the last forged one.
+            obj.update(header_bytes=forged["header_bytes"], commit=forged["commit"])
+        return Response(json.dumps(obj), content_type="application/json")
 
     def proxy(self, path: str) -> Response:
         up = self.session.get(f"{self.upstream}/{path}", params=request.args, timeout=10)
@@ -328,6 +355,7 @@ def test_a_lying_node_is_never_trusted(env: Env, forgery: str) -> None:
             # answer, whichever node gave it.)
             assert failed(env.verify(env.qr("valid"))) == []
         assert revoked_id in env.liar.forged, "the liar was never asked"
+        assert env.liar.batches, "the verifier never used the batch route"
         # A light client whose only node is the liar refuses to answer, naming the check.
         trusted = load_trust(env.cluster.dir / "genesis.json")
         lc = LightClient(trusted, [HttpSource(env.liar_url)], refresh_interval=None)

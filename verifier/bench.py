@@ -364,6 +364,7 @@ def _run(plan: Plan, work: Path, env: dict[str, str], procs: Processes,
                          capture_output=True, timeout=plan.seconds + plan.warmup + 120,
                          check=False)
     procs.check("verifier")
+    batching = _batching(url)
     if res.returncode != 0:
         raise RuntimeError(f"the driver failed: {res.stderr.decode(errors='replace')[-2000:]}")
     got: dict[str, Any] = json.loads(res.stdout.decode().strip().splitlines()[-1])
@@ -386,4 +387,22 @@ def _run(plan: Plan, work: Path, env: dict[str, str], procs: Processes,
         "errors": got["errors"],
         "first_error": got["first_error"],
         "cpu_ms_per_verification": {k: round(v, 3) for k, v in per.items()},
+        "node_batches": batching,
     }
+
+
+def _batching(url: str) -> dict[str, float] | None:
+    """How well the verifier coalesced its node look-ups (its /metrics), None if unknown."""
+    try:
+        text = requests.get(url + "/metrics", timeout=5).text
+    except requests.RequestException:
+        return None
+    got = {}
+    for line in text.splitlines():
+        for name in ("batches", "batched_keys"):
+            if line.startswith(f"certledger_verifier_node_{name} "):
+                got[name] = float(line.rsplit(" ", 1)[1])
+    if len(got) != 2:
+        return None
+    return {"requests": got["batches"], "keys": got["batched_keys"],
+            "keys_per_request": round(got["batched_keys"] / max(1.0, got["batches"]), 2)}

@@ -12,10 +12,14 @@ issuer's. Nothing here checks anything: ``lightclient`` does.
 ``certificate_json``; bytes as lower-case hex, ``header_bytes``, ``record_bytes``,
 ``proof``, ``commit``, ``validators``); the same shape serves for issuers and is
 what ``state_to_json`` writes, so evidence saved for offline use round-trips.
+``batch_from_json`` reads ``POST /v1/state/batch`` (``state_batch_json``): the
+header, commit and validators once, then one ``StateEvidence`` per asked key - each
+under the key *we* asked for, whatever the node says it answered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -23,7 +27,7 @@ from typing import Any
 from ledger.block import BlockHeader
 from ledger.commit import CommitCertificate, CommitSig, Validator, ValidatorSet
 from ledger.errors import LedgerError
-from ledger.records import cert_key, issuer_key
+from ledger.records import CERT_PREFIX, ISSUER_PREFIX, cert_key, issuer_key
 from verifier.errors import SourceError
 
 #: Upper bounds on what one answer may hold: an SMT proof has at most 256 siblings.
@@ -171,6 +175,48 @@ def state_from_json(obj: object, key: bytes, source: str = "") -> StateEvidence:
         validators=None if validators is None else validators_from_json(validators),
         source=source,
     )
+
+
+def batch_from_json(obj: object, keys: Sequence[bytes], source: str = ""
+                    ) -> list[StateEvidence | SourceError]:
+    """One batch answer split into per-key evidence, in the order of ``keys``.
+
+    ``keys`` are the certificate keys then the issuer keys, as they were asked. A
+    malformed header, commit or validators fails the whole answer (``SourceError``
+    raised); a malformed or mismatched entry fails its key only.
+    """
+    if not isinstance(obj, dict):
+        raise SourceError("batch answer must be a JSON object")
+    header = _need(_hex(obj, "header_bytes", 4096))
+    try:
+        decode_header_bytes(header)
+    except LedgerError as exc:
+        raise SourceError(f"batch header: {exc}") from exc
+    commit = commit_from_json(obj.get("commit"))
+    vobj = obj.get("validators")
+    validators = None if vobj is None else validators_from_json(vobj)
+    certs, issuers = obj.get("certificates"), obj.get("issuers")
+    if not isinstance(certs, list) or not isinstance(issuers, list):
+        raise SourceError("batch answer needs 'certificates' and 'issuers' lists")
+    entries = iter(certs + issuers)
+    out: list[StateEvidence | SourceError] = []
+    for key in keys:
+        entry = next(entries, None)
+        prefix, ident = (CERT_PREFIX, "id") if key.startswith(CERT_PREFIX) else \
+            (ISSUER_PREFIX, "code")
+        try:
+            if not isinstance(entry, dict):
+                raise SourceError("batch answer has no entry for this key")
+            if entry.get(ident) != key[len(prefix):].decode("utf-8"):
+                raise SourceError(f"batch entry is for {str(entry.get(ident))[:80]!r}, "
+                                  "not the key asked")
+            out.append(StateEvidence(
+                key=key, record=_hex(entry, "record_bytes", _MAX_RECORD_HEX, optional=True),
+                proof=_need(_hex(entry, "proof", _MAX_PROOF_HEX)), header=header,
+                commit=commit, validators=validators, source=source))
+        except SourceError as exc:
+            out.append(exc)
+    return out
 
 
 def state_to_json(ev: StateEvidence) -> dict[str, Any]:

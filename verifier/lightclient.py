@@ -19,6 +19,11 @@ Checking one answer (``check_state``, pure but for a cache)
 
 Asking nodes (``LightClient``)
 ------------------------------
+Concurrent look-ups are batched (``verifier.coalesce``): those queued while one is in
+flight go together, one request per node asked (``state_many``; a source without it is
+asked key by key), and each key's answer is checked on its own - a node lying about one
+key is refused for that key only, and only that key is asked of the next node.
+
 The light client asks its sources (nodes) one at a time, starting with the one
 that last answered well - or, with ``spread``, with each node in turn (so the
 nodes share a busy verifier's load), skipping for ``cooldown`` seconds a node
@@ -35,18 +40,19 @@ Caches (a verifier answers many certificates from the same few blocks)
 --------------------------------------------------------------------
 * **Commits, by block**: the SM2 signatures verified for a block (per validator
   set, block hash and round) are remembered, so the next answer from the same
-  block - any node's commit for it - costs no SM2 verification as long as its
-  signatures are among those already verified: a quorum of distinct, verified
-  signatures over the same (chain, height, round, block hash) is exactly what
-  ``CommitCertificate.verify`` establishes. A commit with a signature not seen
-  before is verified in full (and its good signatures remembered).
+  block - any node's commit for it, each node holding its own quorum of
+  precommits - costs only the SM2 verifications of signatures not seen before: a
+  quorum of distinct signers of the set, each signature verified over the same
+  (chain, height, round, block hash), is exactly what ``CommitCertificate.verify``
+  establishes. If a new signature fails, ``CommitCertificate.verify`` checks the
+  whole commit again, and its error names the bad signature.
 * **Decoded headers and checked proofs**, by their bytes: ``logic.verify``
   re-derives every check from the raw answer, which then costs dictionary look-ups.
 * **Issuer records**: an issuer's checked answer is reused for later certificates
   while its block is at most ``issuer_max_lag`` blocks (default 1) below the block
   of the certificate answer it goes with (and within ``max_lag`` of the freshest
   block seen) - the same staleness a lagging node could legally show, far tighter
-  than ``max_lag``. So one node request per verification, not two.
+  than ``max_lag``. So one node look-up per verification, not two.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from ledger.commit import CommitCertificate, ValidatorSet
 from ledger.errors import LedgerError
 from ledger.records import cert_key, issuer_key
 from ledger.smt import SMTProof, verify_proof
+from verifier.coalesce import Coalescer
 from verifier.errors import (
     EvidenceError,
     NoTrustworthyAnswerError,
@@ -82,6 +89,8 @@ _commit_cache: OrderedDict[tuple[str, bytes, bytes, int], frozenset[tuple[bytes,
     OrderedDict()
 _cache_lock = threading.Lock()
 _PROOF_LIMIT = 8192
+#: How long a queued look-up waits for its batch: every node may be tried in turn.
+_BATCH_WAIT = 60.0
 _proof_cache: OrderedDict[tuple[bytes, bytes | None, bytes, bytes], None] = OrderedDict()
 
 
@@ -111,6 +120,9 @@ class EvidenceSource(Protocol):
         """The node's head header bytes and commit, or None if it cannot say."""
         ...
 
+    # Optional: ``state_many(keys) -> [StateEvidence | SourceError, ...]``, one request
+    # for many keys (``HttpSource``); without it a batch is asked with ``state`` per key.
+
 
 # --------------------------------------------------------------------------- pure checks
 
@@ -133,18 +145,42 @@ def _verify_commit_cached(chain_id: str, vs: ValidatorSet, header: BlockHeader,
         known = _commit_cache.get(key)
         if known is not None:
             _commit_cache.move_to_end(key)
-    if known is not None and len(sigs) >= vs.quorum and all(s in known for s in sigs) \
-            and len({k for k, _ in sigs}) == len(sigs):
-        return  # a quorum of distinct signatures, each verified before for this block
-    try:
-        commit.verify(chain_id, vs, height=header.height, block_hash=header.hash)
-    except LedgerError as exc:
-        raise EvidenceError("commit_certificate", str(exc)) from exc
+    if known is not None and len(sigs) >= vs.quorum and len({k for k, _ in sigs}) == len(sigs) \
+            and all(k in vs.by_key_id for k, _ in sigs) and _verify_new(chain_id, vs, commit,
+                                                                       known):
+        # A quorum of distinct signatures of the set, each verified now or before for this
+        # block: another node's commit for a block seen costs only its new signatures.
+        new = frozenset(sigs) - known
+    else:
+        new = frozenset(sigs)
+        try:
+            commit.verify(chain_id, vs, height=header.height, block_hash=header.hash)
+        except LedgerError as exc:
+            raise EvidenceError("commit_certificate", str(exc)) from exc
+    if not new:
+        return
     with _cache_lock:
-        _commit_cache[key] = (_commit_cache.get(key) or frozenset()) | frozenset(sigs)
+        _commit_cache[key] = (_commit_cache.get(key) or frozenset()) | new
         _commit_cache.move_to_end(key)
         while len(_commit_cache) > _CACHE_LIMIT:
             _commit_cache.popitem(last=False)
+
+
+def _verify_new(chain_id: str, vs: ValidatorSet, commit: CommitCertificate,
+                known: frozenset[tuple[bytes, bytes]]) -> bool:
+    """True when every signature of ``commit`` not in ``known`` verifies (False: recheck all,
+    so that the ledger's own check names what is wrong)."""
+    msg = None
+    for cs in commit.signatures:
+        if (cs.key_id, cs.signature) in known:
+            continue
+        msg = msg or commit.sign_bytes(chain_id)
+        try:
+            if not sm2.verify(vs.by_key_id[cs.key_id].public_key, msg, cs.signature):
+                return False
+        except CertificatesError:
+            return False
+    return True
 
 
 def _trusted_signers(chain_id: str, trusted: ValidatorSet, commit: CommitCertificate) -> int:
@@ -230,7 +266,7 @@ class LightClient:
     def __init__(self, trusted: TrustedState, sources: Sequence[EvidenceSource], *,
                  max_lag: int = 5, max_age_ms: int | None = None,
                  refresh_interval: float | None = 30.0, issuer_max_lag: int | None = 1,
-                 spread: bool = False, cooldown: float = 10.0,
+                 spread: bool = False, cooldown: float = 10.0, batch: int = 64,
                  clock: Callable[[], float] = time.time) -> None:
         if not sources:
             raise VerifierError("the light client needs at least one node")
@@ -254,6 +290,11 @@ class LightClient:
         self._issuers: dict[str, tuple[StateEvidence, CheckedState]] = {}
         #: (source name, check or failure) of every refused answer, for metrics.
         self.on_reject: Callable[[str, str], None] | None = None
+        #: Gathers concurrent look-ups into one request per node (None: batch < 2).
+        self.batcher: Coalescer[tuple[bytes, bool], _Outcome] | None = None
+        if batch >= 2:
+            self.batcher = Coalescer(self._ask_many, max_batch=batch,
+                                     wait_timeout=_BATCH_WAIT)
 
     @property
     def trusted(self) -> TrustedState:
@@ -393,38 +434,101 @@ class LightClient:
 
     def _first_good(self, key: bytes, optional: bool
                     ) -> tuple[StateEvidence, CheckedState] | None:
-        attempts: list[tuple[str, str]] = []
-        unsupported = lies = 0
-        sources = self.sources
-        kind = key.split(b":", 1)[0]
-        for index in self._order(len(sources)):
-            src = sources[index]
-            if (index, kind) in self._unsupported:
-                unsupported += 1
-                attempts.append((src.name, "does not serve this kind of evidence"))
+        if self.batcher is None:
+            return self._ask_many([(key, optional)])[0].unwrap()
+        return self.batcher.get((key, optional)).unwrap()
+
+    def _ask_many(self, wanted: Sequence[tuple[bytes, bool]]) -> list[_Outcome]:
+        """For each (key, optional): the first answer that checks out, trying node by node.
+
+        One request per node carries every key still unanswered (``state_many``); each
+        key's answer is checked on its own, so a node that lies about one key is
+        refused for that key and the next node is asked for it.
+        """
+        n = len(self.sources)
+        attempts: list[list[tuple[str, str]]] = [[] for _ in wanted]
+        unsupported, lies = [0] * len(wanted), [0] * len(wanted)
+        done: dict[int, tuple[StateEvidence, CheckedState]] = {}
+        for index in self._order(n):
+            src = self.sources[index]
+            todo = [i for i in range(len(wanted)) if i not in done]
+            if not todo:
+                break
+            ask = []
+            for i in todo:
+                if (index, _kind(wanted[i][0])) in self._unsupported:
+                    unsupported[i] += 1
+                    attempts[i].append((src.name, "does not serve this kind of evidence"))
+                else:
+                    ask.append(i)
+            if not ask:
                 continue
             try:
-                ev = src.state(key)
-                checked = self.check(ev)
-            except UnsupportedError as exc:
-                unsupported += 1
-                self._unsupported.add((index, kind))
-                attempts.append((src.name, self._rejected(src.name, exc)))
-                continue
-            except EvidenceError as exc:
-                lies += 1
-                attempts.append((src.name, self._rejected(src.name, exc, index)))
-                continue
-            except SourceError as exc:
-                attempts.append((src.name, self._rejected(src.name, exc, index)))
-                continue
-            self._preferred = index
-            if self._failed_until:
-                self._failed_until.pop(index, None)
-            return ev, checked
-        # Optional evidence (issuer records) falls back to the trust bundle when nodes do
-        # not serve it or cannot be reached - but not when a node sent evidence that fails
-        # its checks and none sent any that passes.
-        if optional and unsupported and not lies:
-            return None
-        raise NoTrustworthyAnswerError(key.decode("utf-8", "replace"), attempts)
+                answers = _state_many(src, [wanted[i][0] for i in ask])
+            except SourceError as exc:  # the whole request failed
+                answers = [exc] * len(ask)
+            good = False
+            for i, ans in zip(ask, answers, strict=True):
+                try:
+                    if isinstance(ans, Exception):
+                        raise ans
+                    done[i] = (ans, self.check(ans))
+                    good = True
+                except UnsupportedError as exc:
+                    unsupported[i] += 1
+                    self._unsupported.add((index, _kind(wanted[i][0])))
+                    attempts[i].append((src.name, self._rejected(src.name, exc)))
+                except EvidenceError as exc:
+                    lies[i] += 1
+                    attempts[i].append((src.name, self._rejected(src.name, exc, index)))
+                except SourceError as exc:
+                    attempts[i].append((src.name, self._rejected(src.name, exc, index)))
+            if good:
+                self._preferred = index
+                if self._failed_until:
+                    self._failed_until.pop(index, None)
+        out = []
+        for i, (key, optional) in enumerate(wanted):
+            if i in done:
+                out.append(_Outcome(done[i]))
+            elif optional and unsupported[i] and not lies[i]:
+                # Optional evidence (issuer records) falls back to the trust bundle when
+                # nodes do not serve it or cannot be reached - but not when a node sent
+                # evidence that fails its checks and none sent any that passes.
+                out.append(_Outcome(None))
+            else:
+                out.append(_Outcome(None, NoTrustworthyAnswerError(
+                    key.decode("utf-8", "replace"), attempts[i])))
+        return out
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One key's result from ``_ask_many``: checked evidence, None (optional), or an error."""
+
+    got: tuple[StateEvidence, CheckedState] | None
+    error: NoTrustworthyAnswerError | None = None
+
+    def unwrap(self) -> tuple[StateEvidence, CheckedState] | None:
+        if self.error is not None:
+            raise self.error
+        return self.got
+
+
+def _kind(key: bytes) -> bytes:
+    return key.split(b":", 1)[0]
+
+
+def _state_many(src: EvidenceSource, keys: list[bytes]) -> Sequence[StateEvidence | SourceError]:
+    """The source's batch look-up, or one ``state`` call per key for a source without one."""
+    many = getattr(src, "state_many", None)
+    if many is not None:
+        got: Sequence[StateEvidence | SourceError] = many(keys)
+        return got
+    out: list[StateEvidence | SourceError] = []
+    for k in keys:
+        try:
+            out.append(src.state(k))
+        except SourceError as exc:
+            out.append(exc)
+    return out

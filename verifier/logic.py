@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from certificates.anchor import SignedAnchor
@@ -117,6 +118,7 @@ def subject_of(shown: Shown | Subject) -> Subject:
         raise InputError(f"the presentation is malformed: {exc}") from exc
 
 
+@lru_cache(maxsize=4096)  # the same few dates (valid_from, now to the second) recur
 def _when(seconds: int | float) -> str:
     try:
         return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -113,6 +113,14 @@ class VerificationService:
             m = self.metrics
             provider.on_reject = lambda node, reason: m.inc(
                 "certledger_verifier_node_rejections_total", node, reason)
+            batcher = provider.batcher
+            if batcher is not None:
+                # Read at scrape time: keys / batches is how well look-ups coalesce.
+                m.gauges["certledger_verifier_node_batches"] = (
+                    "Batched state look-ups (each one request per node asked).",
+                    lambda: batcher.batches)
+                m.gauges["certledger_verifier_node_batched_keys"] = (
+                    "State keys carried by batched look-ups.", lambda: batcher.keys)
 
     def verify(self, shown: Shown | Subject, anchor: SignedAnchor | None = None,
                channel: str = "api") -> Verdict:

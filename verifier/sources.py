@@ -4,6 +4,12 @@
 which answer to keep, so this module does no failover of its own and trusts
 nothing it reads (``lightclient`` checks it all).
 
+* ``state_many(keys)`` -> ``POST /v1/state/batch``: the light client's batch of the
+  keys of concurrent verifications in ONE request (one header + commit +
+  validators, then a record and SMT proof per key), split back into one
+  ``StateEvidence`` per key - each checked by the light client exactly as a single
+  answer is. A node without the batch route (404/405 not from our API) is asked
+  one key at a time from then on, as below.
 * ``state(b"cert:" + id)``  -> ``GET /v1/certificates/<id>``: 200 with the record,
   or 404 ``unknown_certificate`` whose body carries the absence proof. The shared
   ``NodeClient`` raises on a 404 and keeps only its code and message, so this
@@ -33,16 +39,22 @@ from ledger.records import CERT_PREFIX, ISSUER_PREFIX
 from network.client import NodeClient
 from network.errors import NetworkError
 from verifier.errors import SourceError, UnsupportedError
-from verifier.evidence import StateEvidence, commit_from_json, state_from_json
+from verifier.evidence import StateEvidence, batch_from_json, commit_from_json, state_from_json
 
-_MAX_BODY = 4 * 1024 * 1024
+_MAX_BODY = 4 * 1024 * 1024  # a full batch (256 keys, ~2 KB each) fits with room
+_JSON = {"Accept": "application/json", "Content-Type": "application/json"}
+_ACCEPT = {"Accept": "application/json"}
+
+
+class _NoBatchRoute(UnsupportedError):
+    """The node does not serve POST /v1/state/batch (an older node)."""
 
 
 class HttpSource:
     """One node's public API."""
 
     def __init__(self, url: str, *, session: requests.Session | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, batch: bool = True) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._session = session if session is not None else requests.Session()
@@ -54,12 +66,55 @@ class HttpSource:
         self._host, self._port = parts.hostname, parts.port
         self._prefix = parts.path
         self._local = threading.local()
+        self.batching = batch  # False once the node showed it has no batch route
 
     @property
     def name(self) -> str:
         return self.url
 
+    def state_many(self, keys: list[bytes]) -> list[StateEvidence | SourceError]:
+        """The node's answers for many keys, one result (or error) per key, in order.
+
+        ``SourceError`` when the request as a whole fails.
+        """
+        if self.batching and all(k.startswith((CERT_PREFIX, ISSUER_PREFIX)) for k in keys):
+            try:
+                return self._batch(keys)
+            except _NoBatchRoute:
+                self.batching = False
+        out: list[StateEvidence | SourceError] = []
+        for k in keys:
+            try:
+                out.append(self.state(k))
+            except SourceError as exc:
+                out.append(exc)
+        return out
+
+    def _batch(self, keys: list[bytes]) -> list[StateEvidence | SourceError]:
+        certs = [k for k in keys if k.startswith(CERT_PREFIX)]
+        issuers = [k for k in keys if k.startswith(ISSUER_PREFIX)]
+        if len(certs) + len(issuers) != len(keys):
+            raise AssertionError("a batch holds certificate and issuer keys only")
+        asked = {"certificates": [k[len(CERT_PREFIX):].decode("utf-8") for k in certs],
+                 "issuers": [k[len(ISSUER_PREFIX):].decode("utf-8") for k in issuers]}
+        status, content = self._request("POST", "/v1/state/batch",
+                                        json.dumps(asked).encode(), _JSON)
+        try:
+            body = json.loads(content) if content else None
+        except ValueError:
+            body = None
+        if status in (404, 405) and _error_code(body) != "no_blocks":
+            raise _NoBatchRoute(f"{self.url} does not serve POST /v1/state/batch ({status})")
+        if status == 404:
+            raise SourceError("the node has not committed any block yet")
+        if status != 200 or body is None:
+            raise SourceError(f"batch: HTTP {status} {_error_code(body)}")
+        got = dict(zip(certs + issuers, batch_from_json(body, certs + issuers, self.url),
+                       strict=True))
+        return [got[k] for k in keys]
+
     def state(self, key: bytes) -> StateEvidence:
+        """The node's answer for one key, on its own (``GET /v1/certificates|issuers/…``)."""
         if key.startswith(CERT_PREFIX):
             path, found_codes = "/v1/certificates/", {"unknown_certificate"}
         elif key.startswith(ISSUER_PREFIX):
@@ -106,13 +161,14 @@ class HttpSource:
         if conn is not None:
             conn.close()
 
-    def _request(self, path: str) -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] = _ACCEPT) -> tuple[int, bytes]:
         # A kept-alive connection the node has closed fails on first use: one retry on a
-        # fresh one (a GET is idempotent).
+        # fresh one (every request here only reads, so repeating it is harmless).
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                conn.request("GET", self._prefix + path, headers={"Accept": "application/json"})
+                conn.request(method, self._prefix + path, body=body, headers=headers)
                 resp = conn.getresponse()
                 length = resp.getheader("Content-Length")
                 if length is not None and length.isdigit() and int(length) > _MAX_BODY:
@@ -139,7 +195,7 @@ class HttpSource:
         raise AssertionError("unreachable")
 
     def _get(self, path: str) -> tuple[Any, int]:
-        status, content = self._request(path)
+        status, content = self._request("GET", path)
         try:
             body = json.loads(content) if content else None
         except ValueError:

@@ -1,0 +1,123 @@
+"""Coalescing concurrent look-ups into batches: one request carries many threads' keys.
+
+A busy verifier runs many verifications at once, each needing one node look-up.
+``Coalescer.get(key)`` queues the key; if no batch is in flight the calling thread
+becomes the *leader*: it takes everything queued (up to ``max_batch``), calls
+``fetch(keys)`` once, and hands each waiting thread its own result. While that
+request is in flight new keys queue up; when it returns, the leader passes the
+lead to the first queued thread (which sends the next batch at once) and returns
+its own result - so nothing ever waits on a timer, a lone request is sent
+immediately, and under load each batch holds whatever arrived during the last
+round trip ("group commit", like the audit log's).
+
+``fetch`` answers a list aligned with the keys, each a value or an exception for
+that key alone; if it raises, every key of the batch gets that exception. A
+waiting thread gives up after ``wait_timeout`` seconds (``SourceError``), so no
+caller hangs on a stuck leader. Nothing here knows about nodes or proofs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from verifier.errors import SourceError
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Waiter(Generic[K, V]):
+    __slots__ = ("done", "error", "event", "key", "lead", "value")
+
+    def __init__(self, key: K) -> None:
+        self.key = key
+        self.event = threading.Event()
+        self.value: V | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.lead = False
+
+
+class Coalescer(Generic[K, V]):
+    def __init__(self, fetch: Callable[[list[K]], Sequence[V | BaseException]], *,
+                 max_batch: int = 64, wait_timeout: float = 15.0) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._fetch = fetch
+        self.max_batch = max_batch
+        self.wait_timeout = wait_timeout
+        self._lock = threading.Lock()
+        self._queue: list[_Waiter[K, V]] = []
+        self._busy = False  # a leader holds the lead (under _lock)
+        #: Batches sent and keys they carried (for metrics and tests).
+        self.batches = 0
+        self.keys = 0
+
+    @property
+    def queued(self) -> int:
+        """Keys waiting for the next batch (not those in flight)."""
+        with self._lock:
+            return len(self._queue)
+
+    def get(self, key: K) -> V:
+        me: _Waiter[K, V] = _Waiter(key)
+        with self._lock:
+            self._queue.append(me)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            me.event.wait(self.wait_timeout)
+            with self._lock:
+                if not me.done and not me.lead:
+                    # Timed out while still queued: leave the queue, so no leader takes it.
+                    if me in self._queue:
+                        self._queue.remove(me)
+                    raise SourceError(f"no answer within {self.wait_timeout:g}s "
+                                      "(batched look-up)")
+            if me.done:
+                return self._result(me)
+        # The lead: our key is at the head of the queue.
+        try:
+            self._run_batch()
+        finally:
+            self._pass_lead()
+        return self._result(me)
+
+    def _run_batch(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            self.batches += 1
+            self.keys += len(batch)
+        try:
+            got: Sequence[V | BaseException] = self._fetch([w.key for w in batch])
+            if len(got) != len(batch):
+                raise SourceError(f"batch answer holds {len(got)} results for "
+                                  f"{len(batch)} keys")
+        except BaseException as exc:  # every waiter must hear, whatever went wrong
+            got = [exc] * len(batch)
+        for w, res in zip(batch, got, strict=True):
+            if isinstance(res, BaseException):
+                w.error = res
+            else:
+                w.value = res
+            with self._lock:
+                w.done = True
+            w.event.set()
+
+    def _pass_lead(self) -> None:
+        with self._lock:
+            if not self._queue:
+                self._busy = False
+                return
+            nxt = self._queue[0]
+            nxt.lead = True
+        nxt.event.set()
+
+    @staticmethod
+    def _result(w: _Waiter[K, V]) -> V:
+        if w.error is not None:
+            raise w.error
+        assert w.done
+        return w.value  # type: ignore[return-value]
