@@ -10,7 +10,8 @@ Public blueprint::
 
     POST /v1/transactions            JSON Transaction.to_json(), or raw canonical bytes
                                      with Content-Type application/msgpack
-                                     -> 202 {"tx_id", "status": "pending"}
+                                     -> 202 {"tx_id", "status": "pending"}; 429 ``busy``
+                                     with Retry-After when the backlog is full
     GET  /v1/transactions/<id>       pending | committed (height, index) | 404
     GET  /v1/blocks/<height|latest>  header (+ its bytes), tx ids, commit
     GET  /v1/certificates/<id>       record + SMT proof + header + commit + validators;
@@ -18,6 +19,10 @@ Public blueprint::
     GET  /v1/issuers/<code>          issuer record (keys, types, active) + SMT proof + header
                                      + commit + validators; 404 ``unknown_issuer`` with
                                      the absence proof
+    POST /v1/state/batch             JSON {"certificates": [id...], "issuers": [code...]}
+                                     (1..256 keys) -> one header + commit + validators and,
+                                     per key in request order, record bytes + SMT proof
+                                     (an absence proof for an unknown one)
     GET  /v1/status                  height, round, step, hashes, validators, peers, mempool
     GET  /metrics                    Prometheus text
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,18 +56,28 @@ from ledger.errors import LedgerError, MalformedTxError, TxRejected
 from ledger.records import issuer_key
 from ledger.tx import Transaction
 from network.errors import EnvelopeError
+from node.admission import Busy
 from node.errors import MempoolError
 from node.mempool import AddResult
 from node.metrics import NodeMetrics
 from node.peers import Inbox
 from node.sync import serve_blocks
-from node.views import block_json, certificate_json, issuer_json
+from node.views import (
+    MAX_BATCH_KEYS,
+    HeadMovingError,
+    block_json,
+    certificate_json,
+    issuer_json,
+    state_batch_json,
+)
 
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
 _ISSUER_CODE = re.compile(f"[0-9A-Z]{{1,{ISSUER_CODE_MAX_LEN}}}")
 _CONFLICT = frozenset({"duplicate_tx", "duplicate_id"})
+#: A batch of MAX_BATCH_KEYS certificate ids (~70 bytes each) fits with room to spare.
+_BATCH_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,12 @@ def submit_tx() -> Any:
     except TxRejected as exc:
         deps.metrics.rejected_txs.inc(1, exc.reason)
         raise ApiError(409 if exc.reason in _CONFLICT else 422, exc.reason, exc.detail) from exc
+    except Busy as exc:
+        # Back-pressure, not a verdict on the tx: the client should send it again soon.
+        resp = _error(429, exc.code, str(exc))
+        resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        resp.headers["X-Retry-After-Ms"] = str(int(exc.retry_after * 1000))
+        return resp
     except MempoolError as exc:
         deps.metrics.rejected_txs.inc(1, exc.code)
         raise ApiError(exc.status, exc.code, str(exc)) from exc
@@ -200,13 +222,17 @@ def get_certificate(cert_id: str) -> Any:
     return jsonify(body)
 
 
-@public.get("/v1/issuers/<code>")
-def get_issuer(code: str) -> Any:
-    chain = _deps().chain
+def _check_issuer_code(code: str) -> None:
     if not _ISSUER_CODE.fullmatch(code) or (len(code) == 18 and not is_valid_uscc(code)):
         raise ApiError(400, "bad_issuer_code", f"issuer code {code[:40]!r} must be 1-"
                                                f"{ISSUER_CODE_MAX_LEN} of 0-9 A-Z (a unified "
                                                "social credit code has a valid check char)")
+
+
+@public.get("/v1/issuers/<code>")
+def get_issuer(code: str) -> Any:
+    chain = _deps().chain
+    _check_issuer_code(code)
     try:
         proof = chain.prove(issuer_key(code))
     except LedgerError as exc:  # nothing committed yet
@@ -217,6 +243,46 @@ def get_issuer(code: str) -> Any:
                  "message": f"issuer {code} is not registered (absence proof included)"}
         return jsonify(error=error, **body), 404
     return jsonify(body)
+
+
+def _str_list(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "bad_batch", f"{name!r} must be a list of strings")
+    return value
+
+
+@public.post("/v1/state/batch")
+def state_batch() -> Any:
+    """Many state look-ups in one answer (a verifier coalescing concurrent verifications)."""
+    chain = _deps().chain
+    if (request.mimetype or "application/json").lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    data = _body(_BATCH_BODY)
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(400, "malformed", f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict) or not set(body) <= {"certificates", "issuers"}:
+        raise ApiError(400, "bad_batch", 'send an object with "certificates" and/or "issuers"')
+    cert_ids, codes = _str_list(body, "certificates"), _str_list(body, "issuers")
+    if not 1 <= len(cert_ids) + len(codes) <= MAX_BATCH_KEYS:
+        raise ApiError(413 if cert_ids or codes else 400, "bad_batch_size",
+                       f"ask for 1 to {MAX_BATCH_KEYS} keys, not {len(cert_ids) + len(codes)}")
+    for i, cert_id in enumerate(cert_ids):
+        try:
+            CertificateId.parse(cert_id)
+        except IdentifierError as exc:
+            raise ApiError(400, "bad_identifier", f"certificates[{i}]: {exc}") from exc
+    for code in codes:
+        _check_issuer_code(code)
+    try:
+        out = state_batch_json(chain, cert_ids, codes)
+    except HeadMovingError as exc:
+        raise ApiError(503, "head_moving", f"{exc}; ask again") from exc
+    except LedgerError as exc:  # nothing committed yet
+        raise ApiError(404, "no_blocks", str(exc)) from exc
+    return Response(json.dumps(out, separators=(",", ":")), content_type="application/json")
 
 
 @public.get("/v1/status")

@@ -22,7 +22,10 @@ How it works, in order:
      connections) round-robin over the validators as fast as they are taken, with
      at most ``max_inflight`` submitted but not yet committed, so the mempools stay
      fed without growing past what a few blocks hold (every commit re-checks the
-     whole pool). The rate is taken over the blocks seen after a warm-up;
+     whole pool). A 429 ``busy`` answer is retried after the pause the node asks for
+     (``X-Retry-After-Ms``, else ``Retry-After``; at most ``_MAX_PAUSE``) and counted
+     as ``busy_retries``, here and in the latency phase. The rate is taken over the
+     blocks seen after a warm-up;
    * *latency*: single txs open-loop at half the peak of the first phase; p50/p99
      of commit latency, a tx never seen committed counting as the drain bound;
    * *batch*: closed loop again with cert.issue_batch txs, weighted by their
@@ -80,6 +83,7 @@ ISSUERS = tuple(p + uscc_check_char(p) for p in
                  "12330000MB0000024"))
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 10.0
+_MAX_PAUSE = 0.5  # longest pause a busy node can impose on one driver thread
 _LOAD_MARGIN = 1.6  # pre-sign this many times what the ceiling could possibly take
 
 
@@ -270,6 +274,18 @@ def _cpu_seconds(pids: list[int]) -> float | None:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _retry_after(resp: http.client.HTTPResponse) -> float:
+    """Seconds a 429 asks us to wait (the node's ms hint, else Retry-After), capped."""
+    if resp.status != 429:
+        return 0.0
+    for name, scale in (("X-Retry-After-Ms", 0.001), ("Retry-After", 1.0)):
+        try:
+            return min(_MAX_PAUSE, float(resp.getheader(name) or "") * scale)
+        except ValueError:
+            continue
+    return 0.02
+
+
 class _Conn:
     """One keep-alive HTTP/1.1 connection (http.client: far less CPU per call than requests)."""
 
@@ -277,6 +293,7 @@ class _Conn:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self._c: http.client.HTTPConnection | None = None
+        self.retry_after = 0.0  # the pause a 429 ``busy`` answer asked for
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/msgpack"} if body is not None else {}
@@ -286,6 +303,7 @@ class _Conn:
             try:
                 self._c.request(method, path, body=body, headers=headers)
                 resp = self._c.getresponse()
+                self.retry_after = _retry_after(resp)
                 return resp.status, resp.read()
             except (OSError, http.client.HTTPException):
                 self._c.close()
@@ -394,11 +412,12 @@ class _Driver:
                 ok = False
                 while not ok and time.perf_counter() < deadline:
                     t = time.perf_counter()
-                    status, body = conns[i % len(conns)].request("POST", "/v1/transactions", raw)
-                    if status in (429, 503):  # a full mempool: back-pressure, not failure
+                    conn = conns[i % len(conns)]
+                    status, body = conn.request("POST", "/v1/transactions", raw)
+                    if status in (429, 503):  # a busy node: back-pressure, not failure
                         with lock:
                             state["busy"] += 1
-                        time.sleep(0.02)
+                        time.sleep(conn.retry_after or 0.02)
                         continue
                     ok = status == 202
                     if not ok:
@@ -457,7 +476,7 @@ class _Driver:
         self.watcher.interval = 0.01
         n = min(len(txs), max(1, int(rate * seconds)))
         lock = threading.Lock()
-        nxt = [0]
+        nxt, busy = [0], [0]
         errors: Counter[str] = Counter()
         t0 = time.perf_counter() + 0.05
 
@@ -474,7 +493,14 @@ class _Driver:
                     time.sleep(delay)
                 tid, raw = txs[i]
                 t = time.perf_counter()
-                status, body = conns[i % len(conns)].request("POST", "/v1/transactions", raw)
+                conn = conns[i % len(conns)]
+                status, body = conn.request("POST", "/v1/transactions", raw)
+                # A busy node is honoured (the latency still runs from the first try).
+                while status in (429, 503) and time.perf_counter() - t < self.spec.drain_s:
+                    with lock:
+                        busy[0] += 1
+                    time.sleep(conn.retry_after or 0.02)
+                    status, body = conn.request("POST", "/v1/transactions", raw)
                 with lock:
                     if status == 202:
                         self.sent[tid] = t
@@ -498,7 +524,7 @@ class _Driver:
         return {"rate_target": round(rate, 1), "sent": len(ids),
                 "send_seconds": round(time.perf_counter() - t0, 2), "missing": missing,
                 "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": q(1.0),
-                "errors": dict(errors)}
+                "busy_retries": busy[0], "errors": dict(errors)}
 
 
 def _drive_main(spec: DriverSpec, out: Connection) -> None:

@@ -14,7 +14,7 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     [api]
     host = "127.0.0.1"
     port = 26601
-    threads = 8
+    threads = 16                        # peers' POSTs must find a free thread under load
     max_body_bytes = 8388608            # larger requests get 413
 
     [peers]                             # name = base URL of that node's API
@@ -26,6 +26,8 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     [mempool]
     max_txs = 10000
     max_bytes = 67108864
+    backlog_txs = 2000                  # beyond it clients get 429 busy (back-pressure)
+    backlog_bytes = 8388608
 
     [block]
     max_txs = 2000
@@ -57,7 +59,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 26601
-    threads: int = 8
+    #: Client submissions wait at one admission gate (node.admission) and at most half
+    #: of the threads may wait there, so peers' consensus POSTs and reads always find a
+    #: free thread.
+    threads: int = 16
     max_body_bytes: int = 8 * 1024 * 1024
 
 
@@ -91,6 +96,10 @@ class ConsensusConfig:
 class MempoolConfig:
     max_txs: int = 10_000
     max_bytes: int = 64 * 1024 * 1024
+    #: Past this many pending txs (or bytes) client submissions get 429 ``busy``: a
+    #: backlog beyond a block or two only adds latency and starves consensus of the GIL.
+    backlog_txs: int = 2_000
+    backlog_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,8 @@ def _section(raw: dict[str, Any], name: str, cls: type[T],
 _API = {"host": _str, "port": _int(0, 65535), "threads": _int(1, 256),
         "max_body_bytes": _int(1024)}
 _CONSENSUS = {f.name: _int(1, 3_600_000) for f in fields(ConsensusConfig)}
-_MEMPOOL = {"max_txs": _int(1), "max_bytes": _int(1024)}
+_MEMPOOL = {"max_txs": _int(1), "max_bytes": _int(1024), "backlog_txs": _int(1),
+            "backlog_bytes": _int(1024)}
 _BLOCK = {"max_txs": _int(1), "max_bytes": _int(1024)}
 _NODE_REQUIRED = ("name", "data_dir", "key_file", "genesis")
 _NODE_OPTIONAL = ("passphrase_env", "log_level", "log_file")

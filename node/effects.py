@@ -10,6 +10,8 @@ order before the next item, exactly as ``tests/sim/node.py`` drives the core:
   after the effects that precede them, so a message never leaves before the WAL
   entry recording it is durable (the core emits PersistWal before Broadcast).
 * ``Broadcast``: sealed in signed envelopes, one per batch (``node.peers.Outbox``).
+  Every gossip tick re-sends our recent votes to all peers, but a proposal (with its
+  block) only to peers that may lack it (``node.resend``).
 * ``ScheduleTimeout``: a timer that later puts ``TimeoutFired`` on the queue.
 * ``RequestValue``: build a block from the mempool - at once if it holds txs or the
   round is not the height's first, else after ``empty_block_interval_ms`` or as soon
@@ -63,6 +65,7 @@ from node.ledger_app import LedgerApp
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.peers import Outbox
+from node.resend import ProposalResends
 from node.timers import Timers
 
 log = logging.getLogger("certledger.consensus")
@@ -127,6 +130,8 @@ class ConsensusLoop:
         self._signalled = threading.Event()
         self._last_commit_at: float | None = None
         self._source = "consensus"
+        gossip_s = cfg.consensus.gossip_interval_ms / 1000
+        self._resends = ProposalResends(cfg.peers, base_s=2 * gossip_s, cap_s=16 * gossip_s)
         self._thread = threading.Thread(target=self._run, name="consensus", daemon=True)
         mempool.on_new_tx(self._tx_arrived)
 
@@ -199,8 +204,7 @@ class ConsensusLoop:
             if self._want is not None:
                 self._build()
         elif isinstance(item, GossipTick):
-            assert self.state is not None
-            self.outbox.broadcast_messages(gossip.to_gossip(self.state))
+            self._gossip()
             self.timers.schedule(self.cfg.consensus.gossip_interval_ms / 1000, GossipTick())
         else:
             self._step(item)
@@ -245,6 +249,28 @@ class ConsensusLoop:
             return
         self._held.setdefault((p.round, p.value_id), p)
 
+    def _gossip(self) -> None:
+        """Re-send votes to everyone; a proposal only to peers that may lack it
+        (``node.resend``: once per peer per round, then on evidence and back-off)."""
+        s = self.state
+        assert s is not None
+        msgs = gossip.to_gossip(s)
+        votes = [m for m in msgs if not isinstance(m, Proposal)]
+        if votes:
+            self.outbox.broadcast_messages(votes)
+        self._resends.forget_below(s.height)
+        now = self.clock.monotonic()
+        peer_of = {v.key_id: v.name for v in s.validators.validators if v.name in self.cfg.peers}
+        groups: dict[tuple[str, ...], list[Message]] = {}
+        for p in msgs:
+            if isinstance(p, Proposal):
+                due = self._resends.due(s, p, peer_of, now)
+                if due:
+                    groups.setdefault(tuple(due), []).append(p)
+        for peers, props in groups.items():
+            self.metrics.proposal_resends.inc(len(peers) * len(props))
+            self.outbox.broadcast_messages(props, to=peers)
+
     # ------------------------------------------------------------------ effects
 
     def _execute(self, effects: list[Effect]) -> None:
@@ -270,6 +296,10 @@ class ConsensusLoop:
     def _flush(self, out: list[Message]) -> None:
         if out:
             self.outbox.broadcast_messages(out)
+            now = self.clock.monotonic()
+            for m in out:
+                if isinstance(m, Proposal):
+                    self._resends.sent_to_all(m, now)
             out.clear()
 
     def _request_value(self, eff: RequestValue) -> None:

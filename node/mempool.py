@@ -23,7 +23,8 @@ How it works:
   certificate was issued by someone else's tx, their issuer was deactivated) are
   dropped and reported.
 * **Gossip**: txs admitted from clients are queued for the gossip thread
-  (``take_gossip``); txs that came from peers are not re-sent (the mesh is full).
+  (``take_gossip``, which lingers a few ms so one signed envelope carries many txs);
+  txs that came from peers are not re-sent (the mesh is full).
 
 Thread-safety: one lock guards the pool; the consensus thread reaps and updates,
 HTTP and peer threads add.
@@ -75,6 +76,8 @@ class Mempool:
         self._bytes = 0
         self._overlay = Overlay(view)
         self._gossip: deque[bytes] = deque()
+        self._gossip_bytes = 0
+        self._gossip_woken = False
         self._listeners: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ queries
@@ -123,6 +126,7 @@ class Mempool:
             self._bytes += len(raw)
             if gossip:
                 self._gossip.append(bytes(raw))
+                self._gossip_bytes += len(raw)
                 self._gossip_ready.notify_all()
         for listener in self._listeners:
             listener()
@@ -190,19 +194,34 @@ class Mempool:
 
     # ------------------------------------------------------------------ gossip
 
-    def take_gossip(self, max_bytes: int, timeout: float) -> list[bytes]:
-        """Wait up to ``timeout`` s for client txs to gossip; returns up to ``max_bytes``."""
+    def take_gossip(self, max_bytes: int, timeout: float, linger: float = 0.0) -> list[bytes]:
+        """Wait up to ``timeout`` s for client txs to gossip; returns up to ``max_bytes``.
+
+        Once the first tx is there, wait up to ``linger`` s more (or until ``max_bytes``
+        are queued): every gossip envelope costs each peer an SM2 verify, so one
+        envelope should carry many txs, not the one or two that arrived this instant.
+        """
         with self._gossip_ready:
             if not self._gossip:
                 self._gossip_ready.wait(timeout)
+            if self._gossip and linger > 0:
+                deadline = self._monotonic() + linger
+                while self._gossip_bytes < max_bytes and not self._gossip_woken:
+                    left = deadline - self._monotonic()
+                    if left <= 0 or not self._gossip_ready.wait(left):
+                        break  # timed out (also ends the wait under a test's manual clock)
+            self._gossip_woken = False
             out: list[bytes] = []
             size = 0
             while self._gossip and (not out or size + len(self._gossip[0]) <= max_bytes):
                 raw = self._gossip.popleft()
                 out.append(raw)
                 size += len(raw)
+            self._gossip_bytes -= size
             return out
 
     def wake_gossip(self) -> None:
+        """Return a waiting ``take_gossip`` at once (shutdown)."""
         with self._gossip_ready:
+            self._gossip_woken = True
             self._gossip_ready.notify_all()

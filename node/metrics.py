@@ -164,9 +164,12 @@ class NodeMetrics:
                                 "Equivocations by validators observed by this node")
         self.sync_fetches = Counter("certledger_sync_requests_total",
                                     "Block-sync requests to peers, by outcome", ("outcome",))
+        self.proposal_resends = Counter(
+            "certledger_proposal_resends_total",
+            "Proposals (with their block) sent again to a peer that showed no sign of it")
         for m in (self.committed_txs, self.committed_blocks, self.commit_latency,
                   self.block_time, self.dropped, self.rejected_txs, self.received_txs,
-                  self.evidence, self.sync_fetches):
+                  self.evidence, self.sync_fetches, self.proposal_resends):
             r.add(m)
 
     def gauge(self, name: str, help_: str, read: Callable[[], float]) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from certificates import canonical, sm2
@@ -50,27 +50,34 @@ class Outbox:
         self._max_payload = max_payload_bytes
         self._lock = threading.Lock()
 
-    def _send(self, kind: str, payload: bytes) -> None:
+    def _send(self, kind: str, payload: bytes, to: Collection[str] | None = None) -> None:
         with self._lock:
             env = seal(self._chain_id, kind, payload, self._key, self._seq.next())
-            self._transport.broadcast(env)
+            if to is None:
+                self._transport.broadcast(env)
+            else:
+                for peer in to:
+                    self._transport.send(peer, env)
 
-    def broadcast_messages(self, msgs: Sequence[Message]) -> None:
-        """Send consensus messages to every peer, in as few envelopes as fit."""
+    def broadcast_messages(self, msgs: Sequence[Message],
+                           to: Collection[str] | None = None) -> None:
+        """Send consensus messages to every peer (or the peers ``to``), in as few
+        envelopes as fit."""
         chunk: list[bytes] = []
         size = 0
         for m in msgs:
             data = codec.encode(m)
             if chunk and size + len(data) > self._max_payload:
-                self._send_encoded(chunk)
+                self._send_encoded(chunk, to)
                 chunk, size = [], 0
             chunk.append(data)
             size += len(data) + 8
         if chunk:
-            self._send_encoded(chunk)
+            self._send_encoded(chunk, to)
 
-    def _send_encoded(self, encoded: list[bytes]) -> None:
-        self._send(KIND_CONSENSUS, canonical.encode(encoded))  # node.wire's list framing
+    def _send_encoded(self, encoded: list[bytes], to: Collection[str] | None) -> None:
+        # node.wire's list framing
+        self._send(KIND_CONSENSUS, canonical.encode(encoded), to)
 
     def broadcast_txs(self, txs: Sequence[bytes]) -> None:
         if txs:

@@ -9,7 +9,10 @@ Threads and who owns what:
   into the mempool, hand peer envelopes to the inbox;
 * ``peer-sender-*`` (``network.transport``): one per peer, batching and back-off;
 * ``block-sync`` (``node.sync``): fetches blocks we missed;
-* ``tx-gossip``: sends transactions admitted from clients to the other validators.
+* ``tx-gossip``: sends transactions admitted from clients to the other validators,
+  lingering a few ms so that one signed envelope carries many;
+* ``peer-tx-admission`` (``node.admission``): admits peers' txs through the same
+  one-at-a-time gate as client txs, which get 429 ``busy`` past a backlog.
 
 Start order: chain and WAL open (a damaged store refuses to start), transport,
 consensus, sync, gossip, then the HTTP listener last, so nothing is accepted
@@ -34,6 +37,7 @@ from ledger.state import BlockContext
 from ledger.store import LevelDBStore
 from network.envelope import SeqCounter
 from network.transport import SenderConfig, Transport
+from node.admission import Admission
 from node.api import ApiDeps, create_app
 from node.clock import Clock
 from node.config import NodeConfig
@@ -55,6 +59,9 @@ _CONSENSUS_STATS = ("bad_signature", "not_validator", "wrong_proposer", "malform
                     "old_height", "future_dropped", "round_window_dropped", "duplicate",
                     "bad_sync")
 _TX_GOSSIP_BYTES = 1024 * 1024
+#: How long the tx-gossip thread waits for more txs after the first: each envelope costs
+#: every peer an SM2 verify, so it should carry tens of txs, not one or two.
+_TX_GOSSIP_LINGER_S = 0.1
 
 
 def open_chain(cfg: NodeConfig, genesis: Genesis, sig_cache: dict[bytes, bool]) -> Chain:
@@ -132,8 +139,12 @@ class Node:
                                   self.metrics, clock, cfg, on_fatal=self._fatal,
                                   on_future=self.sync.kick, on_commit=self._committed)
         self._keys = self.app.known_keys()
+        self.admission = Admission(
+            self.mempool, add_client=self._admit_client, add_peer=self._admit_peer,
+            count_drop=self._count_drop, backlog_txs=cfg.mempool.backlog_txs,
+            backlog_bytes=cfg.mempool.backlog_bytes, max_waiting=max(1, cfg.api.threads // 2))
         self.inbox = Inbox(self.chain_id, lambda: self._keys, self.loop.offer_messages,
-                           self._peer_txs, self._count_drop,
+                           self.admission.offer_peer_txs, self._count_drop,
                            max_envelope_bytes=max_env, max_batch_bytes=self.max_consensus_body)
         self._wire_metrics()
         self.http = HttpServer(create_app(ApiDeps(
@@ -161,6 +172,7 @@ class Node:
         self.transport.start()
         self.loop.start()
         self.sync.start()
+        self.admission.start()
         self._gossip_thread.start()
         self.http.start()
         log.info("node started", extra={"fields": {
@@ -186,6 +198,7 @@ class Node:
         self._stop.set()
         log.info("node stopping")
         self.http.stop()
+        self.admission.stop()
         self.sync.stop()
         self.mempool.wake_gossip()
         if self._gossip_thread.is_alive():
@@ -212,21 +225,24 @@ class Node:
         return BlockContext(self.chain_id, self.chain.head_height + 1, self.clock.time_ms())
 
     def submit(self, raw: bytes) -> AddResult:
-        """A client's transaction (API thread); raises the ledger's or mempool's error."""
+        """A client's transaction (API thread); raises ``Busy``, the ledger's or mempool's
+        error."""
+        return self.admission.submit(raw)
+
+    def _admit_client(self, raw: bytes) -> AddResult:
         res = self.mempool.add(raw, self._ctx(), gossip=True)
         if res.added:
             self.metrics.received_txs.inc(1, "client")
         return res
 
-    def _peer_txs(self, txs: list[bytes]) -> None:
-        for raw in txs:
-            try:
-                if self.mempool.add(raw, self._ctx(), gossip=False).added:
-                    self.metrics.received_txs.inc(1, "peer")
-            except TxRejected as exc:
-                self.metrics.rejected_txs.inc(1, exc.reason)
-            except (MalformedTxError, MempoolError, LedgerError) as exc:
-                self.metrics.rejected_txs.inc(1, exc.code)
+    def _admit_peer(self, raw: bytes) -> None:
+        try:
+            if self.mempool.add(raw, self._ctx(), gossip=False).added:
+                self.metrics.received_txs.inc(1, "peer")
+        except TxRejected as exc:
+            self.metrics.rejected_txs.inc(1, exc.reason)
+        except (MalformedTxError, MempoolError, LedgerError) as exc:
+            self.metrics.rejected_txs.inc(1, exc.code)
 
     def _feed_sync(self, event: Any) -> None:
         self.loop.queue.put(event)
@@ -240,7 +256,7 @@ class Node:
 
     def _gossip_txs(self) -> None:
         while not self._stop.is_set():
-            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5)
+            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5, _TX_GOSSIP_LINGER_S)
             if txs:
                 self.outbox.broadcast_txs(txs)
 
@@ -257,6 +273,8 @@ class Node:
                 lambda: len(self.mempool))
         m.gauge("certledger_mempool_bytes", "Bytes pending in the mempool",
                 lambda: self.mempool.size_bytes)
+        m.gauge("certledger_peer_tx_backlog", "Peers' transactions waiting for admission",
+                self.admission.peer_backlog)
         m.gauge("certledger_peers_up", "Peers whose last delivery succeeded",
                 lambda: len(self.transport.stats().peers_up))
         m.gauge("certledger_peers", "Configured peers", lambda: len(self.cfg.peers))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
-import ledger.state
+import ledger.state_base
 from ledger.errors import MalformedTxError, TxRejected
 from ledger.state import BlockContext
 from ledger.tx import Transaction
@@ -44,13 +46,13 @@ def ctx(h: LedgerHarness) -> BlockContext:
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every SM2 transaction-signature check made by the ledger, by tx id."""
     seen: list[bytes] = []
-    real: Callable[[Transaction, bytes], bool] = ledger.state.verify_signature
+    real: Callable[[Transaction, bytes], bool] = ledger.state_base.verify_signature
 
     def counting(tx: Transaction, public_key: bytes) -> bool:
         seen.append(tx.id)
         return real(tx, public_key)
 
-    monkeypatch.setattr(ledger.state, "verify_signature", counting)
+    monkeypatch.setattr(ledger.state_base, "verify_signature", counting)
     return seen
 
 
@@ -166,3 +168,31 @@ def test_listener_and_remove() -> None:
     assert calls == [1]
     pool.remove([tx.id])
     assert len(pool) == 0 and pool.size_bytes == 0
+
+
+def test_take_gossip_lingers_to_fill_one_envelope() -> None:
+    """After the first tx the gossip thread waits (up to ``linger``) for more, so one
+    signed envelope carries many txs; it stops waiting as soon as the budget is full."""
+    h = LedgerHarness()
+    pool = Mempool(h.state, CHAIN_ID, sig_cache=h.sig_cache, monotonic=time.monotonic,
+                   max_txs=100, max_bytes=1 << 20, max_tx_bytes=1 << 16)
+    first = issue_tx(anchor("L1")).to_bytes()
+    pool.add(first, ctx(h), gossip=True)
+    start = time.monotonic()
+    assert pool.take_gossip(1 << 20, 0, linger=0.3) == [first]
+    assert time.monotonic() - start >= 0.3  # it waited for company that never came
+    more = [issue_tx(anchor(f"L{i}")).to_bytes() for i in range(2, 5)]
+    budget = sum(map(len, more))
+    got: list[list[bytes]] = []
+    pool.add(more[0], ctx(h), gossip=True)
+    taker = threading.Thread(target=lambda: got.append(pool.take_gossip(budget, 0, linger=30)))
+    start = time.monotonic()
+    taker.start()
+    for raw in more[1:]:
+        pool.add(raw, ctx(h), gossip=True)
+    taker.join(10)
+    assert got == [more] and time.monotonic() - start < 10  # filled, not timed out
+    # Without a linger a lone tx goes at once.
+    pool.add(issue_tx(anchor("L9")).to_bytes(), ctx(h), gossip=True)
+    start = time.monotonic()
+    assert len(pool.take_gossip(1 << 20, 0)) == 1 and time.monotonic() - start < 0.25

@@ -15,7 +15,10 @@ them, so the runtime re-sends, every gossip interval, ``to_gossip(state)``:
   can keep correct nodes locked in different rounds forever.
 
 The receiving side discards exact re-sends before checking signatures, so the
-cost is a few dictionary lookups per message.
+cost is a few dictionary lookups per message. That holds for votes; a proposal
+carries its whole block, so the runtime sends the proposals of this list only to
+peers that may lack them (``node.resend``: once per peer per round, again only
+after a back-off to a peer that has not voted for the value).
 """
 
 from __future__ import annotations
