@@ -281,7 +281,7 @@ def test_another_nodes_commit_costs_only_its_new_signatures(
     from certificates import sm2
     from ledger.commit import CommitSig
     from tests.ledger_fixtures import key
-    from verifier import lightclient
+    from verifier import checks
     from verifier.errors import EvidenceError
 
     chain = world.chain
@@ -303,19 +303,19 @@ def test_another_nodes_commit_costs_only_its_new_signatures(
         return real(public_key, data, sig)
 
     monkeypatch.setattr(sm2, "verify", counting)
-    lightclient._commit_cache.clear()
-    lightclient.check_header(header.encode(), commit, trusted)
+    checks._commit_cache.clear()
+    checks.check_header(header.encode(), commit, trusted)
     assert len(calls) == len(commit.signatures)  # first sight: every signature
     calls.clear()
-    lightclient.check_header(header.encode(), other, trusted)
+    checks.check_header(header.encode(), other, trusted)
     assert calls == [extra.signature]  # the other node's commit: its one new signature
     calls.clear()
-    lightclient.check_header(header.encode(), other, trusted)
+    checks.check_header(header.encode(), other, trusted)
     assert calls == []
     bad = dataclasses.replace(other, signatures=(
         *commit.signatures[1:], CommitSig(missing.key_id, bytes(64))))
-    lightclient._commit_cache.clear()
-    lightclient.check_header(header.encode(), commit, trusted)
+    checks._commit_cache.clear()
+    checks.check_header(header.encode(), commit, trusted)
     with pytest.raises(EvidenceError, match="bad signature") as exc:
-        lightclient.check_header(header.encode(), bad, trusted)
+        checks.check_header(header.encode(), bad, trusted)
     assert exc.value.check == "commit_certificate"

@@ -378,9 +378,9 @@ def test_trust_bundle_round_trip_and_tampering(world: World, trusted: TrustedSta
 def test_commit_signatures_are_verified_once_per_block(world: World, trusted: TrustedState,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from ledger import commit as commit_module
-    from verifier import lightclient
+    from verifier import checks
 
-    monkeypatch.setattr(lightclient, "_commit_cache", type(lightclient._commit_cache)())
+    monkeypatch.setattr(checks, "_commit_cache", type(checks._commit_cache)())
     calls = []
     real = commit_module.sm2.verify
 
