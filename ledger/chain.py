@@ -417,16 +417,23 @@ class Chain:
 
     def prove(self, logical_key: bytes) -> StateProof:
         """Record + SMT proof under the head header, with the head's commit certificate."""
+        return self.prove_many((logical_key,))[0]
+
+    def prove_many(self, logical_keys: Sequence[bytes]) -> list[StateProof]:
+        """``prove`` for each key, all under the same head (one hold of the lock)."""
         with self._lock:
-            if self._head_header is None or self._head_commit is None:
+            header, commit = self._head_header, self._head_commit
+            if header is None or commit is None:
                 raise LedgerError("no block is committed yet: nothing to prove against")
-            kh = sm3(logical_key)
             # A tree on the committed root (the chain's own may hold a staged block), read
             # through the chain tree's committed records; its own cache is off.
             tree = SparseMerkleTree(self._tree.get_committed, schema.smt_node, self._root,
                                     cache_depth=-1)
-            rec = self._store.get(schema.record(kh))
-            return StateProof(rec, tree.prove(kh), self._head_header, self._head_commit)
+            get, out = self._store.get, []
+            for key in logical_keys:
+                kh = sm3(key)
+                out.append(StateProof(get(schema.record(kh)), tree.prove(kh), header, commit))
+            return out
 
     def prove_certificate(self, cert_id: str) -> StateProof:
         return self.prove(cert_key(cert_id))

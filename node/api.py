@@ -64,7 +64,6 @@ from node.peers import Inbox
 from node.sync import serve_blocks
 from node.views import (
     MAX_BATCH_KEYS,
-    HeadMovingError,
     block_json,
     certificate_json,
     issuer_json,
@@ -278,8 +277,6 @@ def state_batch() -> Any:
         _check_issuer_code(code)
     try:
         out = state_batch_json(chain, cert_ids, codes)
-    except HeadMovingError as exc:
-        raise ApiError(503, "head_moving", f"{exc}; ask again") from exc
     except LedgerError as exc:  # nothing committed yet
         raise ApiError(404, "no_blocks", str(exc)) from exc
     return Response(json.dumps(out, separators=(",", ":")), content_type="application/json")

@@ -9,8 +9,9 @@ light client checks what it was sent instead of re-encoding it: SM3 of
 
 ``state_batch_json`` answers many keys at once (``POST /v1/state/batch``): one
 header + commit + validators, then per key only its record bytes and SMT proof, all
-against that one state root - a verifier gathering concurrent look-ups pays the
-HTTP round trip and the header/commit/validators once per batch, not per key. The
+against that one state root (``Chain.prove_many``: one head for every key) - a
+verifier gathering concurrent look-ups pays the HTTP round trip and the
+header/commit/validators once per batch, not per key. The
 per-height part is the same for every answer at a height, so it is built once
 (``height_json``) and reused until the head moves.
 """
@@ -115,16 +116,8 @@ def issuer_json(code: str, proof: StateProof, validators: ValidatorSet) -> dict[
 
 #: Most keys one batch may ask for: bounds the node's work and the answer (~2 KB a key).
 MAX_BATCH_KEYS = 256
-#: Passes over a batch whose keys were proven under different heads (a block committed
-#: mid-way) before giving up; a pass takes milliseconds and blocks come seconds apart.
-_BATCH_PASSES = 4
-
 _height_lock = threading.Lock()
 _height_cache: dict[bytes, tuple[CommitCertificate, dict[str, Any]]] = {}  # by block hash
-
-
-class HeadMovingError(Exception):
-    """The head moved under every pass of a batch; the client should ask again."""
 
 
 def height_json(proof: StateProof, validators: ValidatorSet) -> dict[str, Any]:
@@ -149,16 +142,8 @@ def height_json(proof: StateProof, validators: ValidatorSet) -> dict[str, Any]:
 
 def _prove_all(chain: Chain, keys: Sequence[bytes]) -> dict[bytes, StateProof]:
     """A proof per distinct key, all under one head."""
-    proofs: dict[bytes, StateProof] = {}
     todo = list(dict.fromkeys(keys))
-    for _ in range(_BATCH_PASSES):
-        for k in todo:
-            proofs[k] = chain.prove(k)
-        newest = max(proofs.values(), key=lambda p: p.header.height).header.hash
-        todo = [k for k, p in proofs.items() if p.header.hash != newest]
-        if not todo:
-            return proofs
-    raise HeadMovingError(f"the head moved during each of {_BATCH_PASSES} passes")
+    return dict(zip(todo, chain.prove_many(todo), strict=True))
 
 
 def _entry(proof: StateProof) -> dict[str, Any]:

@@ -164,6 +164,19 @@ def test_proofs_of_presence_and_absence(chain: Chain) -> None:
         verify_state_proof(cert_key(cid), None, proof.proof, proof.header.state_root)
 
 
+def test_prove_many_answers_every_key_under_one_head(chain: Chain) -> None:
+    grow(chain, 2)
+    present = [cert_key(cert_id(serial(h, i))) for h in (1, 2) for i in range(2)]
+    keys = [*present, cert_key(cert_id("ABSENT9")), present[0]]
+    proofs = chain.prove_many(keys)
+    assert len(proofs) == len(keys)
+    assert {p.header.hash for p in proofs} == {chain.head_hash}
+    for lk, p in zip(keys, proofs, strict=True):
+        assert p == chain.prove(lk)
+        verify_state_proof(lk, p.record, p.proof, chain.state_root)
+    assert proofs[4].record is None and all(p.record is not None for p in proofs[:4])
+
+
 def test_proof_ignores_a_staged_block(chain: Chain) -> None:
     grow(chain, 1)
     next_block(chain, block_txs(2, 3))  # staged, not committed
