@@ -105,6 +105,19 @@ def persist(store: dict[bytes, bytes], writes: list[tuple[bytes, bytes | None]])
             store[k] = v
 
 
+def update_persist_commit(tree: SparseMerkleTree, store: dict[bytes, bytes],
+                          model: dict[bytes, bytes], batch: Mapping[bytes, bytes | None]) -> None:
+    """Apply ``batch`` to the tree, persist and commit it, and to the plain-dict model."""
+    _, writes = tree.update(batch)
+    persist(store, writes)
+    tree.commit()
+    for k, v in batch.items():
+        if v is None:
+            model.pop(k, None)
+        else:
+            model[k] = v
+
+
 def build(contents: Mapping[bytes, bytes]) -> tuple[dict[bytes, bytes], SparseMerkleTree]:
     store, tree = fresh()
     _, writes = tree.update(contents)
@@ -178,14 +191,7 @@ def test_root_independent_of_order_and_batching(
     model: dict[bytes, bytes] = {}
     store, tree = fresh()
     for batch in batches:
-        _, writes = tree.update(batch)
-        persist(store, writes)
-        tree.commit()
-        for k, v in batch.items():
-            if v is None:
-                model.pop(k, None)
-            else:
-                model[k] = v
+        update_persist_commit(tree, store, model, batch)
     assert tree.root == ref_root(model)
     # Same contents, inserted one key at a time in a shuffled order: same root.
     items = list(model.items())
@@ -615,14 +621,7 @@ def test_large_random_batches_against_reference() -> None:
         }
         for k in rng.sample(sorted(model), min(len(model), 60)):
             batch[k] = None if rng.random() < 0.5 else rng.randbytes(32)
-        _, writes = tree.update(batch)
-        persist(store, writes)
-        tree.commit()
-        for k, v in batch.items():
-            if v is None:
-                model.pop(k, None)
-            else:
-                model[k] = v
+        update_persist_commit(tree, store, model, batch)
     assert tree.root == ref_root(model)
     assert tree.audit() == len(model) == len(store) + 1
     present = sorted(model)
