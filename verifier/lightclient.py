@@ -58,6 +58,7 @@ from verifier.errors import (
     VerifierError,
 )
 from verifier.evidence import Evidence, StateEvidence
+from verifier.sources import state_per_key
 from verifier.trust import TrustedState
 
 __all__ = ["CheckedState", "EvidenceSource", "LightClient", "check_header", "check_proof",
@@ -354,10 +355,4 @@ def _state_many(src: EvidenceSource, keys: list[bytes]) -> Sequence[StateEvidenc
     if many is not None:
         got: Sequence[StateEvidence | SourceError] = many(keys)
         return got
-    out: list[StateEvidence | SourceError] = []
-    for k in keys:
-        try:
-            out.append(src.state(k))
-        except SourceError as exc:
-            out.append(exc)
-    return out
+    return state_per_key(src.state, keys)

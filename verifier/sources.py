@@ -29,6 +29,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -44,6 +45,19 @@ from verifier.evidence import StateEvidence, batch_from_json, commit_from_json, 
 _MAX_BODY = 4 * 1024 * 1024  # a full batch (256 keys, ~2 KB each) fits with room
 _JSON = {"Accept": "application/json", "Content-Type": "application/json"}
 _ACCEPT = {"Accept": "application/json"}
+
+
+def state_per_key(state: Callable[[bytes], StateEvidence], keys: Sequence[bytes]
+                  ) -> list[StateEvidence | SourceError]:
+    """One ``state`` call per key, each key's failure kept as its own answer (the shape of
+    a batch answer, for a source or node without the batch route)."""
+    out: list[StateEvidence | SourceError] = []
+    for k in keys:
+        try:
+            out.append(state(k))
+        except SourceError as exc:
+            out.append(exc)
+    return out
 
 
 class _NoBatchRoute(UnsupportedError):
@@ -82,13 +96,7 @@ class HttpSource:
                 return self._batch(keys)
             except _NoBatchRoute:
                 self.batching = False
-        out: list[StateEvidence | SourceError] = []
-        for k in keys:
-            try:
-                out.append(self.state(k))
-            except SourceError as exc:
-                out.append(exc)
-        return out
+        return state_per_key(self.state, keys)
 
     def _batch(self, keys: list[bytes]) -> list[StateEvidence | SourceError]:
         certs = [k for k in keys if k.startswith(CERT_PREFIX)]
