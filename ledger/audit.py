@@ -250,7 +250,7 @@ class _WatchingStore(MemoryStore):
         super().write(batch, sync)
         raw = batch.ops.get(schema.meta_head_height())
         height = 0 if raw is None else schema.decode_height(raw)
-        for key in self.watched.intersection(batch.ops):
+        for key in self.watched.intersection(k for k, _ in batch.items()):
             self.last[key] = height
 
 

@@ -170,6 +170,17 @@ class Block:
     def tx_ids(self) -> tuple[bytes, ...]:
         return tuple(sm3(t) for t in self.txs)
 
+    @classmethod
+    def with_ids(cls, header: BlockHeader, txs: tuple[bytes, ...],
+                 tx_ids: tuple[bytes, ...]) -> Block:
+        """A block whose tx ids (SM3 of each tx) the caller has already computed: the
+        proposer, which hashed every tx once while applying it."""
+        if len(tx_ids) != len(txs):
+            raise ValueError("one tx id per transaction")
+        block = cls(header, txs)
+        block.__dict__["tx_ids"] = tx_ids  # cached_property's slot; the dataclass is frozen
+        return block
+
     def computed_tx_root(self) -> bytes:
         return compute_tx_root(self.tx_ids)
 

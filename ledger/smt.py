@@ -176,6 +176,7 @@ class SparseMerkleTree:
         self._root = root
         self._committed_root = root
         self._overlay: dict[bytes, bytes | None] = {}  # by storage key
+        self._deleted: list[bytes] = []  # overlay keys that were set to None (deletes)
         # Committed records at depth <= cache_depth (at most 2**(cache_depth + 1) of them),
         # read once and then kept: every batch passes through the top of the tree, and a
         # store such as LevelDB costs microseconds per read. -1 turns the cache off.
@@ -195,10 +196,10 @@ class SparseMerkleTree:
         if cache_depth >= CACHE_ALL:
             # Every record qualifies: a bulk update, then drop the deleted positions.
             overlay = self._overlay
-            deleted = [skey for skey, rec in overlay.items() if rec is None]
             cache.update(overlay)  # type: ignore[arg-type]  # the Nones go just below
-            for skey in deleted:
-                del cache[skey]
+            for skey in self._deleted:
+                if overlay.get(skey, b"") is None:  # not re-written by a later update
+                    cache.pop(skey, None)
         elif cache_depth >= 0:
             pop = cache.pop
             for skey, rec in self._overlay.items():
@@ -209,11 +210,13 @@ class SparseMerkleTree:
                 else:
                     pop(skey, None)
         self._overlay = {}
+        self._deleted = []
         self._committed_root = self._root
 
     def rollback(self) -> None:
         """Forget the updates since the last commit (their writes were not persisted)."""
         self._overlay = {}
+        self._deleted = []
         self._root = self._committed_root
 
     def preload(self, records: Iterable[tuple[bytes, bytes]], key_bytes: int = 32) -> set[bytes]:
@@ -406,6 +409,7 @@ class SparseMerkleTree:
         ks = list(map(_BIG_INT, keys))
         # Both dicts are keyed by storage key: node_key runs once per position touched.
         writes: dict[bytes, bytes | None] = {}
+        deleted = self._deleted
         overlay, get, node_key = self._overlay, self._get, self._node_key
         # After a commit the overlay is empty: read the store directly (the common case).
         read: Get = (
@@ -625,6 +629,7 @@ class SparseMerkleTree:
                 # record moves up to this position.
                 if skey is not None:
                     writes[skey] = None
+                    deleted.append(skey)
                 r = r1 if r0 is None else r0
                 if r is None or r[1] is not None:
                     return r
@@ -634,6 +639,7 @@ class SparseMerkleTree:
                 if rec is None:
                     rec = load(ckey, s + 1)
                 writes[ckey] = None
+                deleted.append(ckey)
                 writes[tkey] = rec
                 return _chain(h, pos, s + 1, t), None, rec
             h0, kv0, _ = r0
@@ -658,6 +664,7 @@ class SparseMerkleTree:
             new_root = EMPTY_ROOT
             if old is not None:
                 writes[root_key] = None
+                deleted.append(root_key)
         else:
             new_root, kv, _ = res
             if kv is not None:

@@ -21,7 +21,8 @@ import bisect
 import os
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import starmap
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,11 +34,14 @@ from ledger.errors import CorruptStoreError, StorageError
 class WriteBatch:
     """Pending puts and deletes; applied by ``KVStore.write`` as one atomic batch."""
 
-    __slots__ = ("ops",)
+    __slots__ = ("ops", "runs")
 
     def __init__(self) -> None:
         #: key -> value, or None for a delete. Insertion order is irrelevant to the result.
         self.ops: dict[bytes, bytes | None] = {}
+        #: Lists of (key, value-or-None) whose keys are distinct from every other op's (see
+        #: ``add_run``), kept as the caller built them.
+        self.runs: list[Sequence[tuple[bytes, bytes | None]]] = []
 
     def put(self, key: bytes, value: bytes) -> None:
         self.ops[key] = value
@@ -45,16 +49,32 @@ class WriteBatch:
     def delete(self, key: bytes) -> None:
         self.ops[key] = None
 
+    def add_run(self, pairs: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Add ``(key, value)`` pairs (None = delete) that no other op of this batch touches,
+        each key once — a block's SMT node writes, under their own prefix. Kept as a list:
+        merging ~50k pairs into ``ops`` cost as much as handing them to the store."""
+        self.runs.append(pairs)
+
+    def items(self) -> Iterator[tuple[bytes, bytes | None]]:
+        """Every op: ``ops``, then the runs."""
+        yield from self.ops.items()
+        for run in self.runs:
+            yield from run
+
     def __len__(self) -> int:
-        return len(self.ops)
+        return len(self.ops) + sum(map(len, self.runs))
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self.ops
+        return self.pending(key)[0]
 
     def pending(self, key: bytes) -> tuple[bool, bytes | None]:
         """``(True, value-or-None)`` if the batch touches ``key``, else ``(False, None)``."""
         if key in self.ops:
             return True, self.ops[key]
+        for run in self.runs:  # rare (tests, tools): a scan
+            for k, v in run:
+                if k == key:
+                    return True, v
         return False, None
 
 
@@ -121,7 +141,7 @@ class MemoryStore:
         self._check_open()
         data = self._data
         added = False
-        for key, value in batch.ops.items():
+        for key, value in batch.items():
             if value is None:
                 if data.pop(key, None) is not None:
                     added = True
@@ -267,23 +287,30 @@ class LevelDBStore:
         ops = batch.ops
         try:
             wb = db.write_batch(sync=sync)
-            # A block is ~60k operations: run the puts from C (map) rather than a Python loop,
-            # then the rare deletes (None values) — in a batch, a later op on a key wins, and
-            # each key appears once here, so the order between the two passes is irrelevant.
-            if None in ops.values():
-                self._put_and_delete(wb, ops)
-            else:
+            # A block is ~60k operations: run the puts from C (map) rather than a Python loop.
+            # Deletes (None values) are rare: a put of None raises TypeError, and only then
+            # is a fresh batch filled in two passes (puts, then deletes — each key appears
+            # once, so the order between the passes is irrelevant). Scanning the values for
+            # None first cost as much as the puts.
+            try:
                 deque(map(wb.put, ops.keys(), ops.values()), maxlen=0)
+                for run in batch.runs:
+                    deque(starmap(wb.put, run), maxlen=0)
+            except TypeError:
+                wb = db.write_batch(sync=sync)
+                self._put_and_delete(wb, batch.items())
             wb.write()
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "write") from exc
 
     @staticmethod
-    def _put_and_delete(wb: Any, ops: dict[bytes, bytes | None]) -> None:
-        deleted = [key for key, value in ops.items() if value is None]
+    def _put_and_delete(wb: Any, ops: Iterable[tuple[bytes, bytes | None]]) -> None:
+        deleted = []
         put = wb.put
-        for key, value in ops.items():
-            if value is not None:
+        for key, value in ops:
+            if value is None:
+                deleted.append(key)
+            else:
                 put(key, value)
         deque(map(wb.delete, deleted), maxlen=0)
 

@@ -59,6 +59,26 @@ def test_batch_last_operation_per_key_wins(store: KVStore) -> None:
     assert store.get(b"j") == b"y"
 
 
+def test_runs_are_written_with_the_batch(store: KVStore) -> None:
+    """A run (a list of pairs under their own keys) is part of the atomic batch: puts and
+    deletes, seen by ``len``, ``in`` and ``pending`` like the other operations."""
+    put_all(store, {b"s/old": b"x", b"s/keep": b"k"})
+    b = WriteBatch()
+    b.put(b"r/1", b"one")
+    b.add_run([(b"s/a", b"A"), (b"s/b", b"B")])
+    assert len(b) == 3 and b"s/b" in b and b.pending(b"s/a") == (True, b"A")
+    store.write(b)
+    assert [store.get(k) for k in (b"r/1", b"s/a", b"s/b", b"s/keep")] == [b"one", b"A", b"B", b"k"]
+    # A delete inside a run (the LevelDB store then fills its batch in two passes).
+    b = WriteBatch()
+    b.add_run([(b"s/c", b"C"), (b"s/old", None)])
+    b.put(b"r/2", b"two")
+    assert b.pending(b"s/old") == (True, None) and b.pending(b"s/zz") == (False, None)
+    store.write(b)
+    assert store.get(b"s/old") is None
+    assert [store.get(k) for k in (b"s/c", b"r/2", b"s/a")] == [b"C", b"two", b"A"]
+
+
 def test_iterate_prefix_and_start_in_key_order(store: KVStore) -> None:
     keys = [b"a/1", b"a/3", b"a/2", b"b/1", b"a", b"a/\xff\xff", b"c"]
     put_all(store, {k: k.upper() for k in keys})
