@@ -23,7 +23,8 @@ How it works:
   certificate was issued by someone else's tx, their issuer was deactivated) are
   dropped and reported.
 * **Gossip**: txs admitted from clients are queued for the gossip thread
-  (``take_gossip``, which lingers a few ms so one signed envelope carries many txs);
+  (``take_gossip``: envelopes go at most one per ``linger``, so under load one signed
+  envelope carries many txs, while a tx after a quiet spell goes at once);
   txs that came from peers are not re-sent (the mesh is full).
 
 Thread-safety: one lock guards the pool; the consensus thread reaps and updates,
@@ -78,6 +79,7 @@ class Mempool:
         self._gossip: deque[bytes] = deque()
         self._gossip_bytes = 0
         self._gossip_woken = False
+        self._last_gossip = float("-inf")  # when take_gossip last returned txs
         self._listeners: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ queries
@@ -197,15 +199,18 @@ class Mempool:
     def take_gossip(self, max_bytes: int, timeout: float, linger: float = 0.0) -> list[bytes]:
         """Wait up to ``timeout`` s for client txs to gossip; returns up to ``max_bytes``.
 
-        Once the first tx is there, wait up to ``linger`` s more (or until ``max_bytes``
-        are queued): every gossip envelope costs each peer an SM2 verify, so one
-        envelope should carry many txs, not the one or two that arrived this instant.
+        Envelopes are spaced: once a tx is there, wait until ``linger`` s have passed since
+        the last txs were taken (or until ``max_bytes`` are queued). Every gossip envelope
+        costs each peer an SM2 verify, so under load one envelope should carry many txs,
+        not the one or two that arrived this instant; but a tx arriving after a quiet
+        spell goes at once instead of waiting for company that may not come (the wait is
+        commit latency).
         """
         with self._gossip_ready:
             if not self._gossip:
                 self._gossip_ready.wait(timeout)
             if self._gossip and linger > 0:
-                deadline = self._monotonic() + linger
+                deadline = self._last_gossip + linger
                 while self._gossip_bytes < max_bytes and not self._gossip_woken:
                     left = deadline - self._monotonic()
                     if left <= 0 or not self._gossip_ready.wait(left):
@@ -218,6 +223,8 @@ class Mempool:
                 out.append(raw)
                 size += len(raw)
             self._gossip_bytes -= size
+            if out:
+                self._last_gossip = self._monotonic()
             return out
 
     def wake_gossip(self) -> None:

@@ -10,7 +10,7 @@ Threads and who owns what:
 * ``peer-sender-*`` (``network.transport``): one per peer, batching and back-off;
 * ``block-sync`` (``node.sync``): fetches blocks we missed;
 * ``tx-gossip``: sends transactions admitted from clients to the other validators,
-  lingering a few ms so that one signed envelope carries many;
+  at most one envelope per 100 ms, so that under load one signed envelope carries many;
 * ``peer-tx-admission`` (``node.admission``): admits peers' txs through the same
   one-at-a-time gate as client txs, which get 429 ``busy`` past a backlog.
 
@@ -59,8 +59,8 @@ _CONSENSUS_STATS = ("bad_signature", "not_validator", "wrong_proposer", "malform
                     "old_height", "future_dropped", "round_window_dropped", "duplicate",
                     "bad_sync")
 _TX_GOSSIP_BYTES = 1024 * 1024
-#: How long the tx-gossip thread waits for more txs after the first: each envelope costs
-#: every peer an SM2 verify, so it should carry tens of txs, not one or two.
+#: Least time between two tx-gossip envelopes: each costs every peer an SM2 verify, so
+#: under load it should carry tens of txs, not one or two (a lone tx goes at once).
 _TX_GOSSIP_LINGER_S = 0.1
 
 
