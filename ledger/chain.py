@@ -62,7 +62,15 @@ from ledger.errors import (
 )
 from ledger.genesis import Genesis
 from ledger.records import CERT_PREFIX, CertRecord, cert_key, validator_set_from_value
-from ledger.smt import CACHE_ALL, EMPTY_ROOT, SMTError, SMTProof, SparseMerkleTree, verify_proof
+from ledger.smt import (
+    CACHE_ALL,
+    EMPTY_ROOT,
+    SMTError,
+    SMTProof,
+    SparseMerkleTree,
+    Writes,
+    verify_proof,
+)
 from ledger.state import BlockContext, BlockEffects, Overlay, apply_block, apply_tx, validators_at
 from ledger.store import KVStore, WriteBatch
 from ledger.tx import Transaction
@@ -133,7 +141,7 @@ class _Prepared:
     block_hash: bytes
     effects: BlockEffects
     root: bytes
-    smt_writes: list[tuple[bytes, bytes | None]]
+    smt_writes: Writes
     key_hashes: dict[bytes, bytes]  # logical key -> SM3(logical key)
 
 

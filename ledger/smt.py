@@ -62,7 +62,7 @@ point where a key is alone in its batch a loop takes over (``insert_one``): most
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Mapping
 from functools import partial
 
 from certificates.hashing import sm3
@@ -88,6 +88,7 @@ __all__ = [
     "SMTProof",
     "SMTRootMismatchError",
     "SparseMerkleTree",
+    "Writes",
     "verify_proof",
 ]
 
@@ -103,6 +104,9 @@ _BIG_INT = partial(int.from_bytes, byteorder="big")
 Get = Callable[[bytes], bytes | None]
 NodeKey = Callable[[bytes], bytes]
 Write = tuple[bytes, bytes | None]
+#: An update's writes, each storage key once (None = delete): a view of an overlay dict
+#: that the tree never changes afterwards.
+Writes = ItemsView[bytes, bytes | None]
 # A subtree during an update: (hash at its top, key||value if a leaf, its record if a branch
 # whose record is at hand); None when empty. A branch record moving down to a new position
 # has no hash yet there: b"".
@@ -387,7 +391,7 @@ class SparseMerkleTree:
             count += n
         return count, _record_hash(rec, t)
 
-    def update(self, items: Mapping[bytes, bytes | None]) -> tuple[bytes, list[Write]]:
+    def update(self, items: Mapping[bytes, bytes | None]) -> tuple[bytes, Writes]:
         """Apply every insert, update and delete (value None) of ``items`` in one pass.
 
         Returns the new root and the writes for the caller's atomic batch; the tree switches
@@ -405,7 +409,7 @@ class SparseMerkleTree:
                 if val is not None:
                     _check_value(val, f"value for key {key.hex()}")
         if not keys:
-            return self._root, []
+            return self._root, {}.items()
         ks = list(map(_BIG_INT, keys))
         # Both dicts are keyed by storage key: node_key runs once per position touched.
         writes: dict[bytes, bytes | None] = {}
@@ -669,9 +673,10 @@ class SparseMerkleTree:
             new_root, kv, _ = res
             if kv is not None:
                 writes[root_key] = kv
-        if overlay:
-            overlay.update(writes)
-        else:
-            self._overlay = writes
+        # A new overlay dict when one is pending: the earlier update's writes (a view of
+        # its dict) must not change under its caller.
+        self._overlay = overlay | writes if overlay else writes
         self._root = new_root
-        return new_root, list(writes.items())
+        # A view, not a list: ~50k fresh tuples per block cost more than the rest of
+        # handing the writes over (the allocations drive the garbage collector).
+        return new_root, writes.items()

@@ -21,7 +21,7 @@ import bisect
 import os
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
 from itertools import starmap
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,7 +41,7 @@ class WriteBatch:
         self.ops: dict[bytes, bytes | None] = {}
         #: Lists of (key, value-or-None) whose keys are distinct from every other op's (see
         #: ``add_run``), kept as the caller built them.
-        self.runs: list[Sequence[tuple[bytes, bytes | None]]] = []
+        self.runs: list[Collection[tuple[bytes, bytes | None]]] = []
 
     def put(self, key: bytes, value: bytes) -> None:
         self.ops[key] = value
@@ -49,7 +49,7 @@ class WriteBatch:
     def delete(self, key: bytes) -> None:
         self.ops[key] = None
 
-    def add_run(self, pairs: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def add_run(self, pairs: Collection[tuple[bytes, bytes | None]]) -> None:
         """Add ``(key, value)`` pairs (None = delete) that no other op of this batch touches,
         each key once — a block's SMT node writes, under their own prefix. Kept as a list:
         merging ~50k pairs into ``ops`` cost as much as handing them to the store."""

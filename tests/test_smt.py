@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -97,7 +97,7 @@ def fresh() -> tuple[dict[bytes, bytes], SparseMerkleTree]:
     return store, SparseMerkleTree(store.get, node_key)
 
 
-def persist(store: dict[bytes, bytes], writes: list[tuple[bytes, bytes | None]]) -> None:
+def persist(store: dict[bytes, bytes], writes: Iterable[tuple[bytes, bytes | None]]) -> None:
     for k, v in writes:
         if v is None:
             store.pop(k, None)
@@ -352,7 +352,9 @@ def test_overlay_commit_and_rollback() -> None:
     store, tree = build({k: b"\x01" * 32 for k in POOL[:8]})
     committed = tree.root
     root1, writes1 = tree.update({POOL[8]: b"\x02" * 32, POOL[0]: None})
+    first = list(writes1)
     root2, writes2 = tree.update({POOL[9]: b"\x03" * 32})
+    assert list(writes1) == first  # a later pending update leaves earlier writes alone
     # Served from the overlay before anything is persisted.
     assert tree.get_value(POOL[9]) == b"\x03" * 32
     assert tree.get_value(POOL[0]) is None
