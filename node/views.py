@@ -7,20 +7,23 @@ light client checks what it was sent instead of re-encoding it: SM3 of
 ``record_bytes`` is the SMT leaf value under ``state_key`` = SM3(b"cert:" + id)
 (for an issuer, ``issuer_json``: SM3(b"issuer:" + code)).
 
-``state_batch_json`` answers many keys at once (``POST /v1/state/batch``): one
+``state_batch_body`` answers many keys at once (``POST /v1/state/batch``): one
 header + commit + validators, then per key only its record bytes and SMT proof, all
 against that one state root (``Chain.prove_many``: one head for every key) - a
 verifier gathering concurrent look-ups pays the HTTP round trip and the
-header/commit/validators once per batch, not per key. The
-per-height part is the same for every answer at a height, so it is built once
-(``height_json``) and reused until the head moves.
+header/commit/validators once per batch, not per key. The per-height part is the
+same for every answer at a height, so it is built once (``height_json``) - its JSON
+text too, and the validator set is looked up only then - and reused until the head
+moves: a batch answer is that text plus each key's record and proof
+(``state_batch_body``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from certificates.hashing import sm3
@@ -117,7 +120,26 @@ def issuer_json(code: str, proof: StateProof, validators: ValidatorSet) -> dict[
 #: Most keys one batch may ask for: bounds the node's work and the answer (~2 KB a key).
 MAX_BATCH_KEYS = 256
 _height_lock = threading.Lock()
-_height_cache: dict[bytes, tuple[CommitCertificate, dict[str, Any]]] = {}  # by block hash
+#: By block hash: (commit, the per-height dict, the same as JSON object members).
+_height_cache: dict[bytes, tuple[CommitCertificate, dict[str, Any], str]] = {}
+
+
+def _height_entry(proof: StateProof, validators: Callable[[], ValidatorSet]
+                  ) -> tuple[CommitCertificate, dict[str, Any], str]:
+    with _height_lock:
+        got = _height_cache.get(proof.header.hash)
+    # The same commit object: a node could later hold another commit for the same block.
+    if got is not None and got[0] is proof.commit:
+        return got
+    out = {"height": proof.header.height, "state_root": proof.header.state_root.hex(),
+           "header": header_json(proof.header), "header_bytes": proof.header.encode().hex(),
+           "commit": commit_json(proof.commit), "validators": validators_json(validators())}
+    entry = (proof.commit, out, _compact(out)[1:-1])
+    with _height_lock:
+        if len(_height_cache) >= 8:  # the head and a few before it; older ones are not asked
+            _height_cache.clear()
+        _height_cache[proof.header.hash] = entry
+    return entry
 
 
 def height_json(proof: StateProof, validators: ValidatorSet) -> dict[str, Any]:
@@ -125,19 +147,11 @@ def height_json(proof: StateProof, validators: ValidatorSet) -> dict[str, Any]:
 
     The dict is shared between answers: callers copy it, never change it.
     """
-    with _height_lock:
-        got = _height_cache.get(proof.header.hash)
-    # The same commit object: a node could later hold another commit for the same block.
-    if got is not None and got[0] is proof.commit:
-        return got[1]
-    out = {"height": proof.header.height, "state_root": proof.header.state_root.hex(),
-           "header": header_json(proof.header), "header_bytes": proof.header.encode().hex(),
-           "commit": commit_json(proof.commit), "validators": validators_json(validators)}
-    with _height_lock:
-        if len(_height_cache) >= 8:  # the head and a few before it; older ones are not asked
-            _height_cache.clear()
-        _height_cache[proof.header.hash] = (proof.commit, out)
-    return out
+    return _height_entry(proof, lambda: validators)[1]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _prove_all(chain: Chain, keys: Sequence[bytes]) -> dict[bytes, StateProof]:
@@ -146,27 +160,29 @@ def _prove_all(chain: Chain, keys: Sequence[bytes]) -> dict[bytes, StateProof]:
     return dict(zip(todo, chain.prove_many(todo), strict=True))
 
 
-def _entry(proof: StateProof) -> dict[str, Any]:
-    return {"found": proof.record is not None,
-            "record_bytes": None if proof.record is None else proof.record.hex(),
+def _entry(name: str, ident: str, proof: StateProof) -> dict[str, Any]:
+    record = proof.record
+    return {name: ident, "found": record is not None,
+            "record_bytes": None if record is None else record.hex(),
             "proof": proof.proof.to_bytes().hex()}
 
 
-def state_batch_json(chain: Chain, cert_ids: Sequence[str], issuer_codes: Sequence[str]
-                     ) -> dict[str, Any]:
+def state_batch_body(chain: Chain, cert_ids: Sequence[str], issuer_codes: Sequence[str]
+                     ) -> bytes:
     """Records (or absence) + SMT proofs for many keys under one header, commit, validators.
 
-    Ids and codes must be valid already. An entry holds ``found``, ``record_bytes``
-    (None if absent: ``proof`` is then an absence proof) and ``proof``, in request order;
-    SM3 of the key is the client's to compute. LedgerError when nothing is committed.
+    The JSON answer of ``POST /v1/state/batch``: the per-height members (``height_json``,
+    encoded once per head, as is the validator set looked up) then ``certificates`` and
+    ``issuers``, an entry per asked key in request order holding ``id`` (or ``code``),
+    ``found``, ``record_bytes`` (None if absent: ``proof`` is then an absence proof) and
+    ``proof``; SM3 of the key is the client's to compute. Ids and codes must be valid
+    already. LedgerError when nothing is committed.
     """
     ckeys, ikeys = [cert_key(c) for c in cert_ids], [issuer_key(c) for c in issuer_codes]
     proofs = _prove_all(chain, ckeys + ikeys)
     first = next(iter(proofs.values()))
-    head = height_json(first, chain.validator_set(first.header.height))
-    out = dict(head)
-    out["certificates"] = [{"id": c, **_entry(proofs[k])} for c, k in zip(cert_ids, ckeys,
-                                                                          strict=True)]
-    out["issuers"] = [{"code": c, **_entry(proofs[k])} for c, k in zip(issuer_codes, ikeys,
-                                                                       strict=True)]
-    return out
+    _, _, head = _height_entry(first, lambda: chain.validator_set(first.header.height))
+    certs = [_entry("id", c, proofs[k]) for c, k in zip(cert_ids, ckeys, strict=True)]
+    issuers = [_entry("code", c, proofs[k]) for c, k in zip(issuer_codes, ikeys, strict=True)]
+    return (f'{{{head},"certificates":{_compact(certs)},"issuers":{_compact(issuers)}}}'
+            ).encode()

@@ -119,3 +119,29 @@ def test_oversize_batches_are_refused(client: FlaskClient) -> None:
     huge = json.dumps({"certificates": ["x" * 1000] * 80})  # > 64 KiB before any parsing
     assert error(client.post("/v1/state/batch", data=huge,
                              content_type="application/json")) == (413, "too_large")
+
+
+def test_fast_route_answers_as_flask_and_follows_the_head() -> None:
+    """POST /v1/state/batch ahead of Flask: the same bytes; a new block, a new header."""
+    from tests.crash_child import commit_next
+
+    w = build_world()  # its own chain: this test adds a block
+    fast = node_app(w)
+    slow = node_app(w)
+    slow.wsgi_app = slow.wsgi_app.flask_wsgi
+    ids = [w.wallets[label].document.id for label in ("valid", "unissued")]
+    body = {"certificates": ids, "issuers": [ISSUER_A]}
+    a, b = post(fast.test_client(), body), post(slow.test_client(), body)
+    assert a.status_code == b.status_code == 200 and a.get_data() == b.get_data()
+    assert a.headers["Content-Type"] == "application/json"
+    for bad in ({"certificates": ["nope"]}, {}):  # refusals are Flask's, from either
+        assert error(post(fast.test_client(), bad)) == error(post(slow.test_client(), bad))
+    height = w.chain.head_height
+    commit_next(w.chain, [])
+    got = post(fast.test_client(), body).get_json()
+    assert got["height"] == height + 1 and got["commit"]["height"] == height + 1
+    trusted = TrustedState.from_genesis(make_genesis())
+    keys = [cert_key(i) for i in ids] + [issuer_key(ISSUER_A)]
+    for ev in batch_from_json(got, keys, "node"):
+        assert not isinstance(ev, Exception)
+        assert check_state(ev, trusted).header.height == height + 1

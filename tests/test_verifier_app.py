@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,3 +309,51 @@ def test_data_files_hold_no_field_values(env: Env) -> None:
     for value in values:
         for blob in blobs:
             assert value.encode("utf-8") not in blob, value
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def test_fast_path_answers_exactly_as_the_flask_route(world: World, tmp_path: Path) -> None:
+    """POST /v1/verify ahead of Flask (verifier.fastpath) and through Flask: same answers."""
+    for d in ("fast", "slow"):
+        (tmp_path / d).mkdir()
+    fast, slow = Env(world, tmp_path / "fast"), Env(world, tmp_path / "slow")
+    slow.app.wsgi_app = slow.app.wsgi_app.flask_wsgi  # type: ignore[attr-defined]
+    answers = []
+    for e in (fast, slow):
+        h = {"Authorization": f"Bearer {e.gd_key}"}
+        body = {"purpose": "人才引进落户",
+                "presentation": present(world.wallets["revoked"], ("name",)).to_json_dict()}
+        got = [e.client.post("/v1/verify", json=body, headers=h),
+               e.verify("valid", e.gd_key), e.verify("valid"),  # no key: 401
+               e.client.post("/v1/verify", json=[1], headers=h),  # not an object: 400
+               e.client.post("/v1/verify", data=b"{nope", headers=h,
+                             content_type="application/json"),
+               *[e.verify("valid", e.gd_key) for _ in range(4)]]  # the last is over the limit
+        answers.append([(r.status_code, r.headers.get("Content-Type"),
+                         r.headers.get("Retry-After"), r.get_data()) for r in got])
+        text = e.client.get("/metrics").get_data(as_text=True)
+        assert 'requests_total{endpoint="/v1/verify",status="429"} 1' in text
+        assert e.audit.count() == 5  # the 5 verifications answered 200, each once
+        e.audit.close()
+    assert answers[0] == answers[1]
+    assert [a[0] for a in answers[0]] == [200, 200, 401, 400, 400, 200, 200, 200, 429]
+    assert answers[0][-1][2] == "1"
+
+
+def test_requests_the_fast_path_does_not_take_still_work(env: Env) -> None:
+    h = {"Authorization": f"Bearer {env.gd_key}"}
+    body = json.dumps({"purpose": "p", "presentation": present(
+        env.world.wallets["valid"], ("name",)).to_json_dict()})
+    # No JSON media type: Flask's route refuses it, as before.
+    assert env.client.post("/v1/verify", data=body, headers=h).status_code == 400
+    # Too large: Flask's 413.
+    big = env.client.post("/v1/verify", data=b"x" * (300 * 1024), headers=h,
+                          content_type="application/json")
+    assert big.status_code == 413 and error_code(big) == "request_entity_too_large"
+    # A JSON media type with parameters is JSON.
+    r = env.client.post("/v1/verify", data=body, headers=h,
+                        content_type="application/json; charset=utf-8")
+    assert r.status_code == 200 and r.get_json()["valid"] is True
+    assert env.audit.count() == 1

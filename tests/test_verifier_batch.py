@@ -270,6 +270,28 @@ def test_a_stuck_batch_does_not_hang_its_followers() -> None:
     assert c.queued == 0 and c.get(3) == 3  # the lead is free again
 
 
+def test_a_released_lead_lets_the_next_batch_start_before_this_one_ends() -> None:
+    second_ran = threading.Event()
+    c: Coalescer[int, int]
+
+    def fetch(keys: list[int]) -> list[int]:
+        if keys == [0]:
+            c.release_lead()
+            c.release_lead()  # twice is harmless
+            assert second_ran.wait(10), "the next batch did not start"
+        else:
+            second_ran.set()
+        return keys
+
+    c = Coalescer(fetch)
+    first = threading.Thread(target=c.get, args=(0,), daemon=True)
+    first.start()
+    wait_until(lambda: c.batches == 1, 10, 0.001, "first batch in flight")
+    assert c.get(1) == 1  # led and answered while the first batch still runs
+    first.join(10)
+    assert not first.is_alive() and c.batches == 2 and c.get(2) == 2
+
+
 # --------------------------------------------------------------------------- commit cache
 
 
@@ -303,7 +325,7 @@ def test_another_nodes_commit_costs_only_its_new_signatures(
         return real(public_key, data, sig)
 
     monkeypatch.setattr(sm2, "verify", counting)
-    checks._commit_cache.clear()
+    checks.clear_caches()
     checks.check_header(header.encode(), commit, trusted)
     assert len(calls) == len(commit.signatures)  # first sight: every signature
     calls.clear()
@@ -314,8 +336,148 @@ def test_another_nodes_commit_costs_only_its_new_signatures(
     assert calls == []
     bad = dataclasses.replace(other, signatures=(
         *commit.signatures[1:], CommitSig(missing.key_id, bytes(64))))
-    checks._commit_cache.clear()
+    checks.clear_caches()
     checks.check_header(header.encode(), commit, trusted)
     with pytest.raises(EvidenceError, match="bad signature") as exc:
         checks.check_header(header.encode(), bad, trusted)
     assert exc.value.check == "commit_certificate"
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def test_evidence_many_refuses_forged_answers_key_by_key(world: World) -> None:
+    """A liar's forged proof or commit fails its own keys; the honest node answers them."""
+    from tests.verifier_fixtures import ChainSource, Tampering, forge_commit, forge_status
+
+    trusted = TrustedState.from_genesis(make_genesis())
+    honest = ChainSource(world.chain, "honest")
+    for forge in (forge_status, forge_commit):
+        liar = Tampering(ChainSource(world.chain), forge, "liar")
+        lc = LightClient(trusted, [liar, honest], refresh_interval=None, spread=False)
+        wanted = [(world.wallets[k].document.id, ISSUER_A) for k in ("revoked", "valid")]
+        got = lc.evidence_many(wanted)
+        for (cert_id, _), ev in zip(wanted, got, strict=True):
+            assert not isinstance(ev, Exception), ev
+            assert ev.certificate.key == cert_key(cert_id)
+            assert ev.issuer is not None
+        # (forge_status leaves a certificate already "issued" as it was: a true answer.)
+        assert got[0].certificate.source == "honest"  # type: ignore[union-attr]
+        assert forge is forge_status or got[1].certificate.source == "honest"  # type: ignore[union-attr]
+    # With the liar alone, every key is refused, each with its own error.
+    only = LightClient(trusted, [Tampering(ChainSource(world.chain), forge_commit, "liar")],
+                       refresh_interval=None)
+    got = only.evidence_many([(world.wallets["valid"].document.id, ISSUER_A)] * 2)
+    assert all(isinstance(e, NoTrustworthyAnswerError) for e in got)
+    assert only.lookups == 1 and only.looked_up_keys == 2
+
+
+def _pipeline(world: World, tmp: Any, source: Any = None) -> Any:
+    from tests.verifier_fixtures import NOW, ChainSource
+    from verifier.audit import AuditLog
+    from verifier.pipeline import AuditedVerifier
+    from verifier.service import VerificationService
+
+    lc = LightClient(TrustedState.from_genesis(make_genesis()),
+                     [source or ChainSource(world.chain)], refresh_interval=None)
+    audit = AuditLog(tmp / "audit.sqlite3", clock=lambda: NOW)
+    return AuditedVerifier(VerificationService(lc, clock=lambda: NOW), audit), lc, audit
+
+
+def _job(world: World, label: str, i: int) -> Any:
+    from verifier.auth import Principal
+    from verifier.logic import subject_of
+    from verifier.pipeline import Job
+
+    return Job(Principal(f"k{i}", "dept"), f"purpose {i}", subject_of(world.wallets[label]),
+               None, "api")
+
+
+def test_concurrent_jobs_share_one_lookup_and_each_is_audited_once(
+        world: World, tmp_path: Any) -> None:
+    from tests.verifier_fixtures import ChainSource
+
+    source = ChainSource(world.chain)
+    first_asked = threading.Event()
+    release = threading.Event()
+    real = source.state
+
+    def slow_state(key: bytes) -> Any:
+        first_asked.set()
+        release.wait(10)  # hold the first look-up until every other job queued
+        return real(key)
+
+    source.state = slow_state  # type: ignore[method-assign]
+    verifier, lc, audit = _pipeline(world, tmp_path, source)
+    labels = ["valid", "revoked", "unissued", "valid", "suspended", "expired"]
+    verdicts: dict[int, Any] = {}
+
+    def run(i: int) -> None:
+        if i:
+            wait_until(first_asked.is_set, 10, 0.001, "first look-up sent")
+        try:
+            verdicts[i] = verifier.verify(_job(world, labels[i], i))
+        except Exception as exc:
+            verdicts[i] = exc
+
+    def release_when_queued() -> None:
+        wait_until(lambda: verifier._batcher.queued == len(labels) - 1, 10, 0.001, "queued")
+        release.set()
+
+    threading.Thread(target=release_when_queued, daemon=True).start()
+    run_threads(len(labels), run)
+    # The first job: its certificate, then its issuer; the five others together (issuer
+    # cached).
+    assert lc.lookups == 3
+    assert [verdicts[i].failed for i in range(len(labels))] == [
+        [], ["status"], ["anchored", "integrity", "issuer_signature", "status",
+                         "validity_period", "not_superseded"], [], ["status"],
+        ["validity_period"]]
+    rows = audit.query(limit=100)
+    assert sorted(r.purpose for r in rows) == sorted(f"purpose {i}" for i in range(len(labels)))
+    by_purpose = {r.purpose: r.result for r in rows}
+    assert by_purpose["purpose 1"] == "invalid" and by_purpose["purpose 3"] == "valid"
+    assert audit.verify_chain() == len(labels)
+
+
+def test_a_failed_lookup_or_audit_write_reaches_every_job_of_the_batch(
+        world: World, tmp_path: Any) -> None:
+    from tests.verifier_fixtures import ChainSource, Tampering
+    from verifier.errors import AuditError
+
+    verifier, _, audit = _pipeline(world, tmp_path, Tampering(ChainSource(world.chain), None))
+    with pytest.raises(NoTrustworthyAnswerError):
+        verifier.verify(_job(world, "valid", 0))
+    rows = audit.query()
+    assert [(r.result, r.failed_checks) for r in rows] == [("error", "no_trustworthy_node")]
+    (tmp_path / "closed").mkdir()
+    verifier, _, audit = _pipeline(world, tmp_path / "closed")
+    audit._db.close()  # the log can no longer be written: no answer goes out unaudited
+    with pytest.raises(AuditError):
+        verifier.verify(_job(world, "valid", 1))
+
+
+def test_a_job_that_never_left_the_queue_is_audited_as_an_error(
+        world: World, tmp_path: Any) -> None:
+    from verifier.coalesce import WaitTimeout
+
+    verifier, _, audit = _pipeline(world, tmp_path)
+    release = threading.Event()
+    real = verifier._run
+
+    def stuck(jobs: list[Any]) -> Any:
+        release.wait(10)
+        return real(jobs)
+
+    verifier._batcher._fetch = stuck
+    verifier._batcher.wait_timeout = 0.05
+    leader = threading.Thread(target=verifier.verify, args=(_job(world, "valid", 0),),
+                              daemon=True)
+    leader.start()
+    wait_until(lambda: verifier._batcher.batches == 1, 10, 0.001, "first batch in flight")
+    with pytest.raises(WaitTimeout):
+        verifier.verify(_job(world, "valid", 1))
+    release.set()
+    leader.join(10)
+    results = {r.purpose: r.result for r in audit.query()}
+    assert results == {"purpose 1": "error", "purpose 0": "valid"}

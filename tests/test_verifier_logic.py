@@ -381,6 +381,7 @@ def test_commit_signatures_are_verified_once_per_block(world: World, trusted: Tr
     from verifier import checks
 
     monkeypatch.setattr(checks, "_commit_cache", type(checks._commit_cache)())
+    monkeypatch.setattr(checks, "_exact_commits", type(checks._exact_commits)())
     calls = []
     real = commit_module.sm2.verify
 

@@ -9,7 +9,10 @@ Layers, lowest first (each module's header says how it works):
 * ``compact``, ``qr`` - compact presentations (hidden subtrees folded) and QR payloads;
 * ``logic``       - framework-free verification: named checks -> ``Verdict``;
 * ``auth``, ``audit``, ``metrics`` - department keys, purpose, rate limit, audit log;
-* ``service``, ``sources``, ``app``, ``pages`` - the HTTP service (Flask, waitress).
+* ``coalesce``, ``pipeline`` - concurrent requests batched: one node look-up and one audit
+  commit for many verifications;
+* ``service``, ``sources``, ``app``, ``fastpath``, ``pages`` - the HTTP service (Flask,
+  waitress; ``POST /v1/verify`` as plain WSGI ahead of Flask).
 
 Imports: certificates, ledger (records, block, commit, smt, genesis), network - never node.
 """

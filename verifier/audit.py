@@ -18,6 +18,8 @@ far in one transaction (one fsync), and wakes the others whose rows it carried.
 The hash chain is extended in memory in queue order; if a commit fails, every
 row of that batch (and any queued behind it) is reported failed and the chain
 head is reloaded from the database, so the log on disk never has a gap.
+``append_many`` queues several rows at once (a batch of verifications, see
+``verifier.pipeline``), so they always go in the same transaction.
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ class AuditEntry:
         return d
 
 
+@dataclass(frozen=True)
+class Row:
+    """What a caller appends: an ``AuditEntry`` less the seq and time the log assigns."""
+
+    department: str
+    key_id: str
+    certificate_id: str
+    purpose: str
+    result: str
+    failed_checks: tuple[str, ...] = ()
+    channel: str = "api"
+
+
 COLUMNS: Final = tuple(f.name for f in fields(AuditEntry))
 
 
@@ -128,19 +143,34 @@ class AuditLog:
                result: str, failed_checks: Sequence[str] = (), channel: str = "api"
                ) -> AuditEntry:
         """Append one row; returns once it is committed (AuditError if it could not be)."""
-        with self._lock:
-            entry = AuditEntry(self._seq + 1, int(self._clock() * 1000), department, key_id,
-                               certificate_id, purpose, result, ",".join(failed_checks), channel)
-            digest = entry.row_hash(self._head)
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._queue.append((ticket, (*entry.row(), self._head, digest)))
-            self._seq, self._head = entry.seq, digest
-        self._settle(ticket)
-        return entry
+        return self.append_many([Row(department, key_id, certificate_id, purpose, result,
+                                     tuple(failed_checks), channel)])[0]
 
-    def _settle(self, ticket: int) -> None:
-        """Wait until ``ticket`` is written, writing the queue ourselves if nobody is."""
+    def append_many(self, rows: Sequence[Row]) -> list[AuditEntry]:
+        """Append rows in this order, in one transaction (AuditError if it could not be)."""
+        if not rows:
+            return []
+        out = []
+        with self._lock:
+            time_ms = int(self._clock() * 1000)
+            first = self._next_ticket
+            for r in rows:
+                entry = AuditEntry(self._seq + 1, time_ms, r.department, r.key_id,
+                                   r.certificate_id, r.purpose, r.result,
+                                   ",".join(r.failed_checks), r.channel)
+                digest = entry.row_hash(self._head)
+                self._queue.append((self._next_ticket, (*entry.row(), self._head, digest)))
+                self._next_ticket += 1
+                self._seq, self._head = entry.seq, digest
+                out.append(entry)
+            last = self._next_ticket - 1
+        # One writer takes the whole queue at once, so these rows commit or fail together.
+        self._settle(first, last)
+        return out
+
+    def _settle(self, first: int, ticket: int) -> None:
+        """Wait until tickets ``first..ticket`` are written, writing the queue ourselves if
+        nobody is."""
         with self._done:
             while self._written < ticket and self._writing:
                 self._done.wait()
@@ -156,8 +186,8 @@ class AuditLog:
                     self._writing = False
                     self._done.notify_all()
         with self._done:
-            for first, last, why in self._failed:
-                if first <= ticket <= last:
+            for lo, hi, why in self._failed:
+                if lo <= ticket and first <= hi:
                     raise AuditError(f"cannot write the audit log: {why}")
 
     def _write_queue(self) -> None:

@@ -26,7 +26,9 @@ Caches
   quorum of distinct signers of the set, each signature verified over the same
   (chain, height, round, block hash), is exactly what ``CommitCertificate.verify``
   establishes. If a new signature fails, ``CommitCertificate.verify`` checks the
-  whole commit again, and its error names the bad signature.
+  whole commit again, and its error names the bad signature. A commit whose exact
+  signatures already verified for that set, block and round is then one look-up:
+  every answer of a node at one height carries the same commit.
 * **Decoded headers and checked proofs**, by their bytes: ``logic.verify``
   re-derives every check from the raw answer, which then costs dictionary look-ups.
 """
@@ -41,7 +43,7 @@ from certificates import sm2
 from certificates.errors import CertificatesError
 from certificates.hashing import sm3
 from ledger.block import BlockHeader
-from ledger.commit import CommitCertificate, ValidatorSet
+from ledger.commit import CommitCertificate, CommitSig, ValidatorSet
 from ledger.errors import LedgerError
 from ledger.smt import SMTProof, verify_proof
 from verifier.errors import (
@@ -55,6 +57,9 @@ _CACHE_LIMIT = 1024
 _commit_cache: OrderedDict[tuple[str, bytes, bytes, int], frozenset[tuple[bytes, bytes]]] = \
     OrderedDict()
 _cache_lock = threading.Lock()
+#: (chain id, set hash, block hash, round, signatures) of commits that verified, exactly.
+_exact_commits: OrderedDict[tuple[str, bytes, bytes, int, tuple[CommitSig, ...]], None] = \
+    OrderedDict()
 _PROOF_LIMIT = 8192
 _proof_cache: OrderedDict[tuple[bytes, bytes | None, bytes, bytes], None] = OrderedDict()
 
@@ -71,6 +76,14 @@ class CheckedState:
     source: str
 
 
+def clear_caches() -> None:
+    """Forget every commit and proof verified (tests that count SM2 verifications)."""
+    with _cache_lock:
+        _commit_cache.clear()
+        _exact_commits.clear()
+        _proof_cache.clear()
+
+
 def decode_header(data: bytes, chain_id: str) -> BlockHeader:
     try:
         header = decode_header_bytes(bytes(data))
@@ -83,6 +96,19 @@ def decode_header(data: bytes, chain_id: str) -> BlockHeader:
 
 def _verify_commit_cached(chain_id: str, vs: ValidatorSet, header: BlockHeader,
                           commit: CommitCertificate) -> None:
+    exact = (chain_id, vs.hash, header.hash, commit.round, commit.signatures)
+    with _cache_lock:
+        if exact in _exact_commits:  # these very signatures, verified for this block
+            return
+    _verify_commit(chain_id, vs, header, commit)
+    with _cache_lock:
+        _exact_commits[exact] = None
+        while len(_exact_commits) > _CACHE_LIMIT:
+            _exact_commits.popitem(last=False)
+
+
+def _verify_commit(chain_id: str, vs: ValidatorSet, header: BlockHeader,
+                   commit: CommitCertificate) -> None:
     key = (chain_id, vs.hash, header.hash, commit.round)
     sigs = [(s.key_id, s.signature) for s in commit.signatures]
     with _cache_lock:

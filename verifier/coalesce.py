@@ -13,7 +13,14 @@ round trip ("group commit", like the audit log's).
 ``fetch`` answers a list aligned with the keys, each a value or an exception for
 that key alone; if it raises, every key of the batch gets that exception. A
 waiting thread gives up after ``wait_timeout`` seconds (``SourceError``), so no
-caller hangs on a stuck leader. Nothing here knows about nodes or proofs.
+caller hangs on a stuck leader. With ``wait_in_flight`` a thread whose key a
+leader already took waits for that batch to end instead (for a ``fetch`` with side
+effects, such as writing an audit row, whose caller must not answer before it is
+done; ``fetch`` itself must then be bounded in time); only a key still queued
+gives up. A ``fetch`` may call ``release_lead()`` to let the next batch start
+before it returns (the pipeline does, once it has its evidence, so the next
+batch's node look-up overlaps this one's audit commit). Nothing here knows about
+nodes or proofs.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from verifier.errors import SourceError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class WaitTimeout(SourceError):
+    """A key waited ``wait_timeout`` in the queue and left it: no batch carried it."""
 
 
 class _Waiter(Generic[K, V]):
@@ -42,15 +53,18 @@ class _Waiter(Generic[K, V]):
 
 class Coalescer(Generic[K, V]):
     def __init__(self, fetch: Callable[[list[K]], Sequence[V | BaseException]], *,
-                 max_batch: int = 64, wait_timeout: float = 15.0) -> None:
+                 max_batch: int = 64, wait_timeout: float = 15.0,
+                 wait_in_flight: bool = False) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._fetch = fetch
         self.max_batch = max_batch
         self.wait_timeout = wait_timeout
+        self.wait_in_flight = wait_in_flight
         self._lock = threading.Lock()
         self._queue: list[_Waiter[K, V]] = []
         self._busy = False  # a leader holds the lead (under _lock)
+        self._local = threading.local()  # .passed: this leader already passed the lead
         #: Batches sent and keys they carried (for metrics and tests).
         self.batches = 0
         self.keys = 0
@@ -70,20 +84,35 @@ class Coalescer(Generic[K, V]):
         if not lead:
             me.event.wait(self.wait_timeout)
             with self._lock:
-                if not me.done and not me.lead:
-                    # Timed out while still queued: leave the queue, so no leader takes it.
-                    if me in self._queue:
+                taken = me not in self._queue
+                if not me.done and not me.lead and not (taken and self.wait_in_flight):
+                    # Timed out: leave the queue if still in it, so no leader takes it.
+                    if not taken:
                         self._queue.remove(me)
-                    raise SourceError(f"no answer within {self.wait_timeout:g}s "
+                    raise WaitTimeout(f"no answer within {self.wait_timeout:g}s "
                                       "(batched look-up)")
+            if not me.done and not me.lead:
+                me.event.wait()  # taken into a batch (wait_in_flight): it always ends
             if me.done:
                 return self._result(me)
         # The lead: our key is at the head of the queue.
+        self._local.passed = False
         try:
             self._run_batch()
         finally:
-            self._pass_lead()
+            if not self._local.passed:
+                self._pass_lead()
         return self._result(me)
+
+    def release_lead(self) -> None:
+        """From inside ``fetch``: let the next batch start now, before this one ends.
+
+        For a ``fetch`` whose last part need not be done one batch at a time (its
+        callers still wait for their own results).
+        """
+        if not getattr(self._local, "passed", True):
+            self._local.passed = True
+            self._pass_lead()
 
     def _run_batch(self) -> None:
         with self._lock:

@@ -125,6 +125,10 @@ class LightClient:
         if batch >= 2:
             self.batcher = Coalescer(self._ask_many, max_batch=batch,
                                      wait_timeout=_BATCH_WAIT)
+        #: Look-up rounds (each one request per node asked) and the keys they carried,
+        #: through ``batcher`` or ``evidence_many`` alike (for metrics).
+        self.lookups = 0
+        self.looked_up_keys = 0
 
     @property
     def trusted(self) -> TrustedState:
@@ -243,12 +247,57 @@ class LightClient:
         issuer = self._cached_issuer(issuer_code, cert[1].header.height)
         if issuer is None:
             issuer = self._first_good(issuer_key(issuer_code), True)
-            if issuer is not None and self.issuer_max_lag is not None:
-                with self._lock:
-                    if len(self._issuers) >= _ISSUER_CACHE_LIMIT:
-                        self._issuers.clear()
-                    self._issuers[issuer_code] = issuer
+            if issuer is not None:
+                self._remember_issuer(issuer_code, issuer)
         return Evidence(cert[0], None if issuer is None else issuer[0])
+
+    def evidence_many(self, wanted: Sequence[tuple[str, str]]) -> list[Evidence | VerifierError]:
+        """``evidence`` for many (certificate id, issuer code) pairs at once, each its own
+        result or error: the certificates in one look-up (one request per node asked),
+        then the issuers not cached fresh enough for them in another.
+
+        For a caller that already gathers concurrent verifications (``verifier.pipeline``):
+        it asks the nodes directly, not through ``batcher``.
+        """
+        self._maybe_refresh()
+        certs = self._ask_many([(cert_key(c), False) for c, _ in wanted])
+        issuers: dict[str, tuple[StateEvidence, CheckedState] | None] = {}
+        missing: list[str] = []
+        asked: list[_Outcome] = []
+        for (_, code), got in zip(wanted, certs, strict=True):
+            if got.error is None and got.got is not None and code not in issuers:
+                cached = self._cached_issuer(code, got.got[1].header.height)
+                issuers[code] = cached
+                if cached is None:
+                    missing.append(code)
+        if missing:
+            asked = self._ask_many([(issuer_key(c), True) for c in missing])
+            for code, got in zip(missing, asked, strict=True):
+                if got.error is None:
+                    issuers[code] = got.got
+                    if got.got is not None:
+                        self._remember_issuer(code, got.got)
+        out: list[Evidence | VerifierError] = []
+        for (_, code), got in zip(wanted, certs, strict=True):
+            if got.error is not None or got.got is None:
+                out.append(got.error or NoTrustworthyAnswerError(code, []))
+                continue
+            issuer = issuers.get(code)
+            if issuer is None and code in missing:
+                failed = asked[missing.index(code)].error
+                if failed is not None:
+                    out.append(failed)
+                    continue
+            out.append(Evidence(got.got[0], None if issuer is None else issuer[0]))
+        return out
+
+    def _remember_issuer(self, code: str, got: tuple[StateEvidence, CheckedState]) -> None:
+        if self.issuer_max_lag is None:
+            return
+        with self._lock:
+            if len(self._issuers) >= _ISSUER_CACHE_LIMIT:
+                self._issuers.clear()
+            self._issuers[code] = got
 
     def _cached_issuer(self, code: str, height: int
                        ) -> tuple[StateEvidence, CheckedState] | None:
@@ -276,6 +325,9 @@ class LightClient:
         refused for that key and the next node is asked for it.
         """
         n = len(self.sources)
+        with self._lock:
+            self.lookups += 1
+            self.looked_up_keys += len(wanted)
         attempts: list[list[tuple[str, str]]] = [[] for _ in wanted]
         unsupported, lies = [0] * len(wanted), [0] * len(wanted)
         done: dict[int, tuple[StateEvidence, CheckedState]] = {}

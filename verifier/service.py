@@ -19,7 +19,7 @@ bundle exactly like a node's answer, stale if far below the bundle's height).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from certificates.anchor import SignedAnchor
@@ -113,14 +113,12 @@ class VerificationService:
             m = self.metrics
             provider.on_reject = lambda node, reason: m.inc(
                 "certledger_verifier_node_rejections_total", node, reason)
-            batcher = provider.batcher
-            if batcher is not None:
-                # Read at scrape time: keys / batches is how well look-ups coalesce.
-                m.gauges["certledger_verifier_node_batches"] = (
-                    "Batched state look-ups (each one request per node asked).",
-                    lambda: batcher.batches)
-                m.gauges["certledger_verifier_node_batched_keys"] = (
-                    "State keys carried by batched look-ups.", lambda: batcher.keys)
+            # Read at scrape time: keys / look-ups is how well look-ups coalesce.
+            m.gauges["certledger_verifier_node_batches"] = (
+                "State look-ups (each one request per node asked).",
+                lambda: provider.lookups)
+            m.gauges["certledger_verifier_node_batched_keys"] = (
+                "State keys carried by those look-ups.", lambda: provider.looked_up_keys)
 
     def verify(self, shown: Shown | Subject, anchor: SignedAnchor | None = None,
                channel: str = "api") -> Verdict:
@@ -139,6 +137,42 @@ class VerificationService:
         for name in verdict.failed:
             self.metrics.inc("certledger_verifier_failed_checks_total", name)
         return verdict
+
+    def verify_many(self, items: Sequence[tuple[Subject, SignedAnchor | None, str]]
+                    ) -> list[Verdict | VerifierError]:
+        """``verify`` for (subject, anchor, channel) items at once, a verdict or an error each.
+
+        With the light client the evidence of all of them comes from one look-up
+        (``LightClient.evidence_many``); every check is still run for every item.
+        """
+        started = time.perf_counter()
+        wanted = [(s.meta.id, s.meta.issuer) for s, _, _ in items]
+        many = getattr(self.provider, "evidence_many", None)
+        found: list[Evidence | VerifierError]
+        if many is not None:
+            found = many(wanted)
+        else:
+            found = []
+            for cert_id, issuer in wanted:
+                try:
+                    found.append(self.provider.evidence(cert_id, issuer))
+                except VerifierError as exc:
+                    found.append(exc)
+        now = self.clock()
+        out: list[Verdict | VerifierError] = []
+        for (subject, anchor, channel), ev in zip(items, found, strict=True):
+            if isinstance(ev, VerifierError):
+                self.metrics.inc("certledger_verifier_verifications_total", channel, "error")
+                out.append(ev)
+                continue
+            verdict = verify(subject, ev, self.provider.trusted, now, anchor=anchor)
+            self.metrics.observe(time.perf_counter() - started)
+            self.metrics.inc("certledger_verifier_verifications_total", channel,
+                             "valid" if verdict.valid else "invalid")
+            for name in verdict.failed:
+                self.metrics.inc("certledger_verifier_failed_checks_total", name)
+            out.append(verdict)
+        return out
 
     def status(self, cert_id: str) -> dict[str, Any]:
         evidence = self.provider.evidence(cert_id, cert_id.split(".")[6])
