@@ -21,7 +21,7 @@ import pytest
 from network.testing import wait_until
 from node.admission import Admission, Busy
 from node.api import ApiDeps, create_app
-from node.bench_cluster import _retry_after
+from node.bench_driver import _retry_after
 from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 
