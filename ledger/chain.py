@@ -131,7 +131,7 @@ class _RecordView:
     def get(self, key: bytes, /) -> bytes | None:
         h = self.hashes[key] = sm3(key)
         # Most lookups while applying blocks are for new certificate ids; a LevelDB miss
-        # costs 6-20 us (memtable, level-0 files, levels), a set lookup well under one.
+        # costs 6-20 us (memtable, level-0 files, levels), a filter lookup well under one.
         known = self._known
         if known is not None and h[:_KNOWN_BYTES] not in known:
             return None
