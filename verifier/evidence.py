@@ -12,7 +12,7 @@ issuer's. Nothing here checks anything: ``lightclient`` does.
 ``certificate_json``; bytes as lower-case hex, ``header_bytes``, ``record_bytes``,
 ``proof``, ``commit``, ``validators``); the same shape serves for issuers and is
 what ``state_to_json`` writes, so evidence saved for offline use round-trips.
-``batch_from_json`` reads ``POST /v1/state/batch`` (``state_batch_json``): the
+``batch_from_json`` reads ``POST /v1/state/batch`` (``state_batch_body``): the
 header, commit and validators once, then one ``StateEvidence`` per asked key - each
 under the key *we* asked for, whatever the node says it answered.
 """
