@@ -20,7 +20,8 @@ How it works
 * **Validation first, then a cached result.** ``propose_block``/``validate_block`` leave the
   SMT holding the uncommitted update (its overlay) and remember it by block hash, so the
   usual propose -> commit and validate -> commit paths apply each block once. Any other
-  block for the same height rolls that update back first.
+  block for the same height rolls that update back first. Txs the node has already
+  decoded (``known_txs``, its mempool) are not parsed again.
 * **Validator sets** come from state (``gov:validators``; a change at h takes effect at h+2):
   header h carries the hash of the set that signs h and of the one that signs h+1; every set
   named by a header is stored under ``v/`` + hash, so old commits stay checkable.
@@ -170,6 +171,9 @@ class Chain:
         self._view = _RecordView(store)
         self._sig_cache: dict[bytes, bool] = {} if sig_cache is None else sig_cache
         self._pending: _Prepared | None = None
+        #: tx id -> that tx already decoded (the node's mempool), or None: blocks then
+        #: reuse it instead of parsing their txs again.
+        self.known_txs: Callable[[bytes], Transaction | None] | None = None
         self._head_height = 0
         try:
             self._load_and_check()
@@ -507,18 +511,22 @@ class Chain:
             ids: list[bytes] = []
             results = []
             for tx in txs:
-                raw = tx.to_bytes() if isinstance(tx, Transaction) else tx
+                # A decoded tx knows its id (SM3 of its bytes); a batch tx is ~1 MB to hash.
+                if isinstance(tx, Transaction):
+                    raw, tid = tx.to_bytes(), tx.id
+                else:
+                    raw, tid = tx, sm3(tx)
+                    tx = self._decoded(tid, raw)
                 try:
                     eff = apply_tx(ov, tx, ctx, sig_cache=self._sig_cache, index=len(kept))
                 except TxRejected as exc:
                     if on_reject is not None:
-                        on_reject(sm3(raw), exc)
+                        on_reject(tid, exc)
                     continue
                 ov.updates.update(eff.updates)
                 results.append(eff.result)
                 kept.append(raw)
-                # A decoded tx knows its id (SM3 of these bytes); a batch tx is ~1 MB to hash.
-                ids.append(tx.id if isinstance(tx, Transaction) else sm3(raw))
+                ids.append(tid)
             effects = BlockEffects(ov.updates, tuple(results), begin.validators,
                                    validators_at(ov, height + 1))
             staged = self._stage(b"", effects)
@@ -532,6 +540,12 @@ class Chain:
             staged.block_hash = header.hash
             self._trim_sig_cache()
             return Block.with_ids(header, tuple(kept), tuple(ids))
+
+    def _decoded(self, tx_id: bytes, raw: bytes) -> Transaction | bytes:
+        # Same id, same bytes (SM3): the known tx is exactly what parsing raw would give.
+        known = self.known_txs
+        tx = None if known is None else known(tx_id)
+        return raw if tx is None else tx
 
     def validate_block(self, block: Block) -> None:
         """Raise ``InvalidBlockError`` (``.rule`` names the rule) unless ``block`` is the valid
@@ -564,8 +578,9 @@ class Chain:
             raise bad("validators_hash", "validators_hash is not the hash of this height's set")
         if hdr.proposer not in vs.by_key_id:
             raise bad("proposer", f"proposer {hdr.proposer.hex()} is not a validator")
+        txs = [self._decoded(i, raw) for i, raw in zip(block.tx_ids, block.txs, strict=True)]
         try:
-            effects = apply_block(self._view, block.txs, self._ctx(height, hdr.time_ms),
+            effects = apply_block(self._view, txs, self._ctx(height, hdr.time_ms),
                                   sig_cache=self._sig_cache)
         except TxRejected as exc:
             raise bad("tx_rejected", str(exc)) from exc

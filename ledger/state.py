@@ -14,6 +14,11 @@ its own view. Keys and records are in ``ledger.records``.
   h + 2, as in Tendermint).
 * ``apply_tx`` / ``check_tx`` do the same for one tx (the mempool; ``ctx.height``
   is the height of the next block).
+* ``precheck_tx`` runs only the part of ``apply_tx`` before the kind's rules: chain
+  id, replay, the signer and its signature. The mempool runs it outside its lock to
+  fill the signature cache, then ``apply_tx`` once under the lock: the rules of a
+  5,000-record batch cost as much as its signature, so they should run once, not
+  twice, per admission.
 
 A rejection names a stable ``reason`` (``REASONS``). Checks run cheapest and most
 basic first: chain id, replay (``b"tx:" + id`` marks every applied tx), batch
@@ -53,12 +58,14 @@ from ledger.state_base import (
     StateView,
     TxEffects,
     TxResult,
+    _issuer_signer,
     _reject,
     _validators,
 )
-from ledger.state_cert import CERT_HANDLERS, id_ok, id_problem
+from ledger.state_cert import CERT_HANDLERS, check_batch_shape, id_ok, id_problem
 from ledger.state_gov import GOV_HANDLERS
 from ledger.tx import (
+    IssueBatchBody,
     Transaction,
 )
 
@@ -77,6 +84,7 @@ __all__ = [
     "check_tx",
     "id_ok",
     "id_problem",
+    "precheck_tx",
     "validators_at",
 ]
 
@@ -119,6 +127,31 @@ def check_tx(
     apply_tx(view, tx, ctx, sig_cache=sig_cache)
 
 
+def precheck_tx(
+    view: StateView, tx: Transaction | bytes, ctx: Context, *,
+    sig_cache: SigCache | None = None,
+) -> None:
+    """``apply_tx`` up to the kind's rules: raises its ``TxRejected`` for a wrong chain,
+    a replay, an unknown or invalid signer key, or a bad signature (filling
+    ``sig_cache``). Governance txs are small and rare: they get every check."""
+    ctx = BlockContext(*ctx)
+    tx = _as_tx(tx)
+    if tx.kind not in CERT_HANDLERS:
+        check_tx(view, tx, ctx, sig_cache=sig_cache)
+        return
+    ov = Overlay(view)
+    _begin_block(ov, ctx.height)
+    _apply(ov, tx, ctx, 0, sig_cache, _cert_signer)
+
+
+def _cert_signer(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCache | None
+                 ) -> tuple[str, ...]:
+    if isinstance(tx.body, IssueBatchBody):
+        check_batch_shape(tx.body)
+    _issuer_signer(ov, tx, ctx, cache)  # every certificate kind's first check after that
+    return ()
+
+
 def validators_at(view: StateView, height: int) -> ValidatorSet:
     """The set that signs block ``height``, as far as ``view`` (state after height-1) knows."""
     return _validators(view).set_at(height)
@@ -143,7 +176,8 @@ def _begin_block(ov: Overlay, height: int) -> ValidatorSet:
 
 
 def _apply(
-    ov: Overlay, tx: Transaction, ctx: BlockContext, index: int, cache: SigCache | None
+    ov: Overlay, tx: Transaction, ctx: BlockContext, index: int, cache: SigCache | None,
+    handler: Handler | None = None,
 ) -> TxResult:
     try:
         if tx.chain_id != ctx.chain_id:
@@ -152,7 +186,7 @@ def _apply(
         marker = tx_key(tx.id)
         if ov.get(marker) is not None:
             raise _reject("duplicate_tx", "this transaction was already applied (replay)")
-        subjects = _HANDLERS[tx.kind](ov, tx, ctx, cache)
+        subjects = (handler or _HANDLERS[tx.kind])(ov, tx, ctx, cache)
     except TxRejected as exc:
         raise TxRejected(exc.reason, exc.detail, index=index, tx_id=tx.id) from exc
     ov.put(marker, encode_tx_marker(ctx.height, index))

@@ -152,14 +152,20 @@ def _issue(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCache | No
     return (a.id,)
 
 
-def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCache | None
-                 ) -> tuple[str, ...]:
-    body = tx.body
-    assert isinstance(body, IssueBatchBody)
+def check_batch_shape(body: IssueBatchBody) -> None:
+    """A batch's shape, checked before its signer (so every check path names the same
+    reason first)."""
     if not body.records:
         raise _reject("empty_batch", "a batch needs at least one record")
     if len(body.records) > MAX_BATCH:
         raise _reject("batch_too_large", f"{len(body.records)} records, limit {MAX_BATCH}")
+
+
+def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCache | None
+                 ) -> tuple[str, ...]:
+    body = tx.body
+    assert isinstance(body, IssueBatchBody)
+    check_batch_shape(body)
     issuer = _issuer_signer(ov, tx, ctx, cache)  # the one signature check of the batch
     if body.issuer != issuer.code:
         raise _reject("issuer_mismatch", f"batch issuer {body.issuer} is not the signer's "

@@ -129,6 +129,7 @@ class Node:
                                max_bytes=cfg.mempool.max_bytes,
                                max_tx_bytes=cfg.block.max_bytes - 4096,
                                sig_cache=self.sig_cache, monotonic=clock.monotonic)
+        chain.known_txs = self.mempool.decoded  # blocks reuse the txs the pool decoded
         self.ctx = Context(self.chain_id, Sm2Signer(key), Sm2Verifier(), self.app.validators_for,
                            self.app.valid, self.app.value_id_of, cfg.consensus.timeouts())
         self.sync = BlockSync(chain, dict(cfg.peers), rng=random.Random(rng.getrandbits(64)),

@@ -25,6 +25,7 @@ from ledger.errors import (
 from ledger.records import VALIDATORS_KEY, ValidatorsRecord, cert_key
 from ledger.smt import ProofError
 from ledger.store import LevelDBStore, MemoryStore, WriteBatch
+from ledger.tx import Transaction
 from tests.crash_child import block_txs, commit_next, grow, next_block, serial, sign_commit
 from tests.ledger_fixtures import (
     CHAIN_ID,
@@ -274,6 +275,38 @@ def test_a_proposed_block_validates_on_another_node(chain: Chain) -> None:
     other.commit_block(block, commit)
     chain.commit_block(block, commit)
     assert other.state_root == chain.state_root == block.header.state_root
+
+
+def test_blocks_reuse_the_txs_a_node_already_decoded(chain: Chain,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``known_txs`` (the node's mempool) neither proposing nor validating a block
+    parses its txs again; the result is the same block and state."""
+    grow(chain, 2)
+    other, third = twin(chain), twin(chain)
+    txs = block_txs(3, 7)
+    pool = {t.id: Transaction.from_bytes(t.to_bytes()) for t in txs}
+    parsed: list[bytes] = []
+    real = Transaction.from_bytes.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Transaction], data: bytes) -> Transaction:
+        parsed.append(sm3(bytes(data)))
+        return real(cls, data)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Transaction, "from_bytes", classmethod(counting))
+    raw = [t.to_bytes() for t in txs]
+    chain.known_txs = other.known_txs = pool.get
+    block = next_block(chain, raw)
+    other.validate_block(block)
+    assert parsed == []
+    # Without it, every node parses every tx: once proposing, once validating.
+    chain.known_txs = other.known_txs = None
+    again = next_block(chain, raw)
+    third.validate_block(again)
+    assert sorted(parsed) == sorted([t.id for t in txs] * 2)
+    assert again.header.state_root == block.header.state_root
+    commit = sign_commit(block)
+    other.commit_block(block, commit)
+    assert other.state_root == block.header.state_root
 
 
 def test_empty_block(chain: Chain) -> None:

@@ -18,6 +18,7 @@ from tests.ledger_fixtures import (
     CHAIN_ID,
     LedgerHarness,
     anchor,
+    batch_tx,
     issue_tx,
     signed,
     status_tx,
@@ -67,6 +68,43 @@ def test_admit_dedup_and_signature_checked_once(verifications: list[bytes]) -> N
     # The block path (proposal, validation) reuses the verdict through the shared cache.
     h.commit(*pool.reap(10, 1 << 20))
     assert verifications == [tx.id]
+
+
+def test_admission_runs_a_batch_s_rules_once(monkeypatch: pytest.MonkeyPatch,
+                                              verifications: list[bytes]) -> None:
+    # The pre-check outside the lock checks the signer and signature only; the record
+    # rules of a batch (as costly as its signature) run once, against the overlay.
+    import ledger.state
+    runs: list[bytes] = []
+    real = ledger.state._HANDLERS["cert.issue_batch"]
+
+    def counting(*args: object) -> tuple[str, ...]:
+        runs.append(args[1].id)  # type: ignore[attr-defined]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(ledger.state._HANDLERS, "cert.issue_batch", counting)
+    h = LedgerHarness()
+    pool = make(h)
+    tx = batch_tx([anchor(f"R{i}") for i in range(3)])
+    assert pool.add(tx.to_bytes(), ctx(h), gossip=True).added
+    assert runs == [tx.id] and verifications == [tx.id]
+    # A rule failure still rejects at admission, with its reason (a pending tx issued R0).
+    dup = batch_tx([anchor("R9"), anchor("R0")])
+    with pytest.raises(TxRejected) as info:
+        pool.add(dup.to_bytes(), ctx(h), gossip=True)
+    assert info.value.reason == "duplicate_id" and dup.id not in pool
+
+
+def test_pool_hands_out_its_decoded_txs() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    tx = issue_tx(anchor("D1"))
+    pool.add(tx.to_bytes(), ctx(h), gossip=False)
+    got = pool.decoded(tx.id)
+    assert got is not None and got.to_bytes() == tx.to_bytes()
+    assert pool.decoded(b"\x00" * 32) is None
+    pool.remove([tx.id])
+    assert pool.decoded(tx.id) is None
 
 
 def test_rejections_carry_the_ledger_reason() -> None:

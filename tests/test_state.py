@@ -33,7 +33,16 @@ from ledger.records import (
     decode_tx_marker,
     tx_key,
 )
-from ledger.state import REASONS, Overlay, apply_block, apply_tx, check_tx, id_ok, validators_at
+from ledger.state import (
+    REASONS,
+    Overlay,
+    apply_block,
+    apply_tx,
+    check_tx,
+    id_ok,
+    precheck_tx,
+    validators_at,
+)
 from ledger.tx import MAX_BATCH, IssueBatchBody, Transaction, gov_tx, verify_signature
 from tests.ledger_fixtures import (
     CHAIN_ID,
@@ -389,6 +398,44 @@ def test_rejection(case: Callable[[LedgerHarness], Block]) -> None:
     err = h.reject(*txs, reason=reason)
     assert err.index == len(txs) - 1  # the last tx of each bad block is the bad one
     assert reason in str(err)
+
+
+_SIGNER_LEVEL = {"malformed", "wrong_chain_id", "duplicate_tx", "bad_signature",
+                 "unknown_signer", "key_not_valid_at_height", "issuer_inactive",
+                 "empty_batch", "batch_too_large"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__[2:] for c in CASES])
+def test_precheck_is_the_part_of_the_check_before_the_rules(
+        case: Callable[[LedgerHarness], Block]) -> None:
+    # The mempool's lock-free pre-check: for a certificate tx it stops before the kind's
+    # rules, and whatever it rejects, the full check rejects for the same reason.
+    h = LedgerHarness()
+    txs, reason = case(h)
+    if len(txs) > 1:
+        h.commit(*txs[:-1])  # the last tx is the bad one; the others apply before it
+    tx = txs[-1]
+    with pytest.raises(TxRejected) as full:
+        check_tx(h.state, tx, h.ctx())
+    assert full.value.reason == reason
+    kind = tx.kind if isinstance(tx, Transaction) else None
+    if reason in _SIGNER_LEVEL or (kind is not None and not kind.startswith("cert.")):
+        with pytest.raises(TxRejected) as pre:
+            precheck_tx(h.state, tx, h.ctx(), sig_cache={})
+        assert pre.value.reason == reason
+    else:
+        precheck_tx(h.state, tx, h.ctx(), sig_cache={})  # the rules are not its job
+
+
+def test_precheck_fills_the_signature_cache() -> None:
+    h = LedgerHarness()
+    cache: dict[bytes, bool] = {}
+    good, other = issue_tx(anchor("1")), issue_tx(anchor("2"))
+    forged = dataclasses.replace(good, signature=other.signature)
+    precheck_tx(h.state, good, h.ctx(), sig_cache=cache)
+    with pytest.raises(TxRejected):
+        precheck_tx(h.state, forged, h.ctx(), sig_cache=cache)
+    assert cache == {good.id: True, forged.id: False}
 
 
 def test_every_reason_has_a_rejection_case() -> None:
