@@ -35,7 +35,7 @@ exist" from an in-memory filter of the stored record keys before asking the stor
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, KeysView, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -595,8 +595,11 @@ class Chain:
                                     f"state after its transactions ({staged.root.hex()[:16]}…)")
         return staged
 
-    def commit_block(self, block: Block, commit: CommitCertificate) -> None:
-        """Verify ``commit`` for ``block``, validate it, and persist it in one synced batch."""
+    def commit_block(self, block: Block, commit: CommitCertificate) -> KeysView[bytes]:
+        """Verify ``commit`` for ``block``, validate it, and persist it in one synced batch.
+
+        Returns the logical state keys the block wrote (the mempool re-checks only the
+        pending txs that read one of them)."""
         with self._lock:
             height = self._head_height + 1
             if block.height != height:
@@ -617,6 +620,7 @@ class Chain:
             self._pending = None
             self._head_height, self._head_header, self._head_commit = height, block.header, commit
             self._root = staged.root
+            return staged.effects.updates.keys()
 
     def _batch(self, block: Block, commit: CommitCertificate, staged: _Prepared) -> WriteBatch:
         height, eff = block.height, staged.effects

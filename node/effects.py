@@ -330,11 +330,11 @@ class ConsensusLoop:
         self._immediate.append(ValueReady(s.height, s.round, value))
 
     def _commit(self, eff: Commit) -> None:
-        block = self.app.commit(eff.value, eff.certificate)
+        block, written = self.app.commit(eff.value, eff.certificate)
         self.wal.compact(eff.height + 1)  # the block is durable: its WAL entries are not needed
         now = self.clock.monotonic()
         ctx = BlockContext(self.ctx.chain_id, eff.height + 1, self.clock.time_ms())
-        admitted, dropped = self.mempool.update(block.tx_ids, ctx)
+        admitted, dropped = self.mempool.update(block.tx_ids, ctx, written)
         m = self.metrics
         m.committed_blocks.inc(1, self._source)
         m.committed_txs.inc(len(block.txs))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 
 from certificates.hashing import sm3
 from ledger.block import Block
@@ -136,9 +136,11 @@ class LedgerApp:
         self._blocks[value] = block
         return value, dropped
 
-    def commit(self, value: bytes, certificate: CommitCertificate) -> Block:
+    def commit(self, value: bytes, certificate: CommitCertificate
+               ) -> tuple[Block, KeysView[bytes]]:
+        """Commit the decided block; returns it and the state keys it wrote."""
         block = self.decode(value)
         if block is None:  # the core decided it, so it validated: cannot happen
             raise NodeError(f"decided value at height {certificate.height} does not decode")
-        self.chain.commit_block(block, certificate)
-        return block
+        written = self.chain.commit_block(block, certificate)
+        return block, written

@@ -24,10 +24,16 @@ How it works:
   (``MempoolFull``, HTTP 429) rather than evicting admitted ones, whose submitters
   were told "pending".
 * **Reaping** for a proposal takes txs in arrival order up to the block limits.
-* **After a commit** (``update``) the committed txs leave, and every other one is
+* **After a commit** (``update``) the committed txs leave, and the others are
   re-checked in order against the new state; those that no longer apply (their
   certificate was issued by someone else's tx, their issuer was deactivated) are
-  dropped and reported.
+  dropped and reported. Each entry remembers the state keys its check read and the
+  effects it had, so a certificate tx none of whose keys the block (or an earlier
+  pending tx that was dropped or re-checked) wrote keeps its effects; only its
+  signer's key is re-checked against the new height, the one rule that moves
+  without a write. A 5,000-record batch is thus re-checked for ~5,000 set lookups
+  instead of its full rules at every commit while it waits. Without the block's
+  written keys (``written=None``) everything is re-checked.
 * **Gossip**: txs admitted from clients are queued for the gossip thread
   (``take_gossip``: envelopes go at most one per ``linger``, so under load one signed
   envelope carries many txs, while a tx after a quiet spell goes at once);
@@ -45,7 +51,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ledger.errors import LedgerError, TxRejected
-from ledger.state import BlockContext, Overlay, SigCache, StateView, apply_tx, precheck_tx
+from ledger.state import (
+    BlockContext,
+    Overlay,
+    SigCache,
+    StateView,
+    TxEffects,
+    apply_tx,
+    precheck_tx,
+)
 from ledger.tx import Transaction
 from node.errors import MempoolFull, TxTooLarge
 
@@ -58,6 +72,29 @@ class _Entry:
     tx: Transaction
     raw: bytes
     admitted_at: float  # monotonic seconds, for the commit-latency histogram
+    reads: frozenset[bytes]  # state keys its last check read (below its own writes)
+    writes: dict[bytes, bytes | None]  # that check's effects, layered into the overlay
+
+
+class _Reads:
+    """A state view that remembers every key read through it."""
+
+    __slots__ = ("base", "keys")
+
+    def __init__(self, base: StateView) -> None:
+        self.base = base
+        self.keys: set[bytes] = set()
+
+    def get(self, key: bytes, /) -> bytes | None:
+        self.keys.add(key)
+        return self.base.get(key)
+
+
+def _check(view: StateView, tx: Transaction, ctx: BlockContext, cache: SigCache
+           ) -> tuple[TxEffects, frozenset[bytes]]:
+    reads = _Reads(view)
+    eff = apply_tx(reads, tx, ctx, sig_cache=cache)
+    return eff, frozenset(reads.keys)
 
 
 @dataclass(frozen=True)
@@ -82,6 +119,7 @@ class Mempool:
         self._entries: dict[bytes, _Entry] = {}
         self._bytes = 0
         self._overlay = Overlay(view)
+        self._vanished: set[bytes] = set()  # writes of txs removed since the last update
         self._gossip: deque[bytes] = deque()
         self._gossip_bytes = 0
         self._gossip_woken = False
@@ -133,9 +171,10 @@ class Mempool:
             if len(self._entries) >= self.max_txs or self._bytes + len(raw) > self.max_bytes:
                 raise MempoolFull(f"mempool is full ({len(self._entries)} txs, {self._bytes} "
                                   "bytes): retry later")
-            eff = apply_tx(self._overlay, tx, ctx, sig_cache=self.sig_cache)
+            eff, reads = _check(self._overlay, tx, ctx, self.sig_cache)
             self._overlay.updates.update(eff.updates)
-            self._entries[tx.id] = _Entry(tx, bytes(raw), self._monotonic())
+            self._entries[tx.id] = _Entry(tx, bytes(raw), self._monotonic(), reads,
+                                          eff.updates)
             self._bytes += len(raw)
             if gossip:
                 self._gossip.append(bytes(raw))
@@ -169,17 +208,22 @@ class Mempool:
                 e = self._entries.pop(tid, None)
                 if e is not None:
                     self._bytes -= len(e.raw)
+                    self._vanished.update(e.writes)  # txs that read them must be re-checked
 
-    def update(self, committed: Iterable[bytes], ctx: BlockContext
+    def update(self, committed: Iterable[bytes], ctx: BlockContext,
+               written: Iterable[bytes] | None = None
                ) -> tuple[dict[bytes, float], dict[bytes, str]]:
         """A block was committed: remove its txs, re-check the rest in order.
 
+        ``written``: the state keys the block wrote (None: re-check every pending tx).
         Returns (committed tx id -> its admission time, for those that were pending here;
         dropped tx id -> why it no longer applies).
         """
         admitted: dict[bytes, float] = {}
         dropped: dict[bytes, str] = {}
         with self._lock:
+            changed = None if written is None else {*written, *self._vanished}
+            self._vanished = set()
             for tid in committed:
                 e = self._entries.pop(tid, None)
                 if e is not None:
@@ -188,14 +232,25 @@ class Mempool:
             overlay = Overlay(self._view)
             for tid, e in list(self._entries.items()):
                 try:
-                    eff = apply_tx(overlay, e.tx, ctx, sig_cache=self.sig_cache)
+                    if changed is not None and e.tx.kind.startswith("cert.") \
+                            and e.reads.isdisjoint(changed):
+                        precheck_tx(overlay, e.tx, ctx, sig_cache=self.sig_cache)
+                        overlay.updates.update(e.writes)
+                        continue
+                    eff, e.reads = _check(overlay, e.tx, ctx, self.sig_cache)
                 except TxRejected as exc:
                     dropped[tid] = exc.reason
                 except LedgerError as exc:  # state trouble: keep the pool sane, say why
                     dropped[tid] = exc.code
                 else:
+                    if changed is not None:  # its effects may differ: later readers re-check
+                        changed.update(e.writes)
+                        changed.update(eff.updates)
+                    e.writes = eff.updates
                     overlay.updates.update(eff.updates)
                     continue
+                if changed is not None:
+                    changed.update(e.writes)
                 del self._entries[tid]
                 self._bytes -= len(e.raw)
             self._overlay = overlay

@@ -309,6 +309,13 @@ def test_blocks_reuse_the_txs_a_node_already_decoded(chain: Chain,
     assert other.state_root == block.header.state_root
 
 
+def test_commit_names_the_state_keys_it_wrote(chain: Chain) -> None:
+    block = next_block(chain, [issue_tx(anchor("W1"))])
+    written = chain.commit_block(block, sign_commit(block))
+    assert cert_key(anchor("W1").id) in written
+    assert all(chain.record(k) is not None for k in written)
+
+
 def test_empty_block(chain: Chain) -> None:
     block = commit_next(chain, [])
     assert block.txs == () and block.header.tx_root == compute_tx_root([])

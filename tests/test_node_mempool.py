@@ -10,12 +10,14 @@ import pytest
 
 import ledger.state_base
 from ledger.errors import MalformedTxError, TxRejected
+from ledger.records import cert_key
 from ledger.state import BlockContext
 from ledger.tx import Transaction
 from node.errors import MempoolFull, TxTooLarge
 from node.mempool import Mempool
 from tests.ledger_fixtures import (
     CHAIN_ID,
+    ISSUER_A,
     LedgerHarness,
     anchor,
     batch_tx,
@@ -183,6 +185,88 @@ def test_update_removes_committed_and_drops_what_no_longer_applies() -> None:
     assert len(pool) == 0 and pool.size_bytes == 0
     # After the update the overlay is the new state: a revocation of a applies.
     pool.add(status_tx("revoke", a.id).to_bytes(), ctx(h), gossip=True)
+
+
+@pytest.fixture()
+def batch_rules(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every run of the batch-issue rules, by tx id."""
+    import ledger.state
+    runs: list[bytes] = []
+    real = ledger.state._HANDLERS["cert.issue_batch"]
+
+    def counting(*args: object) -> tuple[str, ...]:
+        runs.append(args[1].id)  # type: ignore[attr-defined]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(ledger.state._HANDLERS, "cert.issue_batch", counting)
+    return runs
+
+
+def test_update_rechecks_only_what_the_block_touched(batch_rules: list[bytes]) -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    batch = batch_tx([anchor(f"B{i}") for i in range(4)])
+    single = issue_tx(anchor("S1"))
+    for tx in (batch, single):
+        pool.add(tx.to_bytes(), ctx(h), gossip=True)
+    assert batch_rules == [batch.id]
+    # Another node's block issues S1 with another tx: it wrote S1's record, which our
+    # pending single read; nothing our batch read.
+    effects = h.commit(issue_tx(anchor("S1")))
+    _, dropped = pool.update([], ctx(h), effects.updates.keys())
+    assert dropped == {single.id: "duplicate_id"}
+    assert batch_rules == [batch.id] and batch.id in pool  # kept without its rules again
+    with pytest.raises(TxRejected) as info:  # and its effects are still in the overlay
+        pool.add(issue_tx(anchor("B2")).to_bytes(), ctx(h), gossip=True)
+    assert info.value.reason == "duplicate_id"
+    # Without the written keys, everything is re-checked, as before.
+    pool.update([], ctx(h))
+    assert batch_rules == [batch.id, batch.id]
+
+
+def test_update_rechecks_the_signer_key_at_the_new_height() -> None:
+    # A key that retires at the next height, with no write at that height: the one rule
+    # that changes without a write must still drop the tx.
+    import dataclasses
+
+    from ledger.records import issuer_key
+    h = LedgerHarness()
+    rec = h.issuer(ISSUER_A)
+    keys = tuple(dataclasses.replace(k, retired_at_height=h.height + 2) for k in rec.keys)
+    h.state[issuer_key(ISSUER_A)] = dataclasses.replace(rec, keys=keys).to_bytes()
+    pool = make(h)
+    tx = issue_tx(anchor("K1"))
+    pool.add(tx.to_bytes(), ctx(h), gossip=True)
+    effects = h.commit(issue_tx(anchor("K2")))  # at height 1 the key is still valid
+    assert issuer_key(ISSUER_A) not in effects.updates
+    _, dropped = pool.update([], ctx(h), effects.updates.keys())
+    assert dropped == {tx.id: "key_not_valid_at_height"}
+
+
+def test_txs_reading_a_removed_tx_are_rechecked() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    first = issue_tx(anchor("X1"))
+    revoke = status_tx("revoke", anchor("X1").id)
+    for tx in (first, revoke):
+        pool.add(tx.to_bytes(), ctx(h), gossip=True)
+    pool.remove([first.id])  # the proposer found it no longer applies
+    effects = h.commit()
+    _, dropped = pool.update([], ctx(h), effects.updates.keys())
+    assert dropped == {revoke.id: "unknown_certificate"}
+
+
+def test_txs_reading_a_dropped_tx_are_rechecked() -> None:
+    h = LedgerHarness()
+    pool = make(h)
+    batch = batch_tx([anchor("Y1"), anchor("Y2")])
+    revoke = status_tx("revoke", anchor("Y1").id)  # reads Y1, which only the batch wrote
+    for tx in (batch, revoke):
+        pool.add(tx.to_bytes(), ctx(h), gossip=True)
+    effects = h.commit(issue_tx(anchor("Y2")))  # voids the batch; Y1 untouched by the block
+    assert cert_key(anchor("Y1").id) not in effects.updates
+    _, dropped = pool.update([], ctx(h), effects.updates.keys())
+    assert dropped == {batch.id: "duplicate_id", revoke.id: "unknown_certificate"}
 
 
 def test_gossip_queue_holds_client_txs_only() -> None:
