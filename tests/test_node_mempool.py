@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
+import ledger.state
 import ledger.state_base
 from ledger.errors import MalformedTxError, TxRejected
-from ledger.records import cert_key
+from ledger.records import cert_key, issuer_key
 from ledger.state import BlockContext
 from ledger.tx import Transaction
 from node.errors import MempoolFull, TxTooLarge
@@ -72,11 +74,9 @@ def test_admit_dedup_and_signature_checked_once(verifications: list[bytes]) -> N
     assert verifications == [tx.id]
 
 
-def test_admission_runs_a_batch_s_rules_once(monkeypatch: pytest.MonkeyPatch,
-                                              verifications: list[bytes]) -> None:
-    # The pre-check outside the lock checks the signer and signature only; the record
-    # rules of a batch (as costly as its signature) run once, against the overlay.
-    import ledger.state
+@pytest.fixture()
+def batch_rules(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every run of the batch-issue rules, by tx id."""
     runs: list[bytes] = []
     real = ledger.state._HANDLERS["cert.issue_batch"]
 
@@ -85,11 +85,18 @@ def test_admission_runs_a_batch_s_rules_once(monkeypatch: pytest.MonkeyPatch,
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setitem(ledger.state._HANDLERS, "cert.issue_batch", counting)
+    return runs
+
+
+def test_admission_runs_a_batch_s_rules_once(batch_rules: list[bytes],
+                                              verifications: list[bytes]) -> None:
+    # The pre-check outside the lock checks the signer and signature only; the record
+    # rules of a batch (as costly as its signature) run once, against the overlay.
     h = LedgerHarness()
     pool = make(h)
     tx = batch_tx([anchor(f"R{i}") for i in range(3)])
     assert pool.add(tx.to_bytes(), ctx(h), gossip=True).added
-    assert runs == [tx.id] and verifications == [tx.id]
+    assert batch_rules == [tx.id] and verifications == [tx.id]
     # A rule failure still rejects at admission, with its reason (a pending tx issued R0).
     dup = batch_tx([anchor("R9"), anchor("R0")])
     with pytest.raises(TxRejected) as info:
@@ -187,21 +194,6 @@ def test_update_removes_committed_and_drops_what_no_longer_applies() -> None:
     pool.add(status_tx("revoke", a.id).to_bytes(), ctx(h), gossip=True)
 
 
-@pytest.fixture()
-def batch_rules(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every run of the batch-issue rules, by tx id."""
-    import ledger.state
-    runs: list[bytes] = []
-    real = ledger.state._HANDLERS["cert.issue_batch"]
-
-    def counting(*args: object) -> tuple[str, ...]:
-        runs.append(args[1].id)  # type: ignore[attr-defined]
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setitem(ledger.state._HANDLERS, "cert.issue_batch", counting)
-    return runs
-
-
 def test_update_rechecks_only_what_the_block_touched(batch_rules: list[bytes]) -> None:
     h = LedgerHarness()
     pool = make(h)
@@ -227,9 +219,6 @@ def test_update_rechecks_only_what_the_block_touched(batch_rules: list[bytes]) -
 def test_update_rechecks_the_signer_key_at_the_new_height() -> None:
     # A key that retires at the next height, with no write at that height: the one rule
     # that changes without a write must still drop the tx.
-    import dataclasses
-
-    from ledger.records import issuer_key
     h = LedgerHarness()
     rec = h.issuer(ISSUER_A)
     keys = tuple(dataclasses.replace(k, retired_at_height=h.height + 2) for k in rec.keys)
