@@ -20,6 +20,13 @@ row of that batch (and any queued behind it) is reported failed and the chain
 head is reloaded from the database, so the log on disk never has a gap.
 ``append_many`` queues several rows at once (a batch of verifications, see
 ``verifier.pipeline``), so they always go in the same transaction.
+
+The leader writes the queue as ONE multi-row ``INSERT`` (an autocommit statement is
+its own transaction), not ``BEGIN`` + ``executemany`` + ``COMMIT``: the sqlite3
+module releases the GIL around every step, reset and parameter count, about three
+times per row, and each release wakes another of the service's threads for
+nothing. Only a queue longer than ``_CHUNK`` rows takes several statements, inside
+``BEGIN IMMEDIATE`` ... ``COMMIT`` so that it still commits or fails as a whole.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -105,8 +113,16 @@ class Row:
 COLUMNS: Final = tuple(f.name for f in fields(AuditEntry))
 
 
-_INSERT: Final = (f"INSERT INTO audit ({', '.join(COLUMNS)}, prev_hash, hash) "
-                  f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
+#: Rows per INSERT statement: 11 parameters a row stays under SQLite's oldest limit of
+#: 999 parameters a statement.
+_CHUNK: Final = 90
+
+
+@lru_cache(maxsize=_CHUNK)
+def _insert(rows: int) -> str:
+    one = f"({', '.join('?' * (len(COLUMNS) + 2))})"
+    return (f"INSERT INTO audit ({', '.join(COLUMNS)}, prev_hash, hash) "
+            f"VALUES {', '.join([one] * rows)}")
 
 
 class AuditLog:
@@ -196,14 +212,19 @@ class AuditLog:
         if not batch:
             return
         why = None
+        chunks = [batch[i:i + _CHUNK] for i in range(0, len(batch), _CHUNK)]
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(_INSERT, [row for _, row in batch])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            if len(chunks) == 1:
+                self._insert(batch)
+            else:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for chunk in chunks:
+                        self._insert(chunk)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             why = str(exc)
         last = batch[-1][0]
@@ -218,6 +239,9 @@ class AuditLog:
             if why is not None:
                 self._failed = [*self._failed[-15:], (batch[0][0], last, why)]
             self._written = max(self._written, last)
+
+    def _insert(self, rows: list[tuple[int, tuple[Any, ...]]]) -> None:
+        self._db.execute(_insert(len(rows)), [v for _, row in rows for v in row])
 
     def query(self, *, department: str | None = None, since_ms: int | None = None,
               until_ms: int | None = None, certificate_id: str | None = None,
