@@ -11,11 +11,9 @@ How it works
   validator set of that height, validates the block (or reuses the validation it just did),
   then writes block, commit, records, SMT nodes, indexes and the new head in one
   ``WriteBatch(sync=True)``: after a crash the store is at a block boundary.
-* **Open refuses a damaged store** (``CorruptStoreError`` naming the height): schema version,
-  genesis, the head block (tx_root, parent hash, hash index) and its commit (verified against
-  its validator set), the head's state_root against the stored SMT root and the root node's
-  hash, and every state key the head block wrote (``m/u``): its SMT leaf must hold SM3 of its
-  stored record (a sample gets full proofs). Cost is O(head block), not O(store); older damage
+* **Open refuses a damaged store** (``CorruptStoreError`` naming the height):
+  ``ledger.chain_open`` checks the schema version, genesis, the head block and its commit,
+  and every state key the head block wrote against the SMT, in O(head block); older damage
   is found by ``ledger.audit``.
 * **Validation first, then a cached result.** ``propose_block``/``validate_block`` leave the
   SMT holding the uncommitted update (its overlay) and remember it by block hash, so the
@@ -50,23 +48,18 @@ from ledger.block import (
     decode_header_of_block,
     encode_commit,
 )
+from ledger.chain_open import KNOWN_BYTES, corrupt, open_store, stored_validators
 from ledger.commit import CommitCertificate, ValidatorSet
 from ledger.errors import (
-    CommitError,
-    CorruptStoreError,
-    GenesisError,
     InvalidBlockError,
     LedgerError,
-    SchemaVersionError,
     StorageError,
     TxRejected,
 )
 from ledger.genesis import Genesis
-from ledger.records import CERT_PREFIX, CertRecord, cert_key, validator_set_from_value
+from ledger.records import CERT_PREFIX, CertRecord, cert_key
 from ledger.smt import (
-    CACHE_ALL,
     EMPTY_ROOT,
-    SMTError,
     SMTProof,
     SparseMerkleTree,
     Writes,
@@ -77,15 +70,6 @@ from ledger.store import KVStore, WriteBatch
 from ledger.tx import Transaction
 
 _SIG_CACHE_LIMIT = 200_000
-# SMT records kept in memory by the chain's tree, read once (open, first touch) and then
-# kept: all of them, one per key (about 300 MB with 1M certificates). A LevelDB read costs
-# 6-20 us, an insert touches ~10 records and a proof ~20; proofs share this cache.
-_SMT_CACHE_DEPTH = CACHE_ALL
-# The record view's filter keeps this many leading bytes of each record's key hash: about
-# 60 bytes of memory per record; a false positive (1 in 2**64 per lookup) costs one read.
-_KNOWN_BYTES = 8
-#: Keys of the head block whose full SMT proof is checked at open (the rest: leaf values).
-_FOOTPRINT_PROOFS = 256
 
 
 class StateProof(NamedTuple):
@@ -121,20 +105,20 @@ class _RecordView:
         self.hashes: dict[bytes, bytes] = {}
 
     def set_filter(self, known: Iterable[bytes]) -> None:
-        """The leading ``_KNOWN_BYTES`` of the key hash of every record that exists."""
+        """The leading ``KNOWN_BYTES`` of the key hash of every record that exists."""
         self._known = dict.fromkeys(known)
 
     def learn(self, key_hashes: Iterable[bytes]) -> None:
         """Records under these key hashes may exist from now on (call before writing them)."""
         if self._known is not None:
-            self._known.update(dict.fromkeys(h[:_KNOWN_BYTES] for h in key_hashes))
+            self._known.update(dict.fromkeys(h[:KNOWN_BYTES] for h in key_hashes))
 
     def get(self, key: bytes, /) -> bytes | None:
         h = self.hashes[key] = sm3(key)
         # Most lookups while applying blocks are for new certificate ids; a LevelDB miss
         # costs 6-20 us (memtable, level-0 files, levels), a filter lookup well under one.
         known = self._known
-        if known is not None and h[:_KNOWN_BYTES] not in known:
+        if known is not None and h[:KNOWN_BYTES] not in known:
             return None
         return self._get(schema.RECORD_PREFIX + h)
 
@@ -154,13 +138,6 @@ def _encode_validators(vs: ValidatorSet) -> bytes:
     return canonical.encode(vs.to_value())
 
 
-def _corrupt(height: int, what: str) -> CorruptStoreError:
-    return CorruptStoreError(
-        f"store is corrupt at height {height}: {what}; it will not be served — restore the "
-        "data directory from a backup or re-sync it, and run `certledger audit` on the damaged "
-        "copy for details", height=height)
-
-
 class Chain:
     """Open with ``Chain.open(store)`` (checks integrity) or ``Chain.create(store, genesis)``."""
 
@@ -174,14 +151,12 @@ class Chain:
         #: tx id -> that tx already decoded (the node's mempool), or None: blocks then
         #: reuse it instead of parsing their txs again.
         self.known_txs: Callable[[bytes], Transaction | None] | None = None
-        self._head_height = 0
-        try:
-            self._load_and_check()
-        except CorruptStoreError as exc:
-            if exc.height is not None:
-                raise
-            # An unreadable table (LevelDB checksum) found while checking the head.
-            raise _corrupt(self._head_height, str(exc)) from exc
+        opened = open_store(store)  # refuses a damaged store (ledger.chain_open)
+        self._genesis, self._head_height, self._root = opened.genesis, opened.head, opened.root
+        self._tree = opened.tree
+        self._view.set_filter(opened.known)
+        self._head_header: BlockHeader | None = opened.header
+        self._head_commit: CommitCertificate | None = opened.commit
 
     # ------------------------------------------------------------------ open / create
 
@@ -228,131 +203,6 @@ class Chain:
                 f"the data directory holds chain {chain.genesis.chain_id!r} from another genesis "
                 f"({chain.genesis.hash.hex()[:16]}…, configured {genesis.hash.hex()[:16]}…)")
         return chain
-
-    def _meta(self, key: bytes, what: str, height: int = 0) -> bytes:
-        value = self._store.get(key)
-        if value is None:
-            raise _corrupt(height, f"{what} ({key!r}) is missing")
-        return value
-
-    def _load_and_check(self) -> None:
-        store = self._store
-        version = store.get(schema.meta_schema_version())
-        if version is None:
-            if next(iter(store.iterate()), None) is None:
-                raise StorageError("the store is empty: create it from a genesis first")
-            raise _corrupt(0, "the schema version key is missing")
-        if version != schema.encode_height(schema.SCHEMA_VERSION):
-            raise SchemaVersionError(
-                f"store schema version {int.from_bytes(version, 'big')} is not "
-                f"{schema.SCHEMA_VERSION}: use the certledger release that wrote it, or re-sync")
-        try:
-            self._genesis = Genesis.loads(self._meta(schema.meta_genesis(), "genesis").decode())
-        except (GenesisError, UnicodeDecodeError) as exc:
-            raise _corrupt(0, f"stored genesis does not load: {exc}") from exc
-        try:
-            head = schema.decode_height(self._meta(schema.meta_head_height(), "head height"))
-        except ValueError as exc:
-            raise _corrupt(0, f"the head height is malformed: {exc}") from exc
-        root = self._meta(schema.meta_smt_root(), "SMT root", head)
-        self._tree = SparseMerkleTree(store.get, schema.smt_node, root,
-                                      cache_depth=_SMT_CACHE_DEPTH)
-        # One pass over the SMT records fills the tree's cache and names every state key
-        # (records and SMT leaves are written in the same batch; the footprint check below
-        # compares them for the head block, reading through this cache).
-        self._view.set_filter(self._tree.preload(store.iterate(schema.SMT_PREFIX), _KNOWN_BYTES))
-        self._head_height = head
-        self._root = root
-        self._head_header: BlockHeader | None = None
-        self._head_commit: CommitCertificate | None = None
-        if head == 0:
-            if root != self._meta(schema.meta_genesis_state_root(), "genesis state root"):
-                raise _corrupt(0, "the SMT root differs from the genesis state root")
-        else:
-            self._check_head(head, root)
-        if store.get(schema.block(head + 1)) is not None:
-            raise _corrupt(head + 1, f"a block is stored above the head height {head}")
-        self._check_footprint(head, root)
-
-    def _check_head(self, head: int, root: bytes) -> None:
-        try:
-            block = Block.decode(self._meta(schema.block(head), "head block", head))
-            commit = decode_commit(self._meta(schema.commit(head), "head commit", head))
-        except InvalidBlockError as exc:
-            raise _corrupt(head, str(exc)) from exc
-        hdr = block.header
-        if hdr.height != head or hdr.chain_id != self._genesis.chain_id:
-            raise _corrupt(head, f"the stored head block is block {hdr.height} of {hdr.chain_id}")
-        if block.computed_tx_root() != hdr.tx_root:
-            raise _corrupt(head, "the head block's transactions do not match its tx_root")
-        if hdr.state_root != root:
-            raise _corrupt(head, f"head state_root {hdr.state_root.hex()} differs from the "
-                                 f"stored SMT root {root.hex()}")
-        if self._store.get(schema.block_hash(hdr.hash)) != schema.encode_height(head):
-            raise _corrupt(head, "the block-hash index does not point at the head block")
-        if head == 1:
-            prev = self._genesis.hash
-        else:
-            try:
-                prev = decode_header_of_block(
-                    self._meta(schema.block(head - 1), "block", head - 1)).hash
-            except InvalidBlockError as exc:
-                raise _corrupt(head - 1, str(exc)) from exc
-        if hdr.prev_hash != prev:
-            raise _corrupt(head, "the head block's prev_hash is not the hash of its parent")
-        try:
-            commit.verify(self._genesis.chain_id, self._stored_validators(hdr.validators_hash,
-                                                                          head),
-                          height=head, block_hash=hdr.hash)
-        except CommitError as exc:
-            raise _corrupt(head, f"head commit does not verify: {exc}") from exc
-        self._head_header, self._head_commit = hdr, commit
-
-    def _check_footprint(self, head: int, root: bytes) -> None:
-        """Check the state the head block wrote (``m/u``) against the SMT.
-
-        Every key's leaf must hold SM3 of its stored record (a missing record, a missing SMT
-        node on its path or a changed record fails); a sample of keys also gets a full proof
-        checked against the root, which re-hashes their whole paths. The root node is
-        re-hashed first. Walking paths without hashing keeps a 5,000-record head block at a
-        fraction of a second.
-        """
-        data = self._meta(schema.meta_head_footprint(), "head footprint", head)
-        if len(data) % 32:
-            raise _corrupt(head, "the head footprint is not a list of 32-byte keys")
-        get = self._store.get
-        # Nodes come from the chain tree's cache, which holds every stored node by now.
-        tree = SparseMerkleTree(self._tree.get_committed, schema.smt_node, root, cache_depth=-1)
-        try:
-            tree.check_root()
-        except SMTError as exc:
-            raise _corrupt(head, f"SMT root node: {exc}") from exc
-        keys = [data[i : i + 32] for i in range(0, len(data), 32)]
-        step = max(1, len(keys) // _FOOTPRINT_PROOFS)
-        for i, kh in enumerate(keys):
-            rec = get(schema.record(kh))
-            value = None if rec is None else sm3(rec)
-            try:
-                if i % step == 0:
-                    verify_proof(root, kh, value, tree.prove(kh))
-                elif tree.get_value(kh) != value:
-                    raise SMTError("its leaf does not hold the hash of the stored record")
-            except SMTError as exc:
-                state = "missing" if rec is None else "present"
-                raise _corrupt(head, f"state key {kh.hex()} (record {state}) does not match "
-                                     f"the state root: {exc}") from exc
-
-    def _stored_validators(self, set_hash: bytes, height: int) -> ValidatorSet:
-        data = self._store.get(schema.validators(set_hash))
-        if data is None:
-            raise _corrupt(height, f"validator set {set_hash.hex()[:16]}… is not stored")
-        try:
-            vs = validator_set_from_value(canonical.decode(data))
-        except Exception as exc:  # decode or set errors: either way the entry is damaged
-            raise _corrupt(height, f"validator set {set_hash.hex()[:16]}… is unreadable") from exc
-        if vs.hash != set_hash:
-            raise _corrupt(height, f"validator set {set_hash.hex()[:16]}… has another hash")
-        return vs
 
     # ------------------------------------------------------------------ head and queries
 
@@ -464,8 +314,8 @@ class Chain:
             if 1 <= height <= head:
                 header = self.header(height)
                 if header is None:
-                    raise _corrupt(height, "block is missing")
-                return self._stored_validators(header.validators_hash, height)
+                    raise corrupt(height, "block is missing")
+                return stored_validators(self._store, header.validators_hash, height)
             if head < height <= head + 2:
                 return validators_at(self._view, height)
             raise LedgerError(f"no validator set for height {height} (head is {head})")
@@ -667,7 +517,7 @@ def block_sequence(chain: Chain, start: int = 1, end: int | None = None
     for h in range(max(start, 1), last + 1):
         block, commit = chain.block(h), chain.commit(h)
         if block is None or commit is None:
-            raise _corrupt(h, "block or commit is missing")
+            raise corrupt(h, "block or commit is missing")
         yield block, commit
 
 
