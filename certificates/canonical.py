@@ -41,8 +41,50 @@ DOMAIN_ENVELOPE = "certledger/envelope/v1"
 DOMAIN_REQUEST = "certledger/request/v1"
 
 
-def normalize(value: Any, _path: str = "$") -> Any:
+class _Slow(Exception):
+    """Off the fast path: normalise the whole value the general way."""
+
+
+def normalize(value: Any) -> Any:
     """Return the canonical Python form of ``value`` or raise EncodingError."""
+    try:
+        return _fast(value)
+    except _Slow:
+        return _normalize(value, "$")
+
+
+def _fast(v: Any) -> Any:
+    # Values made of exact built-in types with ASCII map keys - what decoded msgpack and
+    # our own records hold - normalise without building an error path per element (a
+    # verification normalises a few hundred). An ASCII string is already NFC, and for
+    # ASCII keys string order is UTF-8 byte order. Anything else, or anything wrong,
+    # goes to _normalize, which gives the same result or names the bad element.
+    t = type(v)
+    if t is str:
+        return v if v.isascii() else unicodedata.normalize("NFC", v)
+    if t is bytes or v is None or t is bool:
+        return v
+    if t is int:
+        if INT_MIN <= v <= INT_MAX:
+            return v
+        raise _Slow
+    if t is list or t is tuple:
+        return [_fast(x) for x in v]
+    if t is dict:
+        items = {}
+        for k, x in v.items():
+            if type(k) is not str or not k.isascii():
+                raise _Slow
+            items[k] = _fast(x)
+        return dict(sorted(items.items(), key=_first))
+    raise _Slow
+
+
+def _first(kv: tuple[str, Any]) -> str:
+    return kv[0]
+
+
+def _normalize(value: Any, _path: str) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -54,7 +96,7 @@ def normalize(value: Any, _path: str = "$") -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, list | tuple):
-        return [normalize(v, f"{_path}[{i}]") for i, v in enumerate(value)]
+        return [_normalize(v, f"{_path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         items: dict[str, Any] = {}
         for k, v in value.items():
@@ -63,7 +105,7 @@ def normalize(value: Any, _path: str = "$") -> Any:
             nk = unicodedata.normalize("NFC", k)
             if nk in items:
                 raise EncodingError(f"{_path}: duplicate map key {nk!r} after NFC normalisation")
-            items[nk] = normalize(v, f"{_path}.{nk}")
+            items[nk] = _normalize(v, f"{_path}.{nk}")
         return dict(sorted(items.items(), key=lambda kv: kv[0].encode("utf-8")))
     raise EncodingError(f"{_path}: type {type(value).__name__} has no canonical encoding")
 

@@ -117,6 +117,57 @@ def test_map_order_does_not_matter(d: dict[str, int]) -> None:
         assert "duplicate" in str(exc)
 
 
+# Everything normalize meets: exact and non-exact types, out-of-range and unencodable
+# values, NFD text and keys that collide after NFC, tuples, bytearrays.
+awkward = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**65) | st.text(max_size=6)
+    | st.sampled_from(["e\u0301", "\u00e9", "\ud800", "张三"]) | st.binary(max_size=4)
+    | st.binary(max_size=4).map(bytearray) | st.floats(allow_nan=False) | st.just({1}),
+    lambda children: st.lists(children, max_size=4) | st.lists(children, max_size=3).map(tuple)
+    | st.dictionaries(st.text(max_size=4) | st.sampled_from(["e\u0301", "\u00e9"]),
+                      children, max_size=4)
+    | st.dictionaries(st.integers(0, 3), children, max_size=2),
+    max_leaves=12,
+)
+
+
+def _outcome(f: object, value: object) -> tuple[str, object]:
+    try:
+        out = f(value)  # type: ignore[operator]
+    except EncodingError as exc:
+        return "error", str(exc)
+    except ValueError as exc:  # a lone surrogate in a map key: both raise it
+        return "value-error", type(exc).__name__
+    return "ok", (out, msgpack.packb(out, use_bin_type=True) if _packable(out) else None)
+
+
+def _packable(value: object) -> bool:
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+# ... and what it meets most: exact built-in types, ASCII map keys (the fast path).
+ascii_text = st.text(st.characters(max_codepoint=127), max_size=6)
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=6)
+    | st.binary(max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.lists(children, max_size=3).map(tuple)
+    | st.dictionaries(ascii_text, children, max_size=5),
+    max_leaves=12,
+)
+
+
+@given(awkward | plain)
+def test_the_fast_normalisation_equals_the_general_one(value: object) -> None:
+    # normalize takes a fast path for exact built-in types; it must give exactly what
+    # the general path gives, value and encoding, or the same error.
+    assert _outcome(canonical.normalize, value) == _outcome(
+        lambda v: canonical._normalize(v, "$"), value)
+
+
 def test_nfc_normalisation() -> None:
     nfd = "e\u0301"  # e + combining acute
     assert canonical.encode({"name": nfd}) == canonical.encode({"name": "\u00e9"})
