@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, KeysView, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -148,6 +149,9 @@ class Chain:
         self._view = _RecordView(store)
         self._sig_cache: dict[bytes, bool] = {} if sig_cache is None else sig_cache
         self._pending: _Prepared | None = None
+        # Runs each block's synced write while this thread refreshes the SMT's record cache:
+        # LevelDB releases the GIL for the write and the fsync, ~20% of a block's apply time.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="chain-write")
         #: tx id -> that tx already decoded (the node's mempool), or None: blocks then
         #: reuse it instead of parsing their txs again.
         self.known_txs: Callable[[bytes], Transaction | None] | None = None
@@ -461,13 +465,16 @@ class Chain:
             batch = self._batch(block, commit, staged)
             # Before the write: the filter may over-report (harmless), never under-report.
             self._view.learn(staged.key_hashes.values())
-            try:
-                self._store.write(batch, sync=True)
-            except BaseException:
-                self._rollback()
-                raise
+            written = self._writer.submit(self._store.write, batch, True)
+            # While the write runs, move the tree's overlay into its cache; undone below if
+            # the write fails, so nothing is served that the store did not get.
             self._tree.commit()
             self._pending = None
+            try:
+                written.result()
+            except BaseException:
+                self._tree.revert_commit(self._root)
+                raise
             self._head_height, self._head_header, self._head_commit = height, block.header, commit
             self._root = staged.root
             return staged.effects.updates.keys()
@@ -507,6 +514,7 @@ class Chain:
     def close(self) -> None:
         with self._lock:
             self._rollback()
+            self._writer.shutdown()
             self._store.close()
 
 

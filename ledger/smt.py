@@ -217,6 +217,16 @@ class SparseMerkleTree:
         self._deleted = []
         self._committed_root = self._root
 
+    def revert_commit(self, root: bytes) -> None:
+        """The writes ``commit`` took as persisted were not: go back to ``root``, the root
+        persisted before them. The cache may hold their records, so it is dropped whole and
+        refills from ``get`` (slower until then, never wrong)."""
+        _check_value(root, "root")
+        self._cache.clear()
+        self._overlay = {}
+        self._deleted = []
+        self._root = self._committed_root = root
+
     def rollback(self) -> None:
         """Forget the updates since the last commit (their writes were not persisted)."""
         self._overlay = {}
