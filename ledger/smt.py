@@ -25,16 +25,10 @@ Only branches are stored, one record each, keyed by the *position* of the top of
 that leads to them (just below the parent branch; the root's record is at depth 0). Chain
 nodes are not stored; their hashes are recomputed when something below them changes. A
 record holds the hashes of both children and a leaf child's key and value, so a path costs
-one read per branch and a proof needs no hashing::
+one read per branch and a proof needs no hashing (the layout is in ``ledger.smt_records``).
 
-    branch record  0x01 | left hash | right hash | flags | d | prefix | [left kv] [right kv]
-        flags bit0/bit1: the left/right child is a leaf, its key || value (64) follows;
-        d: the depth of the branch (<= 255); prefix: its first d bits, right-aligned, in
-        ceil(d/8) bytes. The first 65 bytes are the branch's hash input.
-    leaf record    key || value (64 bytes; only at the root of a one-key tree)
-
-A position's id is its heap index, ``2**t + (its t leading bits)``, in big-endian bytes
-(``01`` for the root); the caller's ``node_key`` maps ids to storage keys. Keying by
+A position's id is its heap index in big-endian bytes; the caller's ``node_key`` maps ids to
+storage keys. Keying by
 position lets the latest version overwrite in place, with a delete when a branch disappears
 or moves, so storage stays O(number of keys): one record per branch (n - 1 for n keys), about
 140 bytes per key with 1M keys, node keys included. No history is kept. ``check_root``
@@ -54,21 +48,17 @@ refreshed by ``commit``; ``get_committed`` reads committed records through
 that cache for a read-only tree (proofs while a block is staged). The tree object must be the
 only writer of its nodes. It is not thread-safe.
 
-The batch update sorts the keys and recurses down once, splitting the sorted run by the bit at
-each branch, so every touched branch is read, rewritten and hashed once per batch. Below the
-point where a key is alone in its batch a loop takes over (``insert_one``): most of the work.
+The batch update itself (``ledger.smt_update``) sorts the keys and recurses down once, so
+every touched branch is read, rewritten and hashed once per batch.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable, ItemsView, Iterable, Mapping
-from functools import partial
+from collections.abc import Iterable, Mapping
 
 from certificates.hashing import sm3
 from ledger.smt_proof import (
     _LEAF,
-    _NODE,
     _Z,
     EMPTY_ROOT,
     ProofError,
@@ -79,6 +69,19 @@ from ledger.smt_proof import (
     _key_int,
     verify_proof,
 )
+from ledger.smt_records import (
+    _ID_BYTES,
+    _NBYTES,
+    _ROOT_ID,
+    Get,
+    NodeKey,
+    Writes,
+    _chain,
+    _decode,
+    _node_id,
+    _record_hash,
+)
+from ledger.smt_update import batch_update
 
 __all__ = [
     "CACHE_ALL",
@@ -94,78 +97,10 @@ __all__ = [
 
 #: ``cache_depth`` that keeps every record in memory (no branch is deeper than 255).
 CACHE_ALL = 256
-_NBYTES = tuple((t + 7) >> 3 for t in range(257))
-_ID_BYTES = tuple((t >> 3) + 1 for t in range(256))
-_MARK = 1 << 256
-_FLAGS_DEPTH = tuple(tuple(bytes((f, d)) for d in range(256)) for f in range(4))
-_ROOT_ID = b"\x01"
-_BIG_INT = partial(int.from_bytes, byteorder="big")
-
-Get = Callable[[bytes], bytes | None]
-NodeKey = Callable[[bytes], bytes]
-Write = tuple[bytes, bytes | None]
-#: An update's writes, each storage key once (None = delete): a view of an overlay dict
-#: that the tree never changes afterwards.
-Writes = ItemsView[bytes, bytes | None]
-# A subtree during an update: (hash at its top, key||value if a leaf, its record if a branch
-# whose record is at hand); None when empty. A branch record moving down to a new position
-# has no hash yet there: b"".
-_Sub = tuple[bytes, bytes | None, bytes | None] | None
-
-
-def _chain(h: bytes, bits: int, d: int, t: int) -> bytes:
-    """Hash at depth ``t`` above the node of hash ``h`` at depth ``d`` (position ``bits``),
-    through the chain nodes in between, whose other child is empty."""
-    for i in range(d - t):
-        h = sm3(_NODE + _Z + h) if (bits >> i) & 1 else sm3(_NODE + h + _Z)
-    return h
 
 
 def _no_hit(skey: bytes) -> None:
     return None
-
-
-def _node_id(t: int, bits: int) -> bytes:
-    """Id of the position at depth ``t`` whose leading bits are ``bits``: its heap index."""
-    return ((1 << t) | bits).to_bytes(_ID_BYTES[t], "big")
-
-
-def _make(d: int, prefix: int, lh: bytes, rh: bytes, lkv: bytes | None, rkv: bytes | None) -> bytes:
-    """A branch record (see the module header)."""
-    flags = (lkv is not None) | (rkv is not None) << 1
-    return b"".join(
-        (
-            _NODE,
-            lh,
-            rh,
-            _FLAGS_DEPTH[flags][d],
-            prefix.to_bytes(_NBYTES[d], "big"),
-            lkv or b"",
-            rkv or b"",
-        )
-    )
-
-
-_Branch = tuple[int, int, bytes, bytes, bytes | None, bytes | None]
-
-
-def _decode(rec: bytes) -> _Branch:
-    """(depth, prefix, left hash, right hash, left kv, right kv) of a branch record."""
-    if len(rec) < 67 or rec[0] != 1 or rec[65] > 3:
-        raise SMTError(f"corrupt SMT branch record ({len(rec)} bytes)")
-    f, d = rec[65], rec[66]
-    p = 67 + _NBYTES[d]
-    if len(rec) != p + 64 * ((f & 1) + (f >> 1)):
-        raise SMTError(f"corrupt SMT branch record ({len(rec)} bytes, flags {f}, depth {d})")
-    lkv = rec[p : p + 64] if f & 1 else None
-    rkv = rec[-64:] if f & 2 else None
-    return d, int.from_bytes(rec[67:p], "big"), rec[1:33], rec[33:65], lkv, rkv
-
-
-def _record_hash(rec: bytes, t: int) -> bytes:
-    """Hash at depth ``t`` (the top of its edge, t <= d) of the subtree a branch record holds."""
-    d = rec[66]
-    return _chain(sm3(rec[:65]), int.from_bytes(rec[67 : 67 + _NBYTES[d]], "big"), d, t)
 
 
 class SparseMerkleTree:
@@ -420,269 +355,17 @@ class SparseMerkleTree:
                     _check_value(val, f"value for key {key.hex()}")
         if not keys:
             return self._root, {}.items()
-        ks = list(map(_BIG_INT, keys))
-        # Both dicts are keyed by storage key: node_key runs once per position touched.
-        writes: dict[bytes, bytes | None] = {}
-        deleted = self._deleted
-        overlay, get, node_key = self._overlay, self._get, self._node_key
+        overlay, get = self._overlay, self._get
         # After a commit the overlay is empty: read the store directly (the common case).
         read: Get = (
             get if not overlay else lambda skey: overlay[skey] if skey in overlay else get(skey)
         )
-        fetch, cache_depth = self._fetch, self._cache_depth
         # A cache hit is only valid when no pending write can shadow it.
         hit: Get = self._cache.get if not overlay else _no_hit
-
-        def load(skey: bytes, t: int) -> bytes:
-            rec = read(skey) if t > cache_depth else hit(skey) or fetch(skey, t)
-            if rec is None:
-                raise self._missing(skey)
-            return rec
-
-        def insert_one(t: int, mh: bytes, mkv: bytes | None, i: int, v: bytes) -> _Sub:
-            # Hot path: insert or update key i in the subtree at depth t, a leaf (mkv is its
-            # key||value, mh its hash) or a stored branch (mkv None). Walk down recording each
-            # branch and which hash in it to replace, then splice the new hashes in upwards.
-            k = ks[i]
-            mk = k | _MARK  # its prefixes are the heap indexes of its path's positions
-            kv = keys[i] + v
-            stack = []
-            okv: bytes | None = None
-            while mkv is None:
-                tkey = node_key((mk >> (256 - t)).to_bytes(_ID_BYTES[t], "big"))
-                node = read(tkey) if t > cache_depth else hit(tkey) or fetch(tkey, t)
-                if node is None:
-                    raise self._missing(tkey)
-                d = node[66]
-                chain = 0
-                if d > t:
-                    x = (k >> (256 - d)) ^ int.from_bytes(node[67 : 67 + _NBYTES[d]], "big")
-                    if x:
-                        # The key leaves the chain above this branch at depth e: a new branch
-                        # there gets the key's leaf and, one level down, this branch.
-                        e = d - x.bit_length()
-                        writes[node_key(_node_id(e + 1, (k >> (255 - e)) ^ 1))] = node
-                        oh = _record_hash(node, e + 1)
-                        break
-                    chain = t + 1
-                if (k >> (255 - d)) & 1:
-                    stack.append((tkey, node, 33, chain))
-                    if node[65] & 2:
-                        mh, mkv = node[33:65], node[-64:]
-                else:
-                    stack.append((tkey, node, 1, chain))
-                    if node[65] & 1:
-                        p = 67 + _NBYTES[d]
-                        mh, mkv = node[1:33], node[p : p + 64]
-                t = d + 1
-            else:
-                if mkv[:32] == kv[:32]:
-                    e = -1  # same key: the leaf is replaced where it is
-                else:
-                    # Another key's leaf: both go under a new branch at depth e.
-                    e = 256 - (int.from_bytes(mkv[:32], "big") ^ k).bit_length()
-                    tkey = node_key((mk >> (256 - t)).to_bytes(_ID_BYTES[t], "big"))
-                    oh, okv = mh, mkv
-            h = sm3(_LEAF + kv)
-            hkv: bytes | None = kv
-            rec: bytes | None = None
-            if e >= 0:
-                if (k >> (255 - e)) & 1:
-                    rec = _make(e, k >> (256 - e), oh, h, okv, kv)
-                else:
-                    rec = _make(e, k >> (256 - e), h, oh, kv, okv)
-                h = sm3(rec[:65])
-                if e > t:
-                    h = _chain(h, k >> (256 - e), e, t)
-                writes[tkey] = rec
-                hkv = None
-            if mkv is not None and stack:
-                # The parent held a leaf here: its flags and key||value change too.
-                tkey, node, a, chain = stack.pop()
-                f, d = node[65], node[66]
-                tail = b"" if hkv is None else hkv
-                if a == 33:  # the right child's key||value is the record's last 64 bytes
-                    flags = _FLAGS_DEPTH[(f & 1) | (hkv is not None) << 1][d]
-                    rec = node[:33] + h + flags + node[67:-64] + tail
-                else:
-                    p = 67 + _NBYTES[d]
-                    flags = _FLAGS_DEPTH[(f & 2) | (hkv is not None)][d]
-                    rec = node[:1] + h + node[33:65] + flags + node[67:p] + tail + node[p + 64 :]
-                h = sm3(rec[:65])
-                if chain:
-                    h = _chain(h, k >> (256 - d), d, chain - 1)
-                writes[tkey] = rec
-                hkv = None
-            for tkey, node, a, chain in reversed(stack):
-                rec = node[:a] + h + node[a + 32 :]
-                h = sm3(rec[:65])
-                if chain:
-                    d = node[66]
-                    h = _chain(h, k >> (256 - d), d, chain - 1)
-                writes[tkey] = rec
-            return h, hkv, rec
-
-        def side(s: int, pos: int, sub: _Sub, lo: int, hi: int) -> _Sub:
-            # The child at depth s + 1 (position ``pos``) given what is there now: empty, a
-            # leaf, a stored branch (hash only) or a branch record moving down to it.
-            if sub is None:  # nothing there yet; never without keys (they differ at bit s)
-                if lo + 1 == hi:
-                    v = vals[lo]
-                    if v is None:
-                        return None
-                    kv = keys[lo] + v
-                    return sm3(_LEAF + kv), kv, None
-                return general(s + 1, None, None, lo, hi)
-            h, hkv, rec = sub
-            if rec is not None:  # moved down: store it at its new position
-                if lo < hi:
-                    return apply(s + 1, rec, None, lo, hi)
-                writes[node_key(_node_id(s + 1, pos))] = rec
-                return _record_hash(rec, s + 1), None, rec
-            return sub if lo == hi else child(s, pos, h, hkv, lo, hi)
-
-        def child(s: int, pos: int, h: bytes, kv: bytes | None, lo: int, hi: int) -> _Sub:
-            # Items [lo, hi) into the child at depth s + 1, a leaf (kv) or a stored branch.
-            if lo + 1 == hi:
-                v = vals[lo]
-                if v is not None:
-                    return insert_one(s + 1, h, kv, lo, v)
-            if kv is not None:
-                return general(s + 1, kv, None, lo, hi)
-            skey = node_key(_node_id(s + 1, pos))
-            return apply(s + 1, load(skey, s + 1), skey, lo, hi)
-
-        def apply(t: int, node: bytes, skey: bytes | None, lo: int, hi: int) -> _Sub:
-            # The subtree at depth t after items [lo, hi), given the branch record there
-            # (stored here under skey, or moving down).
-            kl = ks[lo]
-            d = node[66]
-            p = 67 + _NBYTES[d]
-            if d > t:  # a chain above the branch: do all keys stay on it?
-                prefix = int.from_bytes(node[67:p], "big")
-                if ((kl >> (256 - d)) ^ prefix) | ((ks[hi - 1] >> (256 - d)) ^ prefix):
-                    return general(t, node, skey, lo, hi)
-            else:
-                prefix = kl >> (256 - d)
-            # All keys are under this branch: split them by bit d.
-            f = node[65]
-            mid = bisect_left(ks, ((prefix << 1) | 1) << (255 - d), lo, hi)
-            lkv = node[p : p + 64] if f & 1 else None
-            rkv = node[-64:] if f & 2 else None
-            if mid > lo:
-                r0 = child(d, prefix << 1, node[1:33], lkv, lo, mid)
-            else:
-                r0 = node[1:33], lkv, None
-            if mid < hi:
-                r1 = child(d, (prefix << 1) | 1, node[33:65], rkv, mid, hi)
-            else:
-                r1 = node[33:65], rkv, None
-            if r0 is None or r1 is None:  # a delete emptied a side
-                return join(t, d, prefix, skey, r0, r1)
-            h0, kv0, _ = r0
-            h1, kv1, _ = r1
-            if kv0 is None and kv1 is None and not f:  # two branches before and after
-                rec = _NODE + h0 + h1 + node[65:]
-            else:
-                flags = _FLAGS_DEPTH[(kv0 is not None) | (kv1 is not None) << 1][d]
-                parts = (_NODE, h0, h1, flags, node[67:p], kv0 or b"", kv1 or b"")
-                rec = b"".join(parts)
-            h = sm3(rec[:65])
-            if d > t:
-                h = _chain(h, prefix, d, t)
-            if skey is None:
-                skey = node_key(_node_id(t, prefix >> (d - t)))
-            writes[skey] = rec
-            return h, None, rec
-
-        def general(t: int, node: bytes | None, skey: bytes | None, lo: int, hi: int) -> _Sub:
-            # Like apply() where there is no branch (empty, a leaf) or some keys leave its chain.
-            kl, kh = ks[lo], ks[hi - 1]
-            sub0: _Sub = None
-            sub1: _Sub = None
-            if node is None or len(node) == 64:
-                kk = kl if node is None else int.from_bytes(node[:32], "big")
-                if lo + 1 == hi and kl == kk:
-                    v = vals[lo]
-                    if v is None:
-                        return None
-                    kv = keys[lo] + v
-                    return sm3(_LEAF + kv), kv, None
-                s = 256 - ((kl ^ kk) | (kh ^ kk)).bit_length()
-                if node is not None:
-                    leaf: _Sub = sm3(_LEAF + node), node, None
-                    if (kk >> (255 - s)) & 1:
-                        sub1 = leaf
-                    else:
-                        sub0 = leaf
-            else:
-                # apply() found keys leaving the chain above this branch, the first at depth
-                # s: the branch moves down a level under a new branch at s.
-                d = node[66]
-                prefix = int.from_bytes(node[67 : 67 + _NBYTES[d]], "big")
-                x = ((kl >> (256 - d)) ^ prefix) | ((kh >> (256 - d)) ^ prefix)
-                s = d - x.bit_length()
-                if (prefix >> (d - 1 - s)) & 1:
-                    sub1 = b"", None, node
-                else:
-                    sub0 = b"", None, node
-            cp = kl >> (256 - s)
-            if lo + 1 == hi:
-                mid = lo if (kl >> (255 - s)) & 1 else hi
-            else:
-                mid = bisect_left(ks, ((cp << 1) | 1) << (255 - s), lo, hi)
-            r0 = side(s, cp << 1, sub0, lo, mid)
-            r1 = side(s, (cp << 1) | 1, sub1, mid, hi)
-            return join(t, s, cp, skey, r0, r1)
-
-        def join(t: int, s: int, cp: int, skey: bytes | None, r0: _Sub, r1: _Sub) -> _Sub:
-            # The subtree at depth t made of the new children r0, r1 of a branch at depth s.
-            tkey = skey if skey is not None else node_key(_node_id(t, cp >> (s - t)))
-            if r0 is None or r1 is None:
-                # At most one side left: it rises to depth t; a leaf as it is, a branch's
-                # record moves up to this position.
-                if skey is not None:
-                    writes[skey] = None
-                    deleted.append(skey)
-                r = r1 if r0 is None else r0
-                if r is None or r[1] is not None:
-                    return r
-                h, _, rec = r
-                pos = (cp << 1) | (r0 is None)
-                ckey = node_key(_node_id(s + 1, pos))
-                if rec is None:
-                    rec = load(ckey, s + 1)
-                writes[ckey] = None
-                deleted.append(ckey)
-                writes[tkey] = rec
-                return _chain(h, pos, s + 1, t), None, rec
-            h0, kv0, _ = r0
-            h1, kv1, _ = r1
-            rec = _make(s, cp, h0, h1, kv0, kv1)
-            h = sm3(rec[:65])
-            if s > t:
-                h = _chain(h, cp, s, t)
-            writes[tkey] = rec
-            return h, None, rec
-
-        root_key = node_key(_ROOT_ID)
-        try:
-            old = self._root_record()
-            if old is not None and len(old) != 64:
-                res = apply(0, old, root_key, 0, len(ks))
-            else:
-                res = general(0, old, None, 0, len(ks))
-        except (IndexError, ValueError, OverflowError) as exc:  # only a corrupt record gets here
-            raise SMTError(f"corrupt SMT node in storage: {exc}") from exc
-        if res is None:
-            new_root = EMPTY_ROOT
-            if old is not None:
-                writes[root_key] = None
-                deleted.append(root_key)
-        else:
-            new_root, kv, _ = res
-            if kv is not None:
-                writes[root_key] = kv
+        new_root, writes = batch_update(
+            keys, vals, self._root_record(), node_key=self._node_key, read=read, hit=hit,
+            fetch=self._fetch, cache_depth=self._cache_depth, missing=self._missing,
+            deleted=self._deleted)
         # A new overlay dict when one is pending: the earlier update's writes (a view of
         # its dict) must not change under its caller.
         self._overlay = overlay | writes if overlay else writes
