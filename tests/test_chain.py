@@ -332,16 +332,19 @@ def test_other_round_replaces_a_staged_block(chain: Chain) -> None:
     assert Chain.open(chain.store).state_root == second.header.state_root
 
 
+class FailingStore(MemoryStore):
+    """A memory store whose writes fail while ``fail`` is set (a full or broken disk)."""
+
+    fail = False
+
+    def write(self, batch: WriteBatch, sync: bool = True) -> None:
+        if self.fail:
+            raise StorageError("disk full")
+        super().write(batch, sync)
+
+
 def test_failed_write_leaves_the_chain_at_its_head(chain: Chain) -> None:
-    class Failing(MemoryStore):
-        fail = False
-
-        def write(self, batch: WriteBatch, sync: bool = True) -> None:
-            if self.fail:
-                raise StorageError("disk full")
-            super().write(batch, sync)
-
-    store = Failing()
+    store = FailingStore()
     c = Chain.create(store, make_genesis())
     grow(c, 1)
     root = c.state_root
@@ -359,15 +362,7 @@ def test_failed_write_leaves_the_chain_at_its_head(chain: Chain) -> None:
 def test_a_failed_write_leaves_no_lost_record_in_the_tree(chain: Chain) -> None:
     # The SMT's cache takes a block's records while the block's write runs: a failed write
     # must not leave them there, or the next block is applied to state the store never had.
-    class Failing(MemoryStore):
-        fail = False
-
-        def write(self, batch: WriteBatch, sync: bool = True) -> None:
-            if self.fail:
-                raise StorageError("disk full")
-            super().write(batch, sync)
-
-    store = Failing()
+    store = FailingStore()
     c = Chain.create(store, make_genesis())
     grow(c, 1)
     other = twin(c)
