@@ -13,11 +13,15 @@ the chain never re-encodes a transaction and ids cannot drift.
 * Decoding is strict: only canonical bytes (``certificates.canonical.decode``), exactly the
   expected fields, the right types and lengths; anything else is ``BlockDecodeError``
   naming the field. The stored form of a block is the same canonical encoding.
+* A block of a few 1 MB batch txs is costly to hash and to copy, so nothing is done twice:
+  a decoded block keeps its bytes (canonical, so they *are* its encoding) and ``encode``
+  returns them; ``decode`` takes the ids of txs the caller already hashed (``known_id``:
+  the mempool's, looked up by the raw bytes) and hashes only the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -185,17 +189,29 @@ class Block:
         return compute_tx_root(self.tx_ids)
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         return canonical.encode({"header": self.header.to_value(), "txs": list(self.txs)})
 
     @classmethod
-    def decode(cls, data: bytes) -> Block:
+    def decode(cls, data: bytes,
+               known_id: Callable[[bytes], bytes | None] | None = None) -> Block:
+        """Strict decode. ``known_id(raw)``, if given, returns ``SM3(raw)`` for tx bytes
+        the caller has already hashed (else None): those are not hashed again."""
         value = _decode(data, "block")
         if not isinstance(value, dict) or set(value) != {"header", "txs"}:
             raise BlockDecodeError("block must be a map with exactly 'header' and 'txs'")
         txs = value["txs"]
         if not isinstance(txs, list) or not all(isinstance(t, bytes) and t for t in txs):
             raise BlockDecodeError("block txs must be a list of non-empty byte strings")
-        return cls(BlockHeader.from_value(value["header"]), tuple(txs))
+        block = cls(BlockHeader.from_value(value["header"]), tuple(txs))
+        # _decode checked data == canonical.encode(value): these bytes are the encoding.
+        block.__dict__["_encoded"] = bytes(data)
+        if known_id is not None:
+            block.__dict__["tx_ids"] = tuple(known_id(t) or sm3(t) for t in txs)
+        return block
 
 
 def decode_header_of_block(data: bytes) -> BlockHeader:

@@ -4,7 +4,9 @@ The core sees values as opaque bytes; this adapter gives it what ``Context``
 asks for, backed by the node's ``ledger.chain.Chain``:
 
 * ``value_id_of(value)``: the block hash (a value that does not decode gets an id
-  no signed proposal can name honestly, so it is dropped or voted nil);
+  no signed proposal can name honestly, so it is dropped or voted nil). A block is
+  decoded once; the ids of its txs that are pending here come from the mempool
+  (``known_id``, by their bytes) rather than from SM3 over ~1 MB each again;
 * ``valid(height, value)``: decodes and runs ``Chain.validate_block`` (which leaves
   the block staged, so committing it later does not apply it twice), plus the
   node's own limits: block size and count, and a block time not too far ahead of
@@ -14,7 +16,8 @@ asks for, backed by the node's ``ledger.chain.Chain``:
 * ``build(height, round, txs)``: ``Chain.propose_block`` (drops txs that no
   longer apply, reporting them so the mempool can forget them);
 * ``commit(value, certificate)``: ``Chain.commit_block`` - durable (synced batch)
-  before the core's next effects run.
+  before the core's next effects run. The last few committed blocks stay at hand
+  (``recent_block``) for the API, so serving them does not hash their txs again.
 
 Only the consensus thread calls ``valid``/``build``/``commit``: the chain keeps
 one staged block, and the thread owns it.
@@ -24,29 +27,34 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, KeysView
+from collections.abc import Callable, KeysView, Sequence
 
 from certificates.hashing import sm3
 from ledger.block import Block
 from ledger.chain import Chain
 from ledger.commit import CommitCertificate, ValidatorSet
 from ledger.errors import LedgerError, TxRejected
+from ledger.tx import Transaction
 from node.config import BlockConfig
 from node.errors import NodeError
 
 log = logging.getLogger(__name__)
 
 _CACHE = 16
+_RECENT = 4  # committed blocks kept for the API (they are in the decode cache anyway)
 
 
 class LedgerApp:
     def __init__(self, chain: Chain, limits: BlockConfig, max_drift_ms: int,
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[], int],
+                 known_id: Callable[[bytes], bytes | None] | None = None) -> None:
         self.chain = chain
+        self._known_id = known_id
         self.limits = limits
         self.max_drift_ms = max_drift_ms
         self._now_ms = now_ms
         self._blocks: OrderedDict[bytes, Block | None] = OrderedDict()
+        self._recent: dict[int, Block] = {}
         #: False while the core judges a block that arrived with its commit certificate
         #: (sync): 2f+1 validators already judged its time, and our clock may be behind.
         self.check_time = True
@@ -60,7 +68,7 @@ class LedgerApp:
             self._blocks.move_to_end(value)
             return self._blocks[value]
         try:
-            block: Block | None = Block.decode(value)
+            block: Block | None = Block.decode(value, self._known_id)
         except LedgerError:
             block = None
         self._blocks[value] = block
@@ -120,8 +128,8 @@ class LedgerApp:
 
     # ------------------------------------------------------------------ proposing, committing
 
-    def build(self, height: int, round_: int, txs: list[bytes], proposer: bytes
-              ) -> tuple[bytes, list[bytes]]:
+    def build(self, height: int, round_: int, txs: Sequence[bytes | Transaction],
+              proposer: bytes) -> tuple[bytes, list[bytes]]:
         """(the encoded block, ids of txs dropped because they no longer apply)."""
         if height != self.chain.head_height + 1:
             raise NodeError(f"asked to build height {height} at head {self.chain.head_height}")
@@ -143,4 +151,10 @@ class LedgerApp:
         if block is None:  # the core decided it, so it validated: cannot happen
             raise NodeError(f"decided value at height {certificate.height} does not decode")
         written = self.chain.commit_block(block, certificate)
+        self._recent[block.height] = block
+        self._recent.pop(block.height - _RECENT, None)
         return block, written
+
+    def recent_block(self, height: int) -> Block | None:
+        """The block committed at ``height`` if it is one of the last few (any thread)."""
+        return self._recent.get(height)

@@ -17,9 +17,11 @@ How it works:
   nor block validation verifies that signature again. A pre-check failure that
   pending txs cannot change (malformed, bad signature, wrong chain, replay) is
   final at once.
-* **Decoded once.** ``decoded(tx_id)`` hands the ``Chain`` the pending tx already
-  decoded, so validating or proposing a block does not parse it again (a batch tx
-  is ~1 MB of msgpack).
+* **Decoded once, hashed once.** ``decoded(tx_id)`` hands the ``Chain`` the pending tx
+  already decoded, so validating or proposing a block does not parse it again (a batch
+  tx is ~1 MB of msgpack); ``reap`` hands the proposer decoded txs, which know their
+  ids; ``id_of(raw)`` gives a block decoder the id of pending tx bytes by a dict lookup
+  (Python's hash of the bytes and one comparison) instead of SM3 over ~1 MB again.
 * **Bounds**: ``max_txs`` and ``max_bytes``; a full pool refuses new txs
   (``MempoolFull``, HTTP 429) rather than evicting admitted ones, whose submitters
   were told "pending".
@@ -117,6 +119,7 @@ class Mempool:
         self._lock = threading.Lock()
         self._gossip_ready = threading.Condition(self._lock)
         self._entries: dict[bytes, _Entry] = {}
+        self._ids: dict[bytes, bytes] = {}  # raw tx -> its id, for id_of
         self._bytes = 0
         self._overlay = Overlay(view)
         self._vanished: set[bytes] = set()  # writes of txs removed since the last update
@@ -142,6 +145,12 @@ class Mempool:
         """The pending tx with this id, decoded (for ``Chain.known_txs``; any thread)."""
         e = self._entries.get(tx_id)
         return None if e is None else e.tx
+
+    def id_of(self, raw: bytes) -> bytes | None:
+        """``SM3(raw)`` if ``raw`` is exactly a pending tx's bytes, else None (any thread).
+
+        Equal bytes have the same SM3, so the id computed on admission stands."""
+        return self._ids.get(raw)
 
     def on_new_tx(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (without the lock) after a tx is admitted."""
@@ -173,11 +182,12 @@ class Mempool:
                                   "bytes): retry later")
             eff, reads = _check(self._overlay, tx, ctx, self.sig_cache)
             self._overlay.updates.update(eff.updates)
-            self._entries[tx.id] = _Entry(tx, bytes(raw), self._monotonic(), reads,
-                                          eff.updates)
+            raw = tx.to_bytes()  # the very bytes tx.id was computed from
+            self._entries[tx.id] = _Entry(tx, raw, self._monotonic(), reads, eff.updates)
+            self._ids[raw] = tx.id
             self._bytes += len(raw)
             if gossip:
-                self._gossip.append(bytes(raw))
+                self._gossip.append(raw)
                 self._gossip_bytes += len(raw)
                 self._gossip_ready.notify_all()
         for listener in self._listeners:
@@ -186,9 +196,9 @@ class Mempool:
 
     # ------------------------------------------------------------------ proposals
 
-    def reap(self, max_txs: int, max_bytes: int) -> list[bytes]:
-        """Pending txs in arrival order, as many as fit the block limits."""
-        out: list[bytes] = []
+    def reap(self, max_txs: int, max_bytes: int) -> list[Transaction]:
+        """Pending txs (decoded) in arrival order, as many as fit the block limits."""
+        out: list[Transaction] = []
         size = 0
         with self._lock:
             for e in self._entries.values():
@@ -196,7 +206,7 @@ class Mempool:
                     break
                 if size + len(e.raw) > max_bytes:
                     continue  # a smaller one further on may still fit
-                out.append(e.raw)
+                out.append(e.tx)
                 size += len(e.raw)
         return out
 
@@ -208,6 +218,7 @@ class Mempool:
                 e = self._entries.pop(tid, None)
                 if e is not None:
                     self._bytes -= len(e.raw)
+                    self._ids.pop(e.raw, None)
                     self._vanished.update(e.writes)  # txs that read them must be re-checked
 
     def update(self, committed: Iterable[bytes], ctx: BlockContext,
@@ -229,6 +240,7 @@ class Mempool:
                 if e is not None:
                     admitted[tid] = e.admitted_at
                     self._bytes -= len(e.raw)
+                    self._ids.pop(e.raw, None)
             overlay = Overlay(self._view)
             for tid, e in list(self._entries.items()):
                 try:
@@ -253,6 +265,7 @@ class Mempool:
                     changed.update(e.writes)
                 del self._entries[tid]
                 self._bytes -= len(e.raw)
+                self._ids.pop(e.raw, None)
             self._overlay = overlay
         return admitted, dropped
 

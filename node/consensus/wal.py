@@ -13,6 +13,12 @@ is cut off: that message was never fsync'd, so it was never sent, and forgetting
 it is safe. A bad record followed by more data is not a torn write; opening
 refuses with ``WalCorruptError`` rather than guess.
 
+Compaction (after each commit) drops the entries of decided heights. Every
+validator logs the proposal it saw a polka for, whole block included, so the log
+is a few MB at each height: ``Wal`` keeps the height and size of each record it
+opened or appended, and compacts from that index - usually by emptying the file -
+instead of reading it back and decoding every entry to learn its height.
+
 Storage is a three-method interface so the simulator can keep the WAL in
 memory, where it survives a simulated crash (the object outlives the node),
 and can tear a write on purpose.
@@ -87,17 +93,38 @@ class Wal:
             storage.replace(data[:good])
         #: What the log held when opened: hand it to ``start`` to resume the height.
         self.recovered: list[WalEntry] = [codec.decode(p) for p in payloads]
+        #: (height, framed size) of each record in the storage, in order.
+        self._index = [(entry_height(e), HEADER + len(p))
+                       for e, p in zip(self.recovered, payloads, strict=True)]
 
     def append(self, entry: WalEntry) -> None:
-        self._storage.append(frame(codec.encode(entry)))
+        record = frame(codec.encode(entry))
+        self._storage.append(record)
+        self._index.append((entry_height(entry), len(record)))
 
     def compact(self, keep_from_height: int) -> None:
         """Drop entries of decided heights (after the block itself is durable)."""
+        keep = [h >= keep_from_height for h, _ in self._index]
+        if all(keep):
+            return
+        if not any(keep):
+            self._storage.replace(b"")
+            self._index = []
+            return
         data = self._storage.read()
-        payloads, _ = unframe(data)
-        keep = [p for p in payloads if entry_height(codec.decode(p)) >= keep_from_height]
-        if len(keep) != len(payloads):
-            self._storage.replace(b"".join(frame(p) for p in keep))
+        if len(data) != sum(n for _, n in self._index):
+            # Not what this object wrote (a failed append left a partial record):
+            # learn the heights the slow way, from the records themselves.
+            payloads, _ = unframe(data)
+            entries = [(entry_height(codec.decode(p)), frame(p)) for p in payloads]
+        else:
+            entries, pos = [], 0
+            for h, n in self._index:
+                entries.append((h, data[pos:pos + n]))
+                pos += n
+        kept = [(h, rec) for h, rec in entries if h >= keep_from_height]
+        self._storage.replace(b"".join(rec for _, rec in kept))
+        self._index = [(h, len(rec)) for h, rec in kept]
 
 
 class FileStorage:
