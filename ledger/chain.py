@@ -149,8 +149,8 @@ class Chain:
         self._view = _RecordView(store)
         self._sig_cache: dict[bytes, bool] = {} if sig_cache is None else sig_cache
         self._pending: _Prepared | None = None
-        # Runs each block's synced write while this thread refreshes the SMT's record cache:
-        # LevelDB releases the GIL for the write and the fsync, ~20% of a block's apply time.
+        # Runs each block's synced write while this thread refreshes the SMT's record cache
+        # (LevelDB releases the GIL for the write; the refresh is ~5% of a block's apply).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="chain-write")
         #: tx id -> that tx already decoded (the node's mempool), or None: blocks then
         #: reuse it instead of parsing their txs again.

@@ -28,11 +28,11 @@ record holds the hashes of both children and a leaf child's key and value, so a 
 one read per branch and a proof needs no hashing (the layout is in ``ledger.smt_records``).
 
 A position's id is its heap index in big-endian bytes; the caller's ``node_key`` maps ids to
-storage keys. Keying by
-position lets the latest version overwrite in place, with a delete when a branch disappears
-or moves, so storage stays O(number of keys): one record per branch (n - 1 for n keys), about
-140 bytes per key with 1M keys, node keys included. No history is kept. ``check_root``
-rehashes the root record (cheap, on open); ``audit`` rehashes every record.
+storage keys. Keying by position lets the latest version overwrite in place, with a delete
+when a branch disappears or moves, so storage stays O(number of keys): one record per branch
+(n - 1 for n keys), about 140 bytes per key with 1M keys, node keys included. No history is
+kept. ``check_root`` rehashes the root record (cheap, on open); ``audit`` rehashes every
+record.
 
 Writes, overlay, cache
 ----------------------
