@@ -4,7 +4,9 @@
 test keys), one admin and one issuer; each block holds one ``cert.issue_batch`` transaction
 of ``per_block`` records, is proposed (which applies it), signed by all four validators
 (real SM2 precommits) and committed with ``Chain.commit_block`` — the path a validator runs.
-Building the issuer's transactions (its own signing and encoding) is not timed. Then:
+Building the issuer's transactions (its own signing and encoding) is not timed. The chains
+use the SMT worker (``ledger.smt_worker``: half of each block's tree update in a second
+process) unless ``smt_worker=False``. Then:
 
 * ``apply_certs_per_s``  certificates per second through propose + sign + commit;
 * ``follower_certs_per_s`` (only with ``follow``) the same for a second node (its own
@@ -104,7 +106,7 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str | None = None,
-        keep: bool = False, follow: bool = False,
+        keep: bool = False, follow: bool = False, smt_worker: bool = True,
         progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Build a chain of ``certs`` batch-issued certificates and measure it (see module doc)."""
     if certs < per_block or certs % per_block:
@@ -114,9 +116,10 @@ def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str 
     path = root / "chain"
     try:
         store = LevelDBStore(path)
-        chain = Chain.create(store, net.genesis)
+        chain = Chain.create(store, net.genesis, smt_worker=smt_worker)
         # A second node in lockstep, validating the blocks the first one proposes.
-        follower = Chain.create(LevelDBStore(root / "follower"), net.genesis) if follow else None
+        follower = (Chain.create(LevelDBStore(root / "follower"), net.genesis,
+                                 smt_worker=smt_worker) if follow else None)
         applied = followed = applied_cpu = 0.0
         cpu = time.process_time()
         for first in range(0, certs, per_block):
@@ -168,6 +171,7 @@ def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str 
         return {
             "certs": certs,
             "per_block": per_block,
+            "smt_worker": smt_worker,
             "blocks": head,
             "apply_certs_per_s": _rate(certs, applied),
             "apply_certs_per_cpu_s": _rate(certs, applied_cpu),
@@ -196,9 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--proofs", type=int, default=5000)
     ap.add_argument("--data-dir", help="build here (kept) instead of a temporary directory")
     ap.add_argument("--follow", action="store_true", help="also run a validating follower")
+    ap.add_argument("--no-smt-worker", action="store_true",
+                    help="compute the SMT in this process only")
     args = ap.parse_args(argv)
     result = run(args.certs, args.per_block, proofs=args.proofs, data_dir=args.data_dir,
-                 keep=args.data_dir is not None, follow=args.follow)
+                 keep=args.data_dir is not None, follow=args.follow,
+                 smt_worker=not args.no_smt_worker)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -66,6 +66,7 @@ from ledger.smt import (
     Writes,
     verify_proof,
 )
+from ledger.smt_worker import SMTWorker
 from ledger.state import BlockContext, BlockEffects, Overlay, apply_block, apply_tx, validators_at
 from ledger.store import KVStore, WriteBatch
 from ledger.tx import Transaction
@@ -142,8 +143,11 @@ def _encode_validators(vs: ValidatorSet) -> bytes:
 class Chain:
     """Open with ``Chain.open(store)`` (checks integrity) or ``Chain.create(store, genesis)``."""
 
-    def __init__(self, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None) -> None:
-        """Prefer ``open``/``create``; this runs the same integrity check as ``open``."""
+    def __init__(self, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None,
+                 smt_worker: bool = False) -> None:
+        """Prefer ``open``/``create``; this runs the same integrity check as ``open``.
+        ``smt_worker`` computes half of each large SMT update in a second process
+        (``ledger.smt_worker``): worth it where a core is free for it."""
         self._store = store
         self._lock = threading.RLock()
         self._view = _RecordView(store)
@@ -158,6 +162,9 @@ class Chain:
         opened = open_store(store)  # refuses a damaged store (ledger.chain_open)
         self._genesis, self._head_height, self._root = opened.genesis, opened.head, opened.root
         self._tree = opened.tree
+        self._smt_worker = SMTWorker() if smt_worker else None
+        if self._smt_worker is not None:
+            self._tree.attach_worker(self._smt_worker)
         self._view.set_filter(opened.known)
         self._head_header: BlockHeader | None = opened.header
         self._head_commit: CommitCertificate | None = opened.commit
@@ -165,12 +172,13 @@ class Chain:
     # ------------------------------------------------------------------ open / create
 
     @classmethod
-    def open(cls, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None) -> Chain:
-        return cls(store, sig_cache=sig_cache)
+    def open(cls, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None,
+             smt_worker: bool = False) -> Chain:
+        return cls(store, sig_cache=sig_cache, smt_worker=smt_worker)
 
     @classmethod
     def create(cls, store: KVStore, genesis: Genesis, *,
-               sig_cache: dict[bytes, bool] | None = None) -> Chain:
+               sig_cache: dict[bytes, bool] | None = None, smt_worker: bool = False) -> Chain:
         """Initialise an empty store with the genesis state (height 0)."""
         if next(iter(store.iterate()), None) is not None:
             raise StorageError("the store already holds data: open it instead of creating it")
@@ -194,7 +202,7 @@ class Chain:
         b.put(schema.meta_head_height(), schema.encode_height(0))
         b.put(schema.meta_head_footprint(), b"".join(hashes.values()))
         store.write(b, sync=True)
-        return cls(store, sig_cache=sig_cache)
+        return cls(store, sig_cache=sig_cache, smt_worker=smt_worker)
 
     @classmethod
     def open_or_create(cls, store: KVStore, genesis: Genesis) -> Chain:
@@ -515,6 +523,8 @@ class Chain:
         with self._lock:
             self._rollback()
             self._writer.shutdown()
+            if self._smt_worker is not None:
+                self._smt_worker.close()
             self._store.close()
 
 

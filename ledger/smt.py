@@ -49,12 +49,15 @@ that cache for a read-only tree (proofs while a block is staged). The tree objec
 only writer of its nodes. It is not thread-safe.
 
 The batch update itself (``ledger.smt_update``) sorts the keys and recurses down once, so
-every touched branch is read, rewritten and hashed once per batch.
+every touched branch is read, rewritten and hashed once per batch. With ``attach_worker``
+the right half of large batches is computed in a second process (``ledger.smt_worker``),
+with the same roots and writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from certificates.hashing import sm3
 from ledger.smt_proof import (
@@ -82,6 +85,9 @@ from ledger.smt_records import (
     _record_hash,
 )
 from ledger.smt_update import batch_update
+
+if TYPE_CHECKING:
+    from ledger.smt_worker import SMTWorker
 
 __all__ = [
     "CACHE_ALL",
@@ -121,6 +127,10 @@ class SparseMerkleTree:
         # store such as LevelDB costs microseconds per read. -1 turns the cache off.
         self._cache_depth = cache_depth
         self._cache: dict[bytes, bytes] = {}
+        # Whether the cache holds every committed record (CACHE_ALL, from empty or after
+        # preload): only then can a worker's mirror be copied from it.
+        self._complete = cache_depth >= CACHE_ALL and root == EMPTY_ROOT
+        self._worker: SMTWorker | None = None
 
     @property
     def root(self) -> bytes:
@@ -151,13 +161,18 @@ class SparseMerkleTree:
         self._overlay = {}
         self._deleted = []
         self._committed_root = self._root
+        if self._worker is not None:
+            self._worker.commit()
 
     def revert_commit(self, root: bytes) -> None:
         """The writes ``commit`` took as persisted were not: go back to ``root``, the root
         persisted before them. The cache may hold their records, so it is dropped whole and
-        refills from ``get`` (slower until then, never wrong)."""
+        refills from ``get`` (slower until then, never wrong); so is a worker's mirror."""
         _check_value(root, "root")
         self._cache.clear()
+        self._complete = False
+        if self._worker is not None:
+            self._worker.deactivate()
         self._overlay = {}
         self._deleted = []
         self._root = self._committed_root = root
@@ -167,6 +182,16 @@ class SparseMerkleTree:
         self._overlay = {}
         self._deleted = []
         self._root = self._committed_root
+        if self._worker is not None:
+            self._worker.rollback()
+
+    def attach_worker(self, worker: SMTWorker) -> None:
+        """Compute the right half of large updates in ``worker``'s process from now on
+        (``ledger.smt_worker``); it stays the caller's to close."""
+        if self._worker is not None:
+            self._worker.deactivate()
+        worker.deactivate()
+        self._worker = worker
 
     def preload(self, records: Iterable[tuple[bytes, bytes]], key_bytes: int = 32) -> set[bytes]:
         """Cache committed ``(storage key, record)`` pairs read in bulk (a fresh ``CACHE_ALL``
@@ -176,6 +201,7 @@ class SparseMerkleTree:
             raise SMTError("preload needs a fresh tree that caches every record (CACHE_ALL)")
         cache = self._cache
         cache.update(records)
+        self._complete = True
         recs, nbytes, kb = cache.values(), _NBYTES, key_bytes
         # Comprehensions: about half the time of one loop with branches, at 1M records.
         keys = {rec[:kb] for rec in recs if len(rec) == 64}  # the lone leaf of a one-key tree
@@ -362,14 +388,28 @@ class SparseMerkleTree:
         )
         # A cache hit is only valid when no pending write can shadow it.
         hit: Get = self._cache.get if not overlay else _no_hit
-        new_root, writes = batch_update(
-            keys, vals, self._root_record(), node_key=self._node_key, read=read, hit=hit,
-            fetch=self._fetch, cache_depth=self._cache_depth, missing=self._missing,
-            deleted=self._deleted)
+        old, worker = self._root_record(), self._worker
+        right_half = None
+        if worker is not None:
+            complete = self._complete and not overlay
+            right_half = worker.plan(keys, vals, old, node_key=self._node_key,
+                                     records=self._cache if complete else None,
+                                     deleted=self._deleted)
+        try:
+            new_root, writes = batch_update(
+                keys, vals, old, node_key=self._node_key, read=read, hit=hit,
+                fetch=self._fetch, cache_depth=self._cache_depth, missing=self._missing,
+                deleted=self._deleted, right_half=right_half)
+        except BaseException:
+            if worker is not None:
+                worker.abandon()
+            raise
         # A new overlay dict when one is pending: the earlier update's writes (a view of
         # its dict) must not change under its caller.
         self._overlay = overlay | writes if overlay else writes
         self._root = new_root
+        if worker is not None:
+            worker.after(self._root_record())
         # A view, not a list: ~50k fresh tuples per block cost more than the rest of
         # handing the writes over (the allocations drive the garbage collector).
         return new_root, writes.items()

@@ -38,20 +38,87 @@ from ledger.smt_records import (
 
 #: Reads the record under a storage key at a depth (the tree's overlay, cache and store).
 Fetch = Callable[[bytes, int], bytes | None]
+#: The root's new right child, its writes merged into the dict it is given.
+RightHalf = Callable[[dict[bytes, bytes | None]], _Sub]
+Step = Callable[[int, bytes, bytes | None, int, int], _Sub]
+General = Callable[[int, bytes | None, bytes | None, int, int], _Sub]
+Child = Callable[[int, int, bytes, bytes | None, int, int], _Sub]
+#: A ``cache_depth`` deeper than any branch: every read goes through ``hit`` then ``fetch``.
+CACHE_EVERY = 256
 
 
 def batch_update(
     keys: list[bytes], vals: list[bytes | None], old: bytes | None, *, node_key: NodeKey,
     read: Get, hit: Get, fetch: Fetch, cache_depth: int,
     missing: Callable[[bytes], SMTError], deleted: list[bytes],
+    right_half: RightHalf | None = None,
 ) -> tuple[bytes, dict[bytes, bytes | None]]:
     """The new root and the writes (storage key -> record, None = delete) after setting
     sorted, checked ``keys`` to ``vals`` (None = delete) in the tree whose root record is
     ``old``. Records at depth <= ``cache_depth`` are read through ``hit`` then ``fetch``,
-    deeper ones through ``read``; deleted storage keys are also appended to ``deleted``."""
-    ks = list(map(_BIG_INT, keys))
-    # Keyed by storage key: node_key runs once per position touched.
+    deeper ones through ``read``; deleted storage keys are also appended to ``deleted``.
+
+    ``right_half``, when given, supplies the root's right child instead of recursing into
+    it (``ledger.smt_worker`` computes it in another process); the caller passes it only
+    when ``old`` is a branch at depth 0 whose right child is a stored branch and some key
+    starts with bit 1. If it raises ``SMTError`` the half is computed here after all."""
     writes: dict[bytes, bytes | None] = {}
+    apply, general, _ = _updater(keys, vals, writes, node_key=node_key, read=read, hit=hit,
+                                 fetch=fetch, cache_depth=cache_depth, missing=missing,
+                                 deleted=deleted, right_half=right_half)
+    root_key = node_key(_ROOT_ID)
+    try:
+        if old is not None and len(old) != 64:
+            res = apply(0, old, root_key, 0, len(keys))
+        else:
+            res = general(0, old, None, 0, len(keys))
+    except (IndexError, ValueError, OverflowError) as exc:  # only a corrupt record gets here
+        raise SMTError(f"corrupt SMT node in storage: {exc}") from exc
+    if res is None:
+        new_root = EMPTY_ROOT
+        if old is not None:
+            writes[root_key] = None
+            deleted.append(root_key)
+    else:
+        new_root, kv, _ = res
+        if kv is not None:
+            writes[root_key] = kv
+    return new_root, writes
+
+
+def right_half_update(
+    keys: list[bytes], vals: list[bytes | None], top: bytes, *, node_key: NodeKey,
+    hit: Get, fetch: Fetch, missing: Callable[[bytes], SMTError], deleted: list[bytes],
+) -> tuple[_Sub, dict[bytes, bytes | None]]:
+    """What ``batch_update`` does below a depth-0 root for its right child, a stored branch
+    of hash ``top``: the new child (as ``batch_update``'s recursion returns it) and its
+    writes, given sorted ``keys`` that all start with bit 1. Every record is read through
+    ``hit`` then ``fetch``."""
+    writes: dict[bytes, bytes | None] = {}
+    _, _, child = _updater(keys, vals, writes, node_key=node_key, read=hit, hit=hit,
+                           fetch=fetch, cache_depth=CACHE_EVERY, missing=missing,
+                           deleted=deleted, right_half=None)
+    try:
+        # A copy that missed a write would still hold the branch's old record, and every
+        # update rewrites that record: so a stale copy shows here, before it can mislead.
+        skey = node_key(_node_id(1, 1))
+        rec = hit(skey) or fetch(skey, 1)
+        if rec is None or _record_hash(rec, 1) != top:
+            raise SMTError("the record under the root's right child does not hash to it "
+                           "(a stale or incomplete copy of the tree)")
+        return child(0, 1, top, None, 0, len(keys)), writes
+    except (IndexError, ValueError, OverflowError) as exc:  # only a corrupt record gets here
+        raise SMTError(f"corrupt SMT node in storage: {exc}") from exc
+
+
+def _updater(
+    keys: list[bytes], vals: list[bytes | None], writes: dict[bytes, bytes | None], *,
+    node_key: NodeKey, read: Get, hit: Get, fetch: Fetch, cache_depth: int,
+    missing: Callable[[bytes], SMTError], deleted: list[bytes], right_half: RightHalf | None,
+) -> tuple[Step, General, Child]:
+    """The recursion's closures over one batch: ``apply``, ``general`` and ``child``."""
+    ks = list(map(_BIG_INT, keys))
+    # writes is keyed by storage key: node_key runs once per position touched.
 
     def load(skey: bytes, t: int) -> bytes:
         rec = read(skey) if t > cache_depth else hit(skey) or fetch(skey, t)
@@ -194,7 +261,13 @@ def batch_update(
         else:
             r0 = node[1:33], lkv, None
         if mid < hi:
-            r1 = child(d, (prefix << 1) | 1, node[33:65], rkv, mid, hi)
+            if t or right_half is None:
+                r1 = child(d, (prefix << 1) | 1, node[33:65], rkv, mid, hi)
+            else:
+                try:
+                    r1 = right_half(writes)
+                except SMTError:
+                    r1 = child(d, (prefix << 1) | 1, node[33:65], rkv, mid, hi)
         else:
             r1 = node[33:65], rkv, None
         if r0 is None or r1 is None:  # a delete emptied a side
@@ -285,21 +358,4 @@ def batch_update(
         writes[tkey] = rec
         return h, None, rec
 
-    root_key = node_key(_ROOT_ID)
-    try:
-        if old is not None and len(old) != 64:
-            res = apply(0, old, root_key, 0, len(ks))
-        else:
-            res = general(0, old, None, 0, len(ks))
-    except (IndexError, ValueError, OverflowError) as exc:  # only a corrupt record gets here
-        raise SMTError(f"corrupt SMT node in storage: {exc}") from exc
-    if res is None:
-        new_root = EMPTY_ROOT
-        if old is not None:
-            writes[root_key] = None
-            deleted.append(root_key)
-    else:
-        new_root, kv, _ = res
-        if kv is not None:
-            writes[root_key] = kv
-    return new_root, writes
+    return apply, general, child

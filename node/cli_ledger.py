@@ -34,7 +34,11 @@ def audit(data_dir: Path) -> None:
 @click.option("--follow", is_flag=True,
               help="Also run a second chain that validates and commits every block "
                    "(reports follower_certs_per_s; its LevelDB competes for the cores).")
-def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow: bool) -> None:
+@click.option("--smt-worker/--no-smt-worker", default=True, show_default=True,
+              help="Compute half of each block's SMT update in a second process "
+                   "(ledger.smt_worker).")
+def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow: bool,
+                 smt_worker: bool) -> None:
     """Build a chain of batch-issued certificates in a temp dir and measure it."""
     from ledger import bench
 
@@ -42,7 +46,8 @@ def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow:
         raise click.BadParameter(
             f"must be a positive multiple of --per-block ({per_block})", param_hint="--certs"
         )
-    click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs, follow=follow)))
+    click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs, follow=follow,
+                                    smt_worker=smt_worker)))
 
 
 def register(root: click.Group, bench_group: click.Group) -> None:

@@ -32,6 +32,7 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     [block]
     max_txs = 2000
     max_bytes = 4194304
+    smt_worker = false                  # true: half of the state-tree hashing in a 2nd process
 
 Strict means: an unknown section or key, a missing required key, or a value of
 the wrong type or range is a ``ConfigError`` whose message names the key
@@ -106,6 +107,10 @@ class MempoolConfig:
 class BlockConfig:
     max_txs: int = 2_000
     max_bytes: int = 4 * 1024 * 1024
+    #: Compute half of each large block's state-tree update in a second process
+    #: (ledger.smt_worker): for a validator with a core to spare, not for several
+    #: validators sharing a small machine.
+    smt_worker: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ def _int(lo: int, hi: int = 2**62) -> Callable[[str, Any], int]:
     return check
 
 
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}")
+    return v
+
+
 def _str(key: str, v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ConfigError(f"{key} must be a non-empty string, got {v!r}")
@@ -171,7 +182,7 @@ _API = {"host": _str, "port": _int(0, 65535), "threads": _int(1, 256),
 _CONSENSUS = {f.name: _int(1, 3_600_000) for f in fields(ConsensusConfig)}
 _MEMPOOL = {"max_txs": _int(1), "max_bytes": _int(1024), "backlog_txs": _int(1),
             "backlog_bytes": _int(1024)}
-_BLOCK = {"max_txs": _int(1), "max_bytes": _int(1024)}
+_BLOCK = {"max_txs": _int(1), "max_bytes": _int(1024), "smt_worker": _bool}
 _NODE_REQUIRED = ("name", "data_dir", "key_file", "genesis")
 _NODE_OPTIONAL = ("passphrase_env", "log_level", "log_file")
 _SECTIONS = ("node", "api", "peers", "consensus", "mempool", "block")

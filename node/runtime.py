@@ -70,8 +70,9 @@ def open_chain(cfg: NodeConfig, genesis: Genesis, sig_cache: dict[bytes, bool]) 
     store = LevelDBStore(cfg.data_dir / "chain")
     try:
         if next(iter(store.iterate()), None) is None:
-            return Chain.create(store, genesis, sig_cache=sig_cache)
-        chain = Chain.open(store, sig_cache=sig_cache)
+            return Chain.create(store, genesis, sig_cache=sig_cache,
+                                smt_worker=cfg.block.smt_worker)
+        chain = Chain.open(store, sig_cache=sig_cache, smt_worker=cfg.block.smt_worker)
     except BaseException:
         store.close()
         raise

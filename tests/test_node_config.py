@@ -55,6 +55,7 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     ("[consensus]\nprevote_timeout_ms = 0\n", "consensus.prevote_timeout_ms must be"),
     ("[mempool]\nmax_txs = -1\n", "mempool.max_txs must be"),
     ("[block]\nmax_bytes = 1.5\n", "block.max_bytes must be"),
+    ("[block]\nsmt_worker = \"yes\"\n", "block.smt_worker must be true or false"),
     ("[peers]\nn2 = \"ftp://x\"\n", "peers.n2 must be an http(s) base URL"),
     ("[peers]\nn1 = \"http://127.0.0.1:1\"\n", "peers.n1 names this node itself"),
     ("[extra]\nx = 1\n", "unknown section [extra]"),
@@ -64,6 +65,21 @@ def test_bad_values_name_the_key(tmp_path: Path, extra: str, needle: str) -> Non
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, MINIMAL + extra))
     assert needle in str(info.value) and "node.toml" in str(info.value)
+
+
+def test_smt_worker_is_off_by_default_and_opens_the_chain_with_a_worker(tmp_path: Path) -> None:
+    from node.runtime import open_chain
+    from tests.ledger_fixtures import make_genesis
+
+    assert load_config(write(tmp_path, MINIMAL)).block.smt_worker is False
+    cfg = load_config(write(tmp_path, MINIMAL + "[block]\nsmt_worker = true\n"))
+    assert cfg.block.smt_worker is True
+    assert "smt_worker = true" in render_config(cfg, tmp_path)
+    chain = open_chain(cfg, make_genesis(), {})
+    try:
+        assert chain._smt_worker is not None
+    finally:
+        chain.close()
 
 
 def test_missing_and_unknown_node_keys(tmp_path: Path) -> None:

@@ -1,0 +1,217 @@
+"""The SMT worker (ledger.smt_worker) gives exactly the single-process roots and writes.
+
+Every test drives two trees side by side, one computing alone and one handing the right half
+of each batch to a worker process, and compares the root and the write list after every
+update, through commits, rollbacks, several pending updates, deletes that reshape the root,
+and a worker that dies, errs or holds a stale copy. One worker process serves the module
+(spawning one per example would dominate the run time): attaching it to a new tree drops
+its copy, and each test checks that the worker did take part.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from certificates.hashing import sm3
+from ledger.smt import CACHE_ALL, SparseMerkleTree, verify_proof
+from ledger.smt_worker import SMTWorker
+
+PREFIX = b"s/"
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[SMTWorker]:
+    w = SMTWorker(min_keys=1, reply_timeout=30.0)
+    yield w
+    w.close()
+
+
+class Pair:
+    """A tree alone and a tree with the worker, over two dict stores, kept in lockstep."""
+
+    def __init__(self, worker: SMTWorker) -> None:
+        self.stores: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
+        self.alone = SparseMerkleTree(self.stores[0].get, PREFIX.__add__, cache_depth=CACHE_ALL)
+        self.split = SparseMerkleTree(self.stores[1].get, PREFIX.__add__, cache_depth=CACHE_ALL)
+        self.split.attach_worker(worker)
+        self.pending: list[tuple[list[tuple[bytes, bytes | None]],
+                                 list[tuple[bytes, bytes | None]]]] = []
+        self.contents: dict[bytes, bytes] = {}
+        self.staged: dict[bytes, bytes] = {}
+
+    def update(self, items: dict[bytes, bytes | None]) -> None:
+        ra, wa = self.alone.update(items)
+        rb, wb = self.split.update(items)
+        assert rb == ra
+        assert dict(wb) == dict(wa)
+        self.pending.append((list(wa), list(wb)))
+        for k, v in items.items():
+            if v is None:
+                self.staged.pop(k, None)
+            else:
+                self.staged[k] = v
+
+    def commit(self) -> None:
+        for wa, wb in self.pending:
+            for store, writes in zip(self.stores, (wa, wb), strict=True):
+                for k, v in writes:
+                    if v is None:
+                        store.pop(k, None)
+                    else:
+                        store[k] = v
+        self.pending = []
+        self.alone.commit()
+        self.split.commit()
+        self.contents = dict(self.staged)
+
+    def rollback(self) -> None:
+        self.pending = []
+        self.alone.rollback()
+        self.split.rollback()
+        self.staged = dict(self.contents)
+        assert self.split.root == self.alone.root
+
+
+def _key(rng: random.Random) -> bytes:
+    return sm3(rng.randbytes(8))
+
+
+def _batch(rng: random.Random, pair: Pair, size: int, deletes: float) -> dict[bytes, bytes | None]:
+    items: dict[bytes, bytes | None] = {}
+    live = list(pair.staged)
+    for _ in range(size):
+        if live and rng.random() < deletes:
+            items[rng.choice(live)] = None
+        elif live and rng.random() < 0.2:
+            items[rng.choice(live)] = _key(rng)  # a status change: same key, new value
+        else:
+            items[_key(rng)] = _key(rng)
+    return items
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1),
+       steps=st.lists(st.tuples(st.sampled_from([1, 2, 5, 40, 300]),
+                                st.sampled_from([0.0, 0.2, 0.6]),
+                                st.sampled_from(["commit", "commit", "rollback", "keep"])),
+                      min_size=1, max_size=25))
+def test_same_roots_and_writes_as_one_process(
+    worker: SMTWorker, seed: int, steps: list[tuple[int, float, str]]
+) -> None:
+    rng = random.Random(seed)
+    pair = Pair(worker)
+    before = worker.delegated
+    pair.update({_key(rng): _key(rng) for _ in range(400)})
+    pair.commit()
+    pair.update({_key(rng): _key(rng) for _ in range(50)})  # the worker's first batch
+    for size, deletes, then in steps:
+        pair.update(_batch(rng, pair, size, deletes))
+        if then == "commit":
+            pair.commit()
+        elif then == "rollback":
+            pair.rollback()
+    pair.commit()
+    assert worker.broken is None
+    assert worker.delegated > before  # the worker computed some of it
+    # What the split tree serves is the committed contents.
+    for key in rng.sample(sorted(pair.contents), min(20, len(pair.contents))):
+        assert pair.split.get_value(key) == pair.contents[key]
+        verify_proof(pair.split.root, key, pair.contents[key], pair.split.prove(key))
+
+
+def test_reshaped_root_deactivates_and_reactivates(worker: SMTWorker) -> None:
+    rng = random.Random(7)
+    pair = Pair(worker)
+    _grow(pair, rng, 600, 50)
+    assert worker.active
+    # Empty the left half: the right branch rises to the root, moving records across the
+    # boundary, so the worker's copy no longer matches and it must stand down.
+    pair.update({k: None for k in pair.contents if k[0] < 0x80})
+    assert not worker.active
+    pair.commit()
+    # Keys on the left again make the root a depth-0 branch: the worker is loaded afresh.
+    before = worker.delegated
+    _grow(pair, rng, 400, 100)
+    assert worker.active and worker.delegated > before
+    assert worker.broken is None
+
+
+@pytest.fixture
+def own_worker() -> Iterator[SMTWorker]:
+    """A worker of the test's own: these tests break or kill it."""
+    w = SMTWorker(min_keys=1, reply_timeout=30.0)
+    yield w
+    w.close()
+    assert w._proc is None
+
+
+def _grow(pair: Pair, rng: random.Random, *sizes: int) -> None:
+    """Insert batches of fresh keys of ``sizes``, committing each."""
+    for n in sizes:
+        pair.update({_key(rng): _key(rng) for _ in range(n)})
+        pair.commit()
+
+
+def test_a_stale_copy_is_caught_and_the_tree_computes_alone(own_worker: SMTWorker) -> None:
+    # The broken rule: a commit whose writes the worker drops. The stale copy must be
+    # refused (its top record no longer hashes to the tree's right child), not used.
+    w, rng = own_worker, random.Random(3)
+    pair = Pair(w)
+    _grow(pair, rng, 500)
+    pair.update({_key(rng): _key(rng) for _ in range(100)})
+    assert w.active
+    w.commit = w.rollback  # type: ignore[method-assign]
+    pair.commit()
+    del w.commit  # the worker is used again, on its old copy
+    pair.update({_key(rng): _key(rng) for _ in range(100)})  # roots still equal
+    assert w.broken is not None and "stale" in w.broken
+    assert not w.active
+    pair.commit()
+    _grow(pair, rng, 100)
+
+
+def test_a_dead_worker_leaves_the_tree_computing_alone(own_worker: SMTWorker) -> None:
+    w, rng = own_worker, random.Random(5)
+    pair = Pair(w)
+    _grow(pair, rng, 500, 100)
+    assert w.active and w._proc is not None
+    w._proc.kill()
+    w._proc.wait(10)
+    pair.update({_key(rng): _key(rng) for _ in range(100)})  # roots still equal
+    assert w.broken is not None and not w.active
+    pair.commit()
+
+
+def test_a_chain_with_the_worker_commits_the_same_blocks() -> None:
+    from ledger.bench import BenchNetwork
+    from ledger.chain import Chain
+    from ledger.store import MemoryStore
+
+    net = BenchNetwork()
+    chains = [Chain.create(MemoryStore(), net.genesis, smt_worker=w) for w in (False, True)]
+    split = chains[1]
+    worker = split._smt_worker
+    assert worker is not None
+    try:
+        for first in range(0, 3600, 1200):  # ~600 keys a block in the right half
+            tx = net.batch(first, 1200)
+            block = net.propose(chains[0], [tx])
+            commit = net.sign_commit(block)
+            for chain in chains:
+                chain.validate_block(block)  # a follower's path: re-applies the block
+                chain.commit_block(block, commit)
+        assert split.state_root == chains[0].state_root
+        # Not just the root: every stored byte (blocks, records, SMT records) is the same.
+        assert dict(split.store.iterate()) == dict(chains[0].store.iterate())
+        assert worker.delegated >= 2 and worker.broken is None
+        proof = split.prove_certificate(net.cert_id(2500))
+        assert proof.record is not None
+    finally:
+        for chain in chains:
+            chain.close()
+    assert worker._proc is None  # close() stopped the process
