@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, KeysView, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -478,14 +478,30 @@ class Chain:
             # the write fails, so nothing is served that the store did not get.
             self._tree.commit()
             self._pending = None
-            try:
-                written.result()
-            except BaseException:
-                self._tree.revert_commit(self._root)
-                raise
+            interrupted = self._await_write(written)
             self._head_height, self._head_header, self._head_commit = height, block.header, commit
             self._root = staged.root
+            if interrupted is not None:
+                raise interrupted  # after the head moved: the block is stored
             return staged.effects.updates.keys()
+
+    def _await_write(self, written: Future[None]) -> BaseException | None:
+        """Wait for a block's write. If it failed, put the tree back and raise its error.
+        An interrupt (Ctrl-C) while it runs does not stop it: wait on, so the chain follows
+        what the store holds, and return the interrupt for the caller to raise after."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                written.result()
+                return interrupted
+            except BaseException as exc:
+                if not written.done():  # interrupted waiting; the write goes on
+                    interrupted = interrupted or exc
+                    continue
+                if written.exception() is None:  # it was stored; exc was an interrupt
+                    return interrupted or exc
+                self._tree.revert_commit(self._root)
+                raise
 
     def _batch(self, block: Block, commit: CommitCertificate, staged: _Prepared) -> WriteBatch:
         height, eff = block.height, staged.effects

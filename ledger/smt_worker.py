@@ -165,8 +165,8 @@ class SMTWorker:
         self._waiting = True
 
         def take(writes: dict[bytes, bytes | None]) -> _Sub:
-            self._waiting = False
             reply = self._recv()
+            self._waiting = False
             if reply is None or reply[0] != "ok":
                 self._fail(reply[1] if reply is not None else self.broken or "no reply")
                 raise SMTError(f"SMT worker failed: {self.broken}")
@@ -190,8 +190,8 @@ class SMTWorker:
         """The tree's update raised: it keeps none of its writes, so neither may the
         mirror. Reads the worker's reply if it is still due, then drops the mirror."""
         if self._waiting:
-            self._waiting = False
             self._recv()
+            self._waiting = False
         self.deactivate()
 
     def commit(self) -> None:
@@ -247,6 +247,10 @@ class SMTWorker:
         half = [(k, v) for k, v in records.items() if _in_right_half(k, plen)]
         self.active = self._send(("load", half))
 
+    # A message cut short (an error, or Ctrl-C mid-send) or a reply left unread would put
+    # the stream out of step, and a later update could take an earlier one's reply: so any
+    # failure on the pipe ends the worker for good.
+
     def _send(self, msg: tuple[Any, ...]) -> bool:
         if self._conn is None:
             return False
@@ -255,6 +259,9 @@ class SMTWorker:
         except (OSError, ValueError) as exc:
             self._fail(f"cannot reach the worker: {exc}")
             return False
+        except BaseException:
+            self._fail("interrupted while sending to the worker")
+            raise
         return True
 
     def _recv(self) -> tuple[Any, ...] | None:
@@ -268,11 +275,17 @@ class SMTWorker:
             self._fail(f"no reply within {self.reply_timeout} s")
         except (EOFError, OSError) as exc:
             self._fail(f"the worker is gone: {exc!r}")
+        except BaseException:
+            self._fail("interrupted while waiting for the worker")
+            raise
         return None
 
     def _fail(self, why: str) -> None:
         self.broken = why
         self.active = False
+        self._waiting = False
+        if self._proc is not None:
+            self._proc.kill()  # it may be mid-message: no orderly stop
         self.close()
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -381,6 +383,62 @@ def test_a_failed_write_leaves_no_lost_record_in_the_tree(chain: Chain) -> None:
     verify_state_proof(cert_key(cert_id("AFTERLOSS")), proof.record, proof.proof,
                        c.state_root)
     assert Chain.open(store).state_root == block.header.state_root
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose writes wait for ``gate`` (a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def write(self, batch: WriteBatch, sync: bool = True) -> None:
+        assert self.gate.wait(10), "the test never opened the gate"
+        super().write(batch, sync)
+
+
+class _InterruptedWait:
+    """A write's future whose first wait is cut by Ctrl-C while the write still runs."""
+
+    def __init__(self, inner: Future[None], gate: threading.Event) -> None:
+        self.inner, self.gate, self.waits = inner, gate, 0
+
+    def result(self) -> None:
+        self.waits += 1
+        if self.waits == 1:
+            raise KeyboardInterrupt
+        self.gate.set()
+        self.inner.result(timeout=10)
+
+    def done(self) -> bool:
+        return self.inner.done()
+
+    def exception(self) -> BaseException | None:
+        return self.inner.exception()
+
+
+def test_an_interrupt_during_the_write_keeps_the_stored_block() -> None:
+    # Ctrl-C while the block's write runs does not stop the write: the chain must follow
+    # what the store ends up holding (the block), not put the tree back before it.
+    store = GatedStore()
+    store.gate.set()
+    c = Chain.create(store, make_genesis())
+    grow(c, 1)
+    store.gate.clear()
+    real = c._writer
+
+    class Writer:
+        def submit(self, fn: Callable[..., None], *args: object) -> _InterruptedWait:
+            return _InterruptedWait(real.submit(fn, *args), store.gate)
+
+    c._writer = Writer()  # type: ignore[assignment]
+    block = next_block(c, block_txs(2, 3))
+    with pytest.raises(KeyboardInterrupt):
+        c.commit_block(block, sign_commit(block))
+    c._writer = real
+    assert (c.head_height, c.state_root) == (2, block.header.state_root)
+    grow(c, 1)  # the next block applies on top of it
+    assert Chain.open(store).state_root == c.state_root
 
 
 # --------------------------------------------------------------------------- block rules

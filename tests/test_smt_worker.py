@@ -187,6 +187,25 @@ def test_a_dead_worker_leaves_the_tree_computing_alone(own_worker: SMTWorker) ->
     pair.commit()
 
 
+def test_an_interrupt_while_waiting_ends_the_worker(own_worker: SMTWorker) -> None:
+    # Ctrl-C in the middle of an exchange leaves a reply in the pipe: a later update must
+    # never read it as its own, so the worker is stopped and the tree computes alone.
+    w, rng = own_worker, random.Random(9)
+    pair = Pair(w)
+    _grow(pair, rng, 500, 100)
+    assert w.active and w._conn is not None
+
+    def poll(timeout: float) -> bool:
+        raise KeyboardInterrupt
+
+    w._conn.poll = poll  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        pair.update({_key(rng): _key(rng) for _ in range(100)})
+    assert w.broken is not None and "interrupted" in w.broken and w._proc is None
+    pair.rollback()
+    _grow(pair, rng, 100, 100)  # roots and writes still equal
+
+
 def test_a_chain_with_the_worker_commits_the_same_blocks() -> None:
     from ledger.bench import BenchNetwork
     from ledger.chain import Chain
