@@ -96,11 +96,15 @@ def _serve(conn: Connection, prefix: bytes) -> None:
                 sub, writes = right_half_update(keys, vals, top, node_key=node_key, hit=hit,
                                                 fetch=fetch, missing=missing, deleted=gone)
             except Exception as exc:  # reported to the tree, which takes over
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                continue
-            pending.update(writes)
-            deleted.extend(gone)
-            conn.send(("ok", sub, writes, gone))
+                reply: tuple[object, ...] = ("error", f"{type(exc).__name__}: {exc}")
+            else:
+                pending.update(writes)
+                deleted.extend(gone)
+                reply = ("ok", sub, writes, gone)
+            try:
+                conn.send(reply)
+            except OSError:  # the parent is gone (or gave up on this worker)
+                return
         elif op == "commit":
             mirror.update(pending)  # type: ignore[arg-type]  # the Nones go just below
             for skey in deleted:

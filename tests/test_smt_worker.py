@@ -11,6 +11,9 @@ its copy, and each test checks that the worker did take part.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -234,3 +237,49 @@ def test_a_chain_with_the_worker_commits_the_same_blocks() -> None:
         for chain in chains:
             chain.close()
     assert worker._proc is None  # close() stopped the process
+
+
+_PARENT = """
+import sys, time
+from certificates.hashing import sm3
+from ledger.smt import CACHE_ALL, SparseMerkleTree
+from ledger.smt_worker import SMTWorker
+store = {}
+tree = SparseMerkleTree(store.get, b"s/".__add__, cache_depth=CACHE_ALL)
+worker = SMTWorker(min_keys=1)
+tree.attach_worker(worker)
+for batch in range(2):
+    root, writes = tree.update({sm3(b"%d/%d" % (batch, i)): sm3(b"v") for i in range(300)})
+    store.update(writes)
+    tree.commit()
+assert worker.active and worker._proc is not None
+print(worker._proc.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_the_worker_does_not_outlive_a_killed_parent() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert not _gone(pid)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(pid), f"worker {pid} still running after its parent was killed"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
