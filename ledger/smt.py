@@ -83,6 +83,7 @@ from ledger.smt_records import (
     _decode,
     _node_id,
     _record_hash,
+    fold_writes,
 )
 from ledger.smt_update import batch_update
 
@@ -143,12 +144,7 @@ class SparseMerkleTree:
         # position is at most its branch's depth (byte 66), so that depth decides.
         cache, cache_depth = self._cache, self._cache_depth
         if cache_depth >= CACHE_ALL:
-            # Every record qualifies: a bulk update, then drop the deleted positions.
-            overlay = self._overlay
-            cache.update(overlay)  # type: ignore[arg-type]  # the Nones go just below
-            for skey in self._deleted:
-                if overlay.get(skey, b"") is None:  # not re-written by a later update
-                    cache.pop(skey, None)
+            fold_writes(cache, self._overlay, self._deleted)  # every record qualifies
         elif cache_depth >= 0:
             pop = cache.pop
             for skey, rec in self._overlay.items():

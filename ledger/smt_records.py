@@ -41,6 +41,16 @@ Writes = ItemsView[bytes, bytes | None]
 _Sub = tuple[bytes, bytes | None, bytes | None] | None
 
 
+def fold_writes(cache: dict[bytes, bytes], writes: dict[bytes, bytes | None],
+                deleted: list[bytes]) -> None:
+    """Apply a batch's ``writes`` (None = delete) to ``cache``, where ``deleted`` lists the
+    keys written None: a bulk update, then the deletes (the fast form for ~50k writes)."""
+    cache.update(writes)  # type: ignore[arg-type]  # the Nones go just below
+    for skey in deleted:
+        if writes.get(skey, b"") is None:  # not re-written by a later update
+            cache.pop(skey, None)
+
+
 def _chain(h: bytes, bits: int, d: int, t: int) -> bytes:
     """Hash at depth ``t`` above the node of hash ``h`` at depth ``d`` (position ``bits``),
     through the chain nodes in between, whose other child is empty."""

@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ledger.smt_proof import SMTError
-from ledger.smt_records import _Sub
+from ledger.smt_records import _Sub, fold_writes
 from ledger.smt_update import RightHalf, right_half_update
 
 __all__ = ["SMTWorker"]
@@ -106,10 +106,7 @@ def _serve(conn: Connection, prefix: bytes) -> None:
             except OSError:  # the parent is gone (or gave up on this worker)
                 return
         elif op == "commit":
-            mirror.update(pending)  # type: ignore[arg-type]  # the Nones go just below
-            for skey in deleted:
-                if pending.get(skey, b"") is None:  # not re-written by a later update
-                    mirror.pop(skey, None)
+            fold_writes(mirror, pending, deleted)
             pending, deleted = {}, []
         elif op == "rollback":
             pending, deleted = {}, []
