@@ -84,6 +84,7 @@ from ledger.smt_records import (
     _node_id,
     _record_hash,
     fold_writes,
+    no_hit,
 )
 from ledger.smt_update import batch_update
 
@@ -104,10 +105,6 @@ __all__ = [
 
 #: ``cache_depth`` that keeps every record in memory (no branch is deeper than 255).
 CACHE_ALL = 256
-
-
-def _no_hit(skey: bytes) -> None:
-    return None
 
 
 class SparseMerkleTree:
@@ -383,7 +380,7 @@ class SparseMerkleTree:
             get if not overlay else lambda skey: overlay[skey] if skey in overlay else get(skey)
         )
         # A cache hit is only valid when no pending write can shadow it.
-        hit: Get = self._cache.get if not overlay else _no_hit
+        hit: Get = self._cache.get if not overlay else no_hit
         old, worker = self._root_record(), self._worker
         right_half = None
         if worker is not None:

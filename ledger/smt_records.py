@@ -41,6 +41,11 @@ Writes = ItemsView[bytes, bytes | None]
 _Sub = tuple[bytes, bytes | None, bytes | None] | None
 
 
+def no_hit(skey: bytes) -> None:
+    """The cache look-up to use while writes are pending: they may shadow any record."""
+    return None
+
+
 def fold_writes(cache: dict[bytes, bytes], writes: dict[bytes, bytes | None],
                 deleted: list[bytes]) -> None:
     """Apply a batch's ``writes`` (None = delete) to ``cache``, where ``deleted`` lists the

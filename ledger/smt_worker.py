@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ledger.smt_proof import SMTError
-from ledger.smt_records import _Sub, fold_writes
+from ledger.smt_records import _Sub, fold_writes, no_hit
 from ledger.smt_update import RightHalf, right_half_update
 
 __all__ = ["SMTWorker"]
@@ -61,10 +61,6 @@ def _in_right_half(skey: bytes, plen: int) -> bool:
     position's heap index) sits in the root's right subtree."""
     i = int.from_bytes(skey[plen:], "big")
     return i > 1 and i >> (i.bit_length() - 2) == 3
-
-
-def _no_hit(skey: bytes) -> None:
-    return None
 
 
 def _serve(conn: Connection, prefix: bytes) -> None:
@@ -92,7 +88,7 @@ def _serve(conn: Connection, prefix: bytes) -> None:
             gone: list[bytes] = []
             try:
                 # A pending write may shadow a mirror record: read through pending first.
-                hit = mirror.get if not pending else _no_hit
+                hit = mirror.get if not pending else no_hit
                 sub, writes = right_half_update(keys, vals, top, node_key=node_key, hit=hit,
                                                 fetch=fetch, missing=missing, deleted=gone)
             except Exception as exc:  # reported to the tree, which takes over
