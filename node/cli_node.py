@@ -7,7 +7,11 @@ original fd 2 and redirects fd 2 itself to /dev/null: the GmSSL C library writes
 two lines to fd 2 for every failed signature check, and peers or clients sending
 bad signatures must not be able to flood the operator's terminal. The node's own
 logs (JSON lines) go to the configured log file, or to that saved stderr.
-SIGTERM and SIGINT stop the node gracefully (exit 0); a fatal error exits 1.
+SIGTERM and SIGINT stop the node gracefully (exit 0); a fatal error exits 1. A node
+started with SIGINT ignored (a script's background job, as in scripts/demo.sh) keeps it
+ignored, as Python does: Ctrl-C is then its parent's to handle, which stops it with
+SIGTERM. Otherwise a node that stopped first on Ctrl-C can make that parent (bash, in
+``wait``) take the Ctrl-C as handled and carry on as if the node had failed.
 """
 
 from __future__ import annotations
@@ -119,7 +123,8 @@ def run(config: Path) -> None:
         node.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, on_signal)
     node.start()
     click.echo(f"{cfg.name} serving on {cfg.api_url} (chain {node.chain_id}, height "
                f"{node.chain.head_height}); logs: {cfg.log_file or 'stderr'}", err=True)
