@@ -70,6 +70,13 @@ def _ours(repo: Path) -> list[str]:
     return out
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A script started from a terminal gets Ctrl-C; one whose parent ignores SIGINT (a
+    # test run that is itself a shell's background job) starts with it ignored, and bash
+    # cannot trap a signal ignored on entry. The test is about the terminal case.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_runs_resumes_and_serves(tmp_path: Path) -> None:
     repo = _copy_repo(tmp_path / "repo")
     env = {k: v for k, v in os.environ.items() if k != "CERTLEDGER_PASSPHRASE"}
@@ -109,7 +116,8 @@ def test_demo_runs_resumes_and_serves(tmp_path: Path) -> None:
                             env={**env, "DEMO_VERIFIER_PORT": str(port),
                                  "DEMO_EXIT_AFTER_SETUP": "0"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     assert proc.stdout is not None
     lines: list[str] = []
     try:
