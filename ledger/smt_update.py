@@ -8,9 +8,12 @@ pieces; a delete that empties a side makes the other rise). Below the point wher
 alone in its batch a loop takes over (``insert_one``): it walks down recording each branch
 and which hash in it to replace, then splices the new hashes in upwards - most of the work.
 
-Everything here is a closure over the batch (its keys, values and the writes dict), which
-keeps the hot path free of attribute look-ups. ``ledger.smt.SparseMerkleTree.update`` checks
-the arguments, picks how records are read (store, overlay, cache) and keeps the writes.
+Everything here is a closure over the batch (its keys, values and the writes dict), built
+by ``_updater``, which keeps the hot path free of attribute look-ups. ``batch_update`` runs
+it from the root; ``right_half_update`` runs it below the root's right child, for the SMT
+worker (``ledger.smt_worker``), whose result ``batch_update`` then takes in place of its own
+recursion there. ``ledger.smt.SparseMerkleTree.update`` checks the arguments, picks how
+records are read (store, overlay, cache) and keeps the writes.
 """
 
 from __future__ import annotations
