@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -283,3 +284,13 @@ def test_the_worker_does_not_outlive_a_killed_parent() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait(10)
+
+
+def test_the_ledger_bench_counts_the_worker_cpu(tmp_path: Path) -> None:
+    from ledger.bench import run
+
+    on = run(2400, per_block=1200, proofs=20, data_dir=str(tmp_path / "on"))
+    off = run(2400, per_block=1200, proofs=20, data_dir=str(tmp_path / "off"),
+              smt_worker=False)
+    assert on["smt_worker"] is True and on["smt_worker_cpu_s"] > 0
+    assert off["smt_worker"] is False and off["smt_worker_cpu_s"] == 0
