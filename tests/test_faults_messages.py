@@ -137,8 +137,10 @@ def test_replayed_old_vote_and_bad_relayed_votes(cluster: Cluster) -> None:
     key = c.validator_key(SEALER)
     outsider = sm2.PrivateKey.generate()
     assert c.stop([SEALER]) == {SEALER: 0}
-    # A real, old precommit: one of the signatures of a stored commit certificate.
-    old = max(c.heights().values()) - 1
+    # A real, old precommit: one of the signatures of a stored commit certificate, from
+    # below the victim's own head. (The cluster's highest head may be a height the victim
+    # is still deciding, and a vote it already has there counts as a duplicate instead.)
+    old = c.wait_height(2, names=[VICTIM])[VICTIM] - 1
     commit = c.get(VICTIM, f"/v1/blocks/{old}").json()["commit"]
     sig = commit["signatures"][0]
     captured = Vote("precommit", old, commit["round"], bytes.fromhex(commit["block_hash"]),
