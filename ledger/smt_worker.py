@@ -142,7 +142,7 @@ class SMTWorker:
         if self.broken is not None:
             return None
         # The root's right child must be a stored branch below a depth-0 root branch.
-        shaped = old is not None and len(old) > 64 and old[66] == 0 and not old[65] & 2
+        shaped = old is not None and _depth0_branch(old) and not old[65] & 2
         mid = _first_right(keys)
         if mid == len(keys):
             return None
@@ -165,7 +165,8 @@ class SMTWorker:
             reply = self._recv()
             self._waiting = False
             if reply is None or reply[0] != "ok":
-                self._fail(reply[1] if reply is not None else self.broken or "no reply")
+                if reply is not None:  # an error reply (no reply: _recv has failed it)
+                    self._fail(reply[1])
                 raise SMTError(f"SMT worker failed: {self.broken}")
             _, sub, w, gone = reply
             writes.update(w)
@@ -179,8 +180,7 @@ class SMTWorker:
         """After the tree's update, whose new root record is ``root_record``."""
         if self._waiting:  # never taken (cannot happen with a depth-0 root): drop it all
             self.abandon()
-        elif self.active and not (root_record is not None and len(root_record) > 64
-                                  and root_record[66] == 0):
+        elif self.active and not (root_record is not None and _depth0_branch(root_record)):
             self.deactivate()
 
     def abandon(self) -> None:
@@ -284,6 +284,11 @@ class SMTWorker:
         if self._proc is not None:
             self._proc.kill()  # it may be mid-message: no orderly stop
         self.close()
+
+
+def _depth0_branch(rec: bytes) -> bool:
+    """Whether a root record is a branch at depth 0 (not a lone leaf, not below a chain)."""
+    return len(rec) > 64 and rec[66] == 0
 
 
 def _first_right(keys: list[bytes]) -> int:
