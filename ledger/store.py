@@ -13,6 +13,9 @@ chain uses that as its overlay while it builds a block's batch.
 ``verify_checksums``, so a damaged table is reported instead of silently read as missing
 data; every plyvel failure becomes ``StorageError`` (lock held, I/O) or
 ``CorruptStoreError`` (checksum or structure), with the path and what to do in the message.
+LevelDB's own compression is off: blocks and state records are zstd-encoded on write and
+decoded on read by ``ledger.valuecodec`` (why, and the format, are there), invisibly to
+callers; its dictionaries (``x/``) are left out of a walk of the whole key space.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from typing import Any, Protocol
 
 import plyvel
 
+from ledger import schema
 from ledger.errors import CorruptStoreError, StorageError
+from ledger.valuecodec import ValueCodec
 
 
 class WriteBatch:
@@ -199,7 +204,7 @@ class LevelDBStore:
             "max_file_size": 32 * 1024 * 1024,
             "lru_cache_size": 128 * 1024 * 1024,
             "bloom_filter_bits": 10,
-            "compression": "snappy",
+            "compression": None,  # ledger.valuecodec compresses what compresses
             **options,
         }
         try:
@@ -208,6 +213,7 @@ class LevelDBStore:
             )
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "open") from exc
+        self._codec = ValueCodec(self._get_raw, str(self.path))
         if check_tables:
             try:
                 self.check_tables()
@@ -258,7 +264,7 @@ class LevelDBStore:
             raise StorageError(f"LevelDB store at {self.path} is closed")
         return self._db
 
-    def get(self, key: bytes) -> bytes | None:
+    def _get_raw(self, key: bytes) -> bytes | None:
         db = self._open_db()
         try:
             value: bytes | None = db.get(key, verify_checksums=True)
@@ -266,25 +272,40 @@ class LevelDBStore:
             raise _classify(exc, self.path, "read") from exc
         return value
 
+    def get(self, key: bytes) -> bytes | None:
+        value = self._get_raw(key)
+        return None if value is None else self._codec.decode(key, value)
+
     def iterate(
         self, prefix: bytes = b"", start: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
         db = self._open_db()
         lo = prefix if start is None or start < prefix else start
         end = _prefix_end(prefix)
+        family = prefix[:2] if len(prefix) >= 2 else None
+        decode = self._codec.decode
         try:
             if end is None:
                 it = db.iterator(start=lo or None, verify_checksums=True)
             else:
                 it = db.iterator(start=lo, stop=end, verify_checksums=True)
             with it:
-                yield from it
+                if family is None:  # a walk across families: decode, hide dictionaries
+                    hidden = schema.CODEC_DICT_PREFIX
+                    for key, value in it:
+                        if key[:2] != hidden:
+                            yield key, decode(key, value)
+                elif family in _ENCODED:
+                    for key, value in it:
+                        yield key, decode(key, value)
+                else:  # the SMT's preload walks millions of nodes: no per-item work
+                    yield from it
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "iterate") from exc
 
     def write(self, batch: WriteBatch, sync: bool = True) -> None:
         db = self._open_db()
-        ops = batch.ops
+        ops = self._codec.encode(batch.ops)
         try:
             wb = db.write_batch(sync=sync)
             # A block is ~60k operations: run the puts from C (map) rather than a Python loop.
@@ -293,12 +314,14 @@ class LevelDBStore:
             # once, so the order between the passes is irrelevant). Scanning the values for
             # None first cost as much as the puts.
             try:
-                deque(map(wb.put, ops.keys(), ops.values()), maxlen=0)
+                deque(starmap(wb.put, ops), maxlen=0)
                 for run in batch.runs:
                     deque(starmap(wb.put, run), maxlen=0)
             except TypeError:
                 wb = db.write_batch(sync=sync)
-                self._put_and_delete(wb, batch.items())
+                self._put_and_delete(wb, ops)
+                for run in batch.runs:
+                    self._put_and_delete(wb, run)
             wb.write()
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "write") from exc
@@ -334,6 +357,9 @@ class LevelDBStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+#: The families whose values ``ledger.valuecodec`` encodes.
+_ENCODED = frozenset({schema.BLOCK_PREFIX, schema.RECORD_PREFIX})
 
 #: Last 8 bytes of every LevelDB table (table/format.h, kTableMagicNumber, little endian).
 _TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
