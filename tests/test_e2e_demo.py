@@ -11,6 +11,7 @@ The copy shares this checkout's ``.venv`` (a symlink), so no install happens her
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -32,6 +33,13 @@ _SKIP = {".git", ".venv", "demo-data", ".mypy_cache", ".ruff_cache", ".pytest_ca
 
 
 def _copy_repo(dst: Path) -> Path:
+    # scripts/_venv.sh reinstalls when pyproject.toml changed since the last install; in
+    # the copy that would point this checkout's editable install at a temporary directory.
+    stamp = ROOT / ".venv" / ".certledger-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.is_file() or stamp.read_text().strip() != want:
+        pytest.fail(".venv was not installed from the current pyproject.toml: run "
+                    "scripts/test.sh (the demo's copy of the repository shares the .venv)")
     shutil.copytree(ROOT, dst, ignore=lambda d, names: [n for n in names if n in _SKIP])
     (dst / ".venv").symlink_to(ROOT / ".venv")
     return dst
