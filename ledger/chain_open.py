@@ -96,9 +96,7 @@ def _open(store: KVStore, seen: list[int]) -> Opened:
             raise StorageError("the store is empty: create it from a genesis first")
         raise corrupt(0, "the schema version key is missing")
     if version != schema.encode_height(schema.SCHEMA_VERSION):
-        raise SchemaVersionError(
-            f"store schema version {int.from_bytes(version, 'big')} is not "
-            f"{schema.SCHEMA_VERSION}: use the certledger release that wrote it, or re-sync")
+        raise SchemaVersionError.found(int.from_bytes(version, "big"), schema.SCHEMA_VERSION)
     try:
         genesis = Genesis.loads(_meta(store, schema.meta_genesis(), "genesis").decode())
     except (GenesisError, UnicodeDecodeError) as exc:

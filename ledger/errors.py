@@ -43,6 +43,11 @@ class SchemaVersionError(StorageError):
 
     code = "schema_version"
 
+    @classmethod
+    def found(cls, version: int, expected: int) -> SchemaVersionError:
+        return cls(f"store schema version {version} is not {expected}: use the certledger "
+                   "release that wrote it, or re-sync")
+
 
 class InvalidBlockError(LedgerError):
     """A block (or its encoding) breaks a validation rule; the message names which."""

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import plyvel
 
 from ledger import schema
-from ledger.errors import CorruptStoreError, StorageError
+from ledger.errors import CorruptStoreError, SchemaVersionError, StorageError
 from ledger.valuecodec import ValueCodec
 
 
@@ -214,12 +214,24 @@ class LevelDBStore:
         except plyvel.Error as exc:
             raise _classify(exc, self.path, "open") from exc
         self._codec = ValueCodec(self._get_raw, str(self.path))
-        if check_tables:
-            try:
+        try:
+            if check_tables:
                 self.check_tables()
-            except StorageError:
-                self.close()
-                raise
+            self._check_version()
+        except StorageError:
+            self.close()
+            raise
+
+    def _check_version(self) -> None:
+        """Values are encoded as this schema version says: a store of another version is
+        refused before anything is decoded (it would read as damage)."""
+        try:
+            version = self._get_raw(schema.meta_schema_version())
+        except CorruptStoreError:
+            return  # damage, not another version: the reads that need the key report it
+        if version is not None and version != schema.encode_height(schema.SCHEMA_VERSION):
+            raise SchemaVersionError.found(int.from_bytes(version, "big"),
+                                           schema.SCHEMA_VERSION)
 
     def check_tables(self) -> None:
         """Refuse a store whose live table files are missing, truncated or footer-less.

@@ -111,7 +111,10 @@ for cfg in "${configs[@]}"; do
   start "$name" "$LOGS/$name.out" certledger node run --config "$cfg"
 done
 say "starting ${#nodes[@]} validators: ${nodes[*]}"
-docs wait 60 "${nodes[@]/%//v1/status}" || { echo "see the logs in $LOGS" >&2; exit 1; }
+docs wait 60 "${nodes[@]/%//v1/status}" || {
+  # A node that refused to start says why on its last line (an old store, a busy port).
+  tail -qn1 "$LOGS"/node-*.out 2>/dev/null | grep -m1 '^Error:' >&2 || true
+  echo "see the logs in $LOGS" >&2; exit 1; }
 NODE=${nodes[0]}
 
 # --------------------------------------------------------------------------- certificates

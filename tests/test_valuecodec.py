@@ -174,3 +174,16 @@ def test_leveldb_reads_back_what_a_memory_store_holds(
             assert ldb.get(prefix + bytes([k])) == mem.get(prefix + bytes([k]))
     finally:
         ldb.close()
+
+
+def test_a_store_of_another_schema_version_is_refused_before_any_value_is_decoded(
+        tmp_path: Path) -> None:
+    from ledger.errors import SchemaVersionError
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    db.put(schema.meta_schema_version(), schema.encode_height(1))
+    db.put(schema.block(1), b"\\x82 a block as version 1 stored it")  # no encoding tag
+    db.close()
+    with pytest.raises(SchemaVersionError, match="schema version 1 is not 2"):
+        LevelDBStore(tmp_path / "db", create=False)
+    report = audit(tmp_path / "db")
+    assert not report.ok and "schema version 1 is not 2" in report.summary()
