@@ -113,7 +113,11 @@ done
 say "starting ${#nodes[@]} validators: ${nodes[*]}"
 docs wait 60 "${nodes[@]/%//v1/status}" || {
   # A node that refused to start says why on its last line (an old store, a busy port).
-  tail -qn1 "$LOGS"/node-*.out 2>/dev/null | grep -m1 '^Error:' >&2 || true
+  why=$(tail -qn1 "$LOGS"/node-*.out 2>/dev/null | grep -m1 '^Error:' || true)
+  [ -z "$why" ] || echo "$why" >&2
+  case "$why" in *"schema version"*)
+    echo "$DATA was written by another certledger release: remove it to start a new network" >&2
+  esac
   echo "see the logs in $LOGS" >&2; exit 1; }
 NODE=${nodes[0]}
 
