@@ -111,7 +111,7 @@ for cfg in "${configs[@]}"; do
   start "$name" "$LOGS/$name.out" certledger node run --config "$cfg"
 done
 say "starting ${#nodes[@]} validators: ${nodes[*]}"
-docs wait 60 "${nodes[@]/%//v1/status}" || {
+docs wait --pids="$(IFS=,; echo "${pids[*]}")" 60 "${nodes[@]/%//v1/status}" || {
   # A node that refused to start says why on its last line (an old store, a busy port).
   why=$(tail -qn1 "$LOGS"/node-*.out 2>/dev/null | grep -m1 '^Error:' || true)
   [ -z "$why" ] || echo "$why" >&2
@@ -186,7 +186,7 @@ URL_VALID=$(cat "$DATA/qr/diploma-valid.url")
 URL_REVOKED=$(cat "$DATA/qr/diploma-revoked.url")
 URL_LICENCE=$(cat "$DATA/qr/licence.url")
 printf '%s\n' "$URL_VALID" "$URL_REVOKED" "$URL_LICENCE" >"$DATA/urls.txt"
-docs wait 60 "$VURL/healthz" || { echo "the verifier did not start; see $LOGS/verifier.out" >&2
+docs wait --pids="$(IFS=,; echo "${pids[*]}")" 60 "$VURL/healthz" || { echo "the verifier did not start; see $LOGS/verifier.out" >&2
                                  exit 1; }
 
 cat <<EOF

@@ -5,8 +5,9 @@
         (OUT_DIR/licence.json), then prints shell assignments for demo.sh: the ids it
         shows (VALID_ID, REVOKED_ID, LICENCE_ID) and what the chain already holds
         (HAVE_DIPLOMAS, HAVE_LICENCE, HAVE_REVOKED: 1 or 0)
-    python scripts/demo_docs.py wait SECONDS URL...
-        wait until every URL answers 200 (exit 1 naming the first that did not)
+    python scripts/demo_docs.py wait [--pids=PID,...] SECONDS URL...
+        wait until every URL answers 200 (exit 1 naming the first that did not); with
+        --pids, give up as soon as one of those processes has exited
 
 The documents are deterministic (same N, same documents), so a second run of the demo
 finds the same ids on the chain and skips what is done. Names are invented.
@@ -90,14 +91,23 @@ def main(argv: list[str]) -> int:
                   f"HAVE_REVOKED={int(status(revoked) == 'revoked')}")
         return 0
     if cmd == "wait":
-        deadline = time.monotonic() + float(argv[1])
-        for url in argv[2:]:
+        args, pids = argv[1:], []
+        if args and args[0].startswith("--pids="):
+            pids = [int(p) for p in args[0].removeprefix("--pids=").split(",") if p]
+            args = args[1:]
+        deadline = time.monotonic() + float(args[0])
+        for url in args[1:]:
             while True:
                 try:
                     if requests.get(url, timeout=1).status_code == 200:
                         break
                 except requests.RequestException:
                     pass
+                gone = [p for p in pids if not _running(p)]
+                if gone:
+                    print(f"{url} did not answer: process {gone[0]} has exited",
+                          file=sys.stderr)
+                    return 1
                 if time.monotonic() > deadline:
                     print(f"{url} did not answer", file=sys.stderr)
                     return 1
@@ -105,6 +115,15 @@ def main(argv: list[str]) -> int:
         return 0
     print(__doc__, file=sys.stderr)
     return 2
+
+
+def _running(pid: int) -> bool:
+    # A child of the demo's shell that exited stays a zombie until the shell reaps it.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :][:1] not in ("Z", "X")
 
 
 if __name__ == "__main__":
