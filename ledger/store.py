@@ -57,7 +57,8 @@ class WriteBatch:
     def add_run(self, pairs: Collection[tuple[bytes, bytes | None]]) -> None:
         """Add ``(key, value)`` pairs (None = delete) that no other op of this batch touches,
         each key once — a block's SMT node writes, under their own prefix. Kept as a list:
-        merging ~50k pairs into ``ops`` cost as much as handing them to the store."""
+        merging ~50k pairs into ``ops`` cost as much as handing them to the store. Runs are
+        stored as they are: blocks and records (which ``LevelDBStore`` encodes) go in ``ops``."""
         self.runs.append(pairs)
 
     def items(self) -> Iterator[tuple[bytes, bytes | None]]:
