@@ -200,7 +200,11 @@ class PureBackend:
         self._gm = gm
 
     def _crypt(self, private_hex: str, public_hex: str) -> object:
-        return self._gm.CryptSM2(private_key=private_hex, public_key=public_hex)
+        c = self._gm.CryptSM2(private_key=private_hex, public_key="")
+        # Not through the constructor: it strips a "04" prefix with lstrip("04"), which
+        # also eats the leading 0s and 4s of an x coordinate that starts with byte 0x04.
+        c.public_key = public_hex
+        return c
 
     def public_from_private(self, private_key: bytes) -> bytes:
         d = validate_private_key(private_key)

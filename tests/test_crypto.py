@@ -102,6 +102,18 @@ def test_cross_backend_200_messages(signer: str, checker: str) -> None:
         assert sm2.verify(key.public.data, msg, sig, backend=checker), f"message {i}"
 
 
+@pytest.mark.parametrize("checker", ["gmssl", "gmssl_pyx"])
+def test_a_public_key_whose_x_starts_with_byte_04_verifies(checker: str) -> None:
+    # gmssl's CryptSM2 strips a "04" prefix with lstrip("04"), which ate the first digits of
+    # this key's x coordinate (0x042c3d...): the pure backend raised TypeError in verify.
+    key = sm2.PrivateKey.from_bytes(bytes.fromhex("115c7528b7f6".rjust(64, "0")))
+    assert key.public.data[:2] == b"\x04\x04"
+    for signer in ("gmssl", "gmssl_pyx"):
+        sig = key.sign(b"certledger", backend=signer)
+        assert sm2.verify(key.public.data, b"certledger", sig, backend=checker)
+        assert not sm2.verify(key.public.data, b"certledger!", sig, backend=checker)
+
+
 def test_custom_signer_id_changes_z_a_and_is_checked() -> None:
     key = sm2.PrivateKey.generate(signer_id=b"alice@agency")
     sig = key.sign(b"msg")
