@@ -86,12 +86,12 @@ class ValueCodec:
             elif prefix == _RECORD:
                 records.append((key, value))
             else:
-                append((key, self.encode_block(value)))
+                append((key, self._encode_block(value)))
         if records:
             out.extend(self._encode_records(records))
         return out
 
-    def encode_block(self, value: bytes) -> bytes:
+    def _encode_block(self, value: bytes) -> bytes:
         with self._lock:
             return FRAME + self._frames.compress(value)
 

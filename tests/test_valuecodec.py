@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from certificates.hashing import sm3
 from ledger import schema, valuecodec
 from ledger.audit import audit
 from ledger.chain import Chain
-from ledger.errors import CorruptStoreError
+from ledger.errors import CorruptStoreError, SchemaVersionError
 from ledger.store import LevelDBStore, MemoryStore, WriteBatch
 from tests.crash_child import grow
 from tests.ledger_fixtures import make_genesis
@@ -95,7 +96,6 @@ def test_small_batches_are_stored_raw(tmp_path: Path) -> None:
 
 
 def test_a_dictionary_id_taken_by_other_bytes_makes_the_batch_raw(tmp_path: Path) -> None:
-    from certificates.hashing import sm3
     records = {rkey(i): record(i) for i in range(8)}
     ref = next(iter(records.values()))
     taken = schema.codec_dict(sm3(ref)[: valuecodec.DICT_ID_SIZE])
@@ -178,7 +178,6 @@ def test_leveldb_reads_back_what_a_memory_store_holds(
 
 def test_a_store_of_another_schema_version_is_refused_before_any_value_is_decoded(
         tmp_path: Path) -> None:
-    from ledger.errors import SchemaVersionError
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     db.put(schema.meta_schema_version(), schema.encode_height(1))
     db.put(schema.block(1), b"\\x82 a block as version 1 stored it")  # no encoding tag
