@@ -264,6 +264,16 @@ def test_qr_page(env: Env) -> None:
     assert env.audit.count() == 4
 
 
+def test_a_cut_or_garbled_qr_link_still_gets_the_html_page(env: Env) -> None:
+    good = to_base41(encode_payload(present(env.world.wallets["valid"], ["name"])))
+    for path in ("/q/", "/Q/", f"/q/{good[:-5]}%0A", f"/q/{good[:20]}/{good[20:]}"):
+        resp = env.client.get(path)
+        assert resp.status_code == 400, path
+        assert resp.content_type.startswith("text/html")
+        assert "无法核验" in resp.get_data(as_text=True)
+    assert env.audit.count() == 0  # nothing was verified
+
+
 def test_qr_page_escapes_values(env: Env) -> None:
     from tests.verifier_fixtures import document
     from verifier.qr import payload_url

@@ -37,6 +37,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from certificates.anchor import SignedAnchor
 from verifier.audit import AuditLog, to_csv
@@ -218,8 +219,15 @@ def audit_route() -> Any:
 public = Blueprint("public", __name__)
 
 
-@public.get("/q/<path:payload>")
-@public.get("/Q/<path:payload>")
+@public.get("/q/")
+@public.get("/Q/")
+def empty_qr_page() -> Any:
+    """A link cut short before its payload: the phone still gets a page that says so."""
+    return qr_page("")
+
+
+@public.get("/q/<payload:payload>")
+@public.get("/Q/<payload:payload>")
 def qr_page(payload: str) -> Any:
     deps = _deps()
     try:
@@ -256,8 +264,17 @@ def _error(status: int, code: str, message: str) -> Response:
     return resp
 
 
+class _PayloadConverter(PathConverter):
+    """Everything after ``/q/``, newlines included (``path`` stops at one): whatever a
+    scanner hands over reaches the page, which then says what is wrong with it."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False  # slashes too: werkzeug would infer True from this regex
+
+
 def create_app(deps: VerifierDeps) -> Flask:
     app = Flask("certledger.verifier")
+    app.url_map.converters["payload"] = _PayloadConverter
     app.extensions["certledger-verifier"] = deps
     pipeline = AuditedVerifier(deps.service, deps.audit)
     app.extensions["certledger-pipeline"] = pipeline
