@@ -1,0 +1,137 @@
+"""A lying node can make the verifier refuse its answer, never believe a false record.
+
+A node's real answer to ``POST /v1/state/batch`` (header, commit certificate, validator
+set, and per key the record bytes and SMT proof: issued, revoked and absent
+certificates, a registered and an unknown issuer) is changed at one place by
+Hypothesis: a hex string with one character or byte changed, cut or replaced, a
+number moved by one, a flag flipped, an entry dropped or duplicated, a value of
+another type. The light client's parsing (``batch_from_json``) and checks
+(``check_state``: commit certificate against the trusted validators, then the
+proof against the header's state root) must then either fail with a
+``VerifierError`` or accept exactly the record the chain holds for that key - what
+the answer was before the change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from ledger.records import cert_key, issuer_key
+from node.views import state_batch_body
+from tests.ledger_fixtures import ISSUER_A, UNREGISTERED, make_genesis
+from tests.verifier_fixtures import World, build_world
+from verifier.checks import check_state
+from verifier.errors import VerifierError
+from verifier.evidence import batch_from_json
+from verifier.trust import TrustedState
+
+SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture])
+HEX = "0123456789abcdef"
+
+
+class Answer:
+    def __init__(self, world: World) -> None:
+        ids = [world.wallets[label].document.id for label in ("valid", "revoked", "unissued")]
+        codes = [ISSUER_A, UNREGISTERED]
+        self.keys = [cert_key(i) for i in ids] + [issuer_key(c) for c in codes]
+        self.truth = {k: world.chain.record(k) for k in self.keys}
+        self.body = json.loads(state_batch_body(world.chain, ids, codes))
+        self.trusted = TrustedState.from_genesis(make_genesis())
+
+
+@pytest.fixture(scope="module")
+def answer() -> Answer:
+    return Answer(build_world())
+
+
+def _places(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [at]
+    if isinstance(v, dict):
+        for k, x in v.items():
+            out += _places(x, (*at, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            out += _places(x, (*at, i))
+    return out
+
+
+def _hex_edit(old: str, data: st.DataObject) -> str:
+    how = data.draw(st.sampled_from(["char", "cut", "append", "swap bytes"]), label="hex edit")
+    i = data.draw(st.integers(0, max(0, len(old) - 1)), label="at")
+    if how == "char" and old:
+        return old[:i] + data.draw(st.sampled_from(HEX.replace(old[i], "")), label="c") + \
+            old[i + 1:]
+    if how == "cut":
+        return old[:i]
+    if how == "append":
+        return old + data.draw(st.text(HEX, min_size=1, max_size=8), label="tail")
+    j = data.draw(st.integers(0, max(0, len(old) // 2 - 1)), label="other byte")
+    b = [old[k:k + 2] for k in range(0, len(old), 2)]
+    if b:
+        b[i // 2 % len(b)], b[j] = b[j], b[i // 2 % len(b)]
+    return "".join(b)
+
+
+def _change(body: Any, data: st.DataObject) -> Any:
+    body = copy.deepcopy(body)
+    at = data.draw(st.sampled_from(_places(body)[1:]), label="place")
+    parent = body
+    for k in at[:-1]:
+        parent = parent[k]
+    last, old = at[-1], parent[at[-1]]
+    how = data.draw(st.sampled_from(["edit", "edit", "edit", "delete", "duplicate", "other"]),
+                    label="how")
+    if how == "edit" and isinstance(old, str) and old and all(c in HEX for c in old):
+        parent[last] = _hex_edit(old, data)
+    elif how == "edit" and isinstance(old, bool):
+        parent[last] = not old
+    elif how == "edit" and isinstance(old, int):
+        parent[last] = old + data.draw(st.sampled_from([-1, 1]), label="step")
+    elif how == "delete":
+        del parent[last]
+    elif how == "duplicate" and isinstance(parent, list):
+        parent.insert(last, copy.deepcopy(old))
+    else:
+        parent[last] = data.draw(st.none() | st.booleans() | st.integers() | st.text(max_size=9)
+                                 | st.lists(st.integers(), max_size=2), label="other")
+    return body
+
+
+@SETTINGS
+@given(data=st.data())
+def test_a_changed_answer_is_refused_or_proves_the_true_record(answer: Answer,
+                                                               data: st.DataObject) -> None:
+    changed = _change(answer.body, data)
+    try:
+        evidence = batch_from_json(changed, answer.keys, "liar")
+    except VerifierError:
+        event("whole answer refused")
+        return
+    for key, ev in zip(answer.keys, evidence, strict=True):
+        if isinstance(ev, Exception):
+            assert isinstance(ev, VerifierError)
+            event("entry refused")
+            continue
+        try:
+            checked = check_state(ev, answer.trusted)
+        except VerifierError:
+            event("checks refused")
+            continue
+        assert checked.key == key
+        assert checked.record == answer.truth[key], "a changed answer proved another record"
+        event("accepted, true record")
+
+
+def test_the_unchanged_answer_proves_every_true_record(answer: Answer) -> None:
+    evidence = batch_from_json(answer.body, answer.keys, "node")
+    for key, ev in zip(answer.keys, evidence, strict=True):
+        assert not isinstance(ev, Exception)
+        assert check_state(ev, answer.trusted).record == answer.truth[key]
