@@ -198,7 +198,7 @@ def get_block(height: str) -> Any:
     chain = _deps().chain
     if height == "latest":
         h = chain.head_height
-    elif height.isdigit() and len(height) < 20:
+    elif height.isascii() and height.isdigit() and len(height) < 20:
         h = int(height)
     else:
         raise ApiError(400, "bad_height", "height must be a non-negative integer or 'latest'")
@@ -310,7 +310,8 @@ class _FastBatch:
             return self.flask_wsgi(environ, start_response)
         length = environ.get("CONTENT_LENGTH") or ""
         mime = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
-        if not length.isdigit() or int(length) > _BATCH_BODY or mime != "application/json":
+        if not (length.isascii() and length.isdigit()) or int(length) > _BATCH_BODY \
+                or mime != "application/json":
             return self.flask_wsgi(environ, start_response)
         data = environ["wsgi.input"].read(int(length))
         try:

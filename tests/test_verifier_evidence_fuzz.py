@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -25,10 +27,12 @@ from hypothesis import strategies as st
 from ledger.records import cert_key, issuer_key
 from node.views import state_batch_body
 from tests.ledger_fixtures import ISSUER_A, UNREGISTERED, make_genesis
-from tests.verifier_fixtures import World, build_world
+from tests.verifier_fixtures import ChainSource, World, build_world
 from verifier.checks import check_state
-from verifier.errors import VerifierError
+from verifier.errors import NoTrustworthyAnswerError, VerifierError
 from verifier.evidence import batch_from_json
+from verifier.lightclient import LightClient
+from verifier.sources import HttpSource
 from verifier.trust import TrustedState
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
@@ -135,3 +139,57 @@ def test_the_unchanged_answer_proves_every_true_record(answer: Answer) -> None:
     for key, ev in zip(answer.keys, evidence, strict=True):
         assert not isinstance(ev, Exception)
         assert check_state(ev, answer.trusted).record == answer.truth[key]
+
+
+def test_a_content_length_of_unicode_digits_is_the_nodes_fault_not_a_crash() -> None:
+    # http.client reads headers as Latin-1: b"\xb9" is "¹", for which str.isdigit() holds
+    # but int() fails. The light client must see a source problem, not a ValueError.
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: \xb9\r\nConnection: close\r\n\r\n{}")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                conn.recv(65536)
+                conn.sendall(answer)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        src = HttpSource(f"http://127.0.0.1:{port}", timeout=10)
+        try:
+            with pytest.raises(VerifierError):  # the node's fault, as any bad answer
+                src.state_many([cert_key("1.2.156.3005.2.x")])
+        finally:
+            src.close()
+        t.join(10)
+        assert not t.is_alive()
+
+
+class _Broken:
+    """A source that fails in a way no one foresaw (a bug met by a node's odd answer)."""
+
+    name = "broken"
+
+    def state(self, key: bytes) -> Any:
+        raise ValueError("invalid literal for int() with base 10: '¹'")
+
+    def state_many(self, keys: list[bytes]) -> Any:
+        raise ValueError("invalid literal for int() with base 10: '¹'")
+
+    def latest(self) -> None:
+        return None
+
+
+def test_a_source_failing_unforeseeably_is_that_nodes_failure(answer: Answer) -> None:
+    world = build_world()
+    cid = world.wallets["valid"].document.id
+    alone = LightClient(answer.trusted, [_Broken()], refresh_interval=None)
+    with pytest.raises(NoTrustworthyAnswerError, match="ValueError"):
+        alone.evidence(cid, ISSUER_A)
+    both = LightClient(answer.trusted, [_Broken(), ChainSource(world.chain)],
+                       refresh_interval=None)
+    assert both.evidence(cid, ISSUER_A).certificate.record == world.chain.record(cert_key(cid))

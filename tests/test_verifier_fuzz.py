@@ -177,3 +177,14 @@ def test_status_and_audit_queries_never_fail_on_input(service: Service, cert_id:
         assert resp.status_code < 500, resp.get_data(as_text=True)[:300]
         if resp.status_code >= 400:
             assert set(resp.get_json()["error"]) == {"code", "message"}
+
+
+def test_unicode_digits_are_a_400_not_a_500(service: Service) -> None:
+    # str.isdigit() holds for '¹', which int() refuses: the fast path and the audit query.
+    resp = service.client.get("/v1/audit", query_string={"since": "¹"}, headers=service.headers)
+    assert resp.status_code == 400 and set(resp.get_json()["error"]) == {"code", "message"}
+    before = service.audit.count()
+    resp = service.client.post("/v1/verify", data=b"{}", headers={
+        **service.headers, "Content-Type": "application/json"},
+        environ_overrides={"CONTENT_LENGTH": "\xb9"})
+    _check_verify_answer(service, resp, before)

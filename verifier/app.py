@@ -181,7 +181,7 @@ def _time_arg(name: str) -> int | None:
     text = request.args.get(name)
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also holds for '¹'
         return int(text)
     try:
         when = dt.datetime.fromisoformat(text)

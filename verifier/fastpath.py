@@ -58,7 +58,8 @@ class FastRoute:
         if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
             return self.flask_wsgi(environ, start_response)
         length = environ.get("CONTENT_LENGTH") or ""
-        if not length.isdigit() or int(length) > self.max_body \
+        # isascii: str.isdigit() also holds for '¹', which int() refuses.
+        if not (length.isascii() and length.isdigit()) or int(length) > self.max_body \
                 or not _is_json(environ.get("CONTENT_TYPE") or ""):
             return self.flask_wsgi(environ, start_response)
         data = environ["wsgi.input"].read(int(length))

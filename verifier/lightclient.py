@@ -33,6 +33,7 @@ commit/proof caches are in ``verifier.checks``; they are re-exported here.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,7 @@ from verifier.trust import TrustedState
 __all__ = ["CheckedState", "EvidenceSource", "LightClient", "check_header", "check_proof",
            "check_state", "decode_header"]
 
+log = logging.getLogger(__name__)
 _ISSUER_CACHE_LIMIT = 1024
 #: How long a queued look-up waits for its batch: every node may be tried in turn.
 _BATCH_WAIT = 60.0
@@ -349,6 +351,11 @@ class LightClient:
                 answers = _state_many(src, [wanted[i][0] for i in ask])
             except SourceError as exc:  # the whole request failed
                 answers = [exc] * len(ask)
+            except Exception as exc:
+                # A node's answer that breaks a source in a way nobody foresaw is that
+                # node's failure, not every verification's: log it and ask the next one.
+                log.exception("evidence source %s failed unexpectedly", src.name)
+                answers = [SourceError(f"unexpected {type(exc).__name__}: {exc}")] * len(ask)
             good = False
             for i, ans in zip(ask, answers, strict=True):
                 try:

@@ -179,7 +179,8 @@ class HttpSource:
                 conn.request(method, self._prefix + path, body=body, headers=headers)
                 resp = conn.getresponse()
                 length = resp.getheader("Content-Length")
-                if length is not None and length.isdigit() and int(length) > _MAX_BODY:
+                if length is not None and length.isascii() and length.isdigit() \
+                        and int(length) > _MAX_BODY:
                     self._drop()
                     raise SourceError(f"answer of {length} bytes is too large")
                 data = resp.read(_MAX_BODY + 1)
