@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from certificates import canonical
+from certificates import canonical, jsonio
 from certificates.errors import CertificatesError, KeystoreError
 from certificates.sm2 import PrivateKey, PublicKey
 
@@ -180,10 +180,10 @@ def write_key_file(
 def _read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = jsonio.read(p)
     except FileNotFoundError as exc:
         raise KeystoreError(f"key file {p} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise KeystoreError(f"cannot read key file {p}: {exc}") from exc
     if not isinstance(data, dict):
         raise KeystoreError(f"{p} is not a certledger key file")

@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from certificates import canonical, sm2
+from certificates import canonical, jsonio, sm2
 from certificates.errors import CertificatesError
 from certificates.hashing import sm3
 from ledger.commit import Validator, ValidatorSet
@@ -150,7 +150,7 @@ class Genesis:
     @classmethod
     def loads(cls, text: str) -> Genesis:
         try:
-            obj = json.loads(text)
+            obj = jsonio.loads(text)
         except ValueError as exc:
             raise GenesisError(f"genesis is not valid JSON: {exc}") from exc
         return cls.from_json(obj)

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from certificates import keystore
+from certificates import jsonio, keystore
 from certificates.anchor import SignedAnchor
 from certificates.disclosure import Presentation, present
 from certificates.document import CommittedDocument, Document, commit
@@ -33,8 +33,8 @@ _OUT = click.Path(dir_okay=False, path_type=Path)
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return jsonio.read(path)
+    except ValueError as exc:
         raise DocumentError(f"{path} is not a JSON {what}: {exc}") from exc
 
 

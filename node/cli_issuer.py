@@ -37,7 +37,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from certificates import keystore
+from certificates import jsonio, keystore
 from certificates.document import CommittedDocument, Document, commit
 from certificates.errors import DocumentError
 from certificates.identifiers import CertificateId
@@ -170,8 +170,8 @@ def wait_committed(client: NodeClient, tx_ids: list[str], timeout: float
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return jsonio.read(path)
+    except ValueError as exc:
         raise DocumentError(f"{path} is not a JSON document: {exc}") from exc
 
 
@@ -254,11 +254,11 @@ def _jsonl_documents(path: Path) -> Iterable[tuple[int, Document]]:
             if not text.strip():
                 continue
             try:
-                yield line, Document.from_json_dict(json.loads(text))
-            except json.JSONDecodeError as exc:
-                raise DocumentError(f"{path} line {line}: not JSON: {exc}") from None
+                yield line, Document.from_json_dict(jsonio.loads(text))
             except DocumentError as exc:
                 raise DocumentError(f"{path} line {line}: {exc}") from None
+            except ValueError as exc:
+                raise DocumentError(f"{path} line {line}: not JSON: {exc}") from None
 
 
 def read_documents(path: Path) -> list[Document]:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import click
 import requests
 
-from certificates import keystore
+from certificates import jsonio, keystore
 from certificates.disclosure import present
 from certificates.document import CommittedDocument
 from certificates.errors import CertificatesError
@@ -76,8 +76,8 @@ def _duration(text: str) -> int:
 
 def _json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        return jsonio.read(path)
+    except ValueError as exc:
         raise click.ClickException(f"{path} is not a JSON file: {exc}") from exc
 
 
@@ -138,7 +138,7 @@ def _shown_body(arg: str) -> dict[str, Any]:
         return {"qr": arg}
     text = path.read_text(encoding="utf-8").strip()
     try:
-        obj = json.loads(text)
+        obj = jsonio.loads(text)
     except ValueError:
         return {"qr": text}
     if isinstance(obj, dict) and obj.get("format") == "certledger/wallet/v1":

@@ -109,6 +109,39 @@ def test_user_mistakes_are_one_line_and_nonzero(issued: Path, args: list[str],
     assert "Traceback" not in out + err
 
 
+HOSTILE_JSON = {"deep": "[" * 100_000, "long-number": "1" * 5_000}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_JSON))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "show", "{bad}.json"],
+        ["cert", "digest", "{bad}.json", "--wallet-out", "{tmp}/w2"],
+        ["cert", "present", "{bad}.json", "--disclose", "name", "--out", "{tmp}/p"],
+        ["verify", "{bad}.json", "--offline", "--trust", "{bad}.json"],
+        ["verify", "{tmp}/w.json", "--offline", "--trust", "{bad}.json"],
+        ["verifier", "run", "--trust", "{bad}.json", "--data", "{tmp}/d", "--port", "1",
+         "--node", "http://127.0.0.1:9"],
+        ["issue", "{bad}.json", "--key", "{tmp}/k.key", "--node", "http://127.0.0.1:9"],
+        ["issue-batch", "{bad}.jsonl", "--key", "{tmp}/k.key", "--node", "http://127.0.0.1:9",
+         "--wallet-dir", "{tmp}/wd"],
+    ],
+)
+def test_hostile_json_files_are_one_line_errors(issued: Path, kind: str,
+                                                args: list[str]) -> None:
+    # json.loads raises RecursionError (deep nesting) and a plain ValueError (an integer
+    # past Python's digit limit) besides JSONDecodeError: each must still be one line.
+    bad = issued / kind
+    for suffix in (".json", ".jsonl"):
+        bad.with_suffix(suffix).write_text(HOSTILE_JSON[kind] + "\n")
+    argv = [a.replace("{bad}", str(bad)).replace("{tmp}", str(issued)) for a in args]
+    code, out, err = run(*argv, ok=False)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("Error:"), err
+    assert "Traceback" not in out + err and "set_int_max_str_digits" not in err
+
+
 def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("certledger")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "node.cli"]

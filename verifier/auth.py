@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from certificates import jsonio
 from certificates.hashing import sm3
 from verifier.errors import AuthError, InputError, RateLimitedError, VerifierError
 
@@ -140,7 +141,7 @@ class KeyStore:
     def _load(self) -> None:
         assert self.path is not None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = jsonio.read(self.path)
             if data.get("format") != KEYS_FORMAT:
                 raise ValueError(f"'format' must be {KEYS_FORMAT!r}")
             self._entries = {e["key_id"]: _Entry(**e) for e in data["keys"]}

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from certificates import jsonio
 from ledger.commit import CommitCertificate
 from ledger.records import CERT_PREFIX, ISSUER_PREFIX
 from network.client import NodeClient
@@ -108,7 +109,7 @@ class HttpSource:
         status, content = self._request("POST", "/v1/state/batch",
                                         json.dumps(asked).encode(), _JSON)
         try:
-            body = json.loads(content) if content else None
+            body = jsonio.loads(content) if content else None
         except ValueError:
             body = None
         if status in (404, 405) and _error_code(body) != "no_blocks":
@@ -206,7 +207,7 @@ class HttpSource:
     def _get(self, path: str) -> tuple[Any, int]:
         status, content = self._request("GET", path)
         try:
-            body = json.loads(content) if content else None
+            body = jsonio.loads(content) if content else None
         except ValueError:
             body = None
         if body is None and status == 200:

@@ -27,12 +27,12 @@ Bundle JSON (bytes as lower-case hex)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from certificates import jsonio
 from certificates.hashing import sm3
 from ledger.block import BlockHeader
 from ledger.commit import CommitCertificate, ValidatorSet
@@ -207,7 +207,7 @@ def _issuer_header(item: Mapping[str, Any], header: BlockHeader, chain_id: str,
 def load_trust(path: str | Path) -> TrustedState:
     """A trust bundle or a genesis file, whichever ``path`` holds."""
     try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        obj = jsonio.read(path)
     except (OSError, ValueError) as exc:
         raise TrustError(f"cannot read trust file {path}: {exc}") from exc
     if isinstance(obj, dict) and obj.get("format") == BUNDLE_FORMAT:
