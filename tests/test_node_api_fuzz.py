@@ -33,6 +33,7 @@ from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 from node.peers import Inbox
 from node.wire import KIND_CONSENSUS, KIND_TXS, encode_messages, encode_txs
+from tests.fuzzing import at, places, values
 from tests.ledger_fixtures import (
     CHAIN_ID,
     GENESIS_TIME,
@@ -49,12 +50,7 @@ SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.function_scoped_fixture])
 REFUSALS = {400, 404, 405, 409, 413, 415, 422, 429}
-JSON: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
-    max_leaves=8,
-)
+JSON = values()
 
 
 class Node:
@@ -104,29 +100,16 @@ def _answer_ok(resp: Any) -> None:
         assert isinstance(err["message"], str) and err["message"]
 
 
-def _places(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [at]
-    if isinstance(v, dict):
-        for k, x in v.items():
-            out += _places(x, (*at, k))
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            out += _places(x, (*at, i))
-    return out
-
-
 def _change(v: Any, data: st.DataObject) -> Any:
     v = json.loads(json.dumps(v))
-    at = data.draw(st.sampled_from(_places(v)), label="place")
-    if not at:
+    place = data.draw(st.sampled_from(places(v)), label="place")
+    if not place:
         return data.draw(JSON, label="whole")
-    parent = v
-    for k in at[:-1]:
-        parent = parent[k]
+    parent, last = at(v, place)
     if data.draw(st.booleans(), label="delete"):
-        del parent[at[-1]]
+        del parent[last]
     else:
-        parent[at[-1]] = data.draw(JSON, label="value")
+        parent[last] = data.draw(JSON, label="value")
     return v
 
 
@@ -152,9 +135,9 @@ def test_a_changed_json_tx_is_admitted_or_refused(node: Node, which: int,
 def test_changed_or_arbitrary_bytes_are_admitted_or_refused(
         node: Node, which: int, cut: int, flips: list[tuple[int, int]], ctype: str) -> None:
     raw = bytearray(SAMPLES[which].to_bytes()[:cut] if cut else SAMPLES[which].to_bytes())
-    for at, x in flips:
+    for pos, x in flips:
         if raw:
-            raw[at % len(raw)] ^= x
+            raw[pos % len(raw)] ^= x
     resp = node.client.post("/v1/transactions", data=bytes(raw),
                             headers={"Content-Type": ctype} if ctype else {})
     _answer_ok(resp)
@@ -184,17 +167,15 @@ def test_sealed_junk_from_a_validator_is_accepted_or_refused(
 
 def _change_canonical(v: Any, data: st.DataObject) -> Any:
     # As _change, with byte strings (canonical values are not all JSON): items may be cut.
-    at = data.draw(st.sampled_from(_places(v)), label="place")
-    if not at:
+    place = data.draw(st.sampled_from(places(v)), label="place")
+    if not place:
         return data.draw(JSON | st.binary(max_size=30), label="whole")
-    parent = v
-    for k in at[:-1]:
-        parent = parent[k]
-    old = parent[at[-1]]
+    parent, last = at(v, place)
+    old = parent[last]
     if isinstance(old, bytes) and data.draw(st.booleans(), label="cut"):
-        parent[at[-1]] = old[:data.draw(st.integers(0, len(old)), label="to")]
+        parent[last] = old[:data.draw(st.integers(0, len(old)), label="to")]
     else:
-        parent[at[-1]] = data.draw(JSON | st.binary(max_size=30), label="value")
+        parent[last] = data.draw(JSON | st.binary(max_size=30), label="value")
     return v
 
 

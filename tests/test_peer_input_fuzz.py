@@ -30,6 +30,7 @@ from node.consensus.certs import commit_problem
 from node.consensus.messages import Proposal, Vote
 from node.errors import WireError
 from node.wire import decode_messages, decode_sync, decode_txs, encode_messages, encode_sync
+from tests.fuzzing import at, places, values
 from tests.sim import app
 from tests.sim.script import CHAIN, KEY, SIGNERS, VS, context, proposal, value, vote
 from tests.verifier_fixtures import build_world
@@ -38,36 +39,17 @@ SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 MAX = 1 << 22
 
-JSON: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.binary(max_size=40)
-    | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
-    max_leaves=8,
-)
-
-
-def _places(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [at]
-    if isinstance(v, dict):
-        for k, x in v.items():
-            out += _places(x, (*at, k))
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            out += _places(x, (*at, i))
-    return out
+JSON = values(binary=True, text_size=12)
 
 
 def _mutated(encoded: bytes, data: st.DataObject, depth: int = 0) -> bytes:
     """``encoded`` (canonical) changed at one place; nested canonical bytes may be entered."""
     v: Any = canonical.decode(encoded)
-    at = data.draw(st.sampled_from(_places(v)), label="place")
-    if not at:
+    place = data.draw(st.sampled_from(places(v)), label="place")
+    if not place:
         return canonical.encode(data.draw(JSON, label="whole"))
-    parent = v
-    for k in at[:-1]:
-        parent = parent[k]
-    last, old = at[-1], parent[at[-1]]
+    parent, last = at(v, place)
+    old = parent[last]
     how = data.draw(st.sampled_from(["replace", "delete", "add", "cut", "inner"]), label="how")
     if how == "inner" and isinstance(old, bytes) and depth < 2:
         try:

@@ -24,6 +24,7 @@ from certificates.errors import CertificatesError
 from ledger.errors import MalformedTxError, TxRejected
 from ledger.state import apply_block, check_tx
 from ledger.tx import Transaction, gov_tx
+from tests.fuzzing import at, places, values
 from tests.ledger_fixtures import (
     CHAIN_ID,
     LedgerHarness,
@@ -40,24 +41,7 @@ KINDS = sorted(SAMPLES)
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
-VALUES: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.binary(max_size=70) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=3),
-    max_leaves=6,
-)
-
-
-def _places(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [at]
-    if isinstance(v, dict):
-        for k, x in v.items():
-            out += _places(x, (*at, k))
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            out += _places(x, (*at, i))
-    return out
+VALUES = values(binary=True, text_size=30, max_leaves=6)
 
 
 def _like(old: Any) -> st.SearchStrategy[Any]:
@@ -78,11 +62,8 @@ def _like(old: Any) -> st.SearchStrategy[Any]:
 
 def _change(value: Any, data: st.DataObject) -> Any:
     value = copy.deepcopy(value)
-    at = data.draw(st.sampled_from(_places(value)[1:]), label="place")
-    parent = value
-    for k in at[:-1]:
-        parent = parent[k]
-    last, old = at[-1], parent[at[-1]]
+    parent, last = at(value, data.draw(st.sampled_from(places(value)[1:]), label="place"))
+    old = parent[last]
     how = data.draw(st.sampled_from(["same type"] * 4 + ["replace", "delete", "add", "grow"]),
                     label="how")
     if how == "same type":  # what the parser accepts, so the rules must judge it

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from ledger.records import cert_key, issuer_key
 from node.views import state_batch_body
+from tests.fuzzing import at, places
 from tests.ledger_fixtures import ISSUER_A, UNREGISTERED, make_genesis
 from tests.verifier_fixtures import ChainSource, World, build_world
 from verifier.checks import check_state
@@ -56,17 +57,6 @@ def answer() -> Answer:
     return Answer(build_world())
 
 
-def _places(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [at]
-    if isinstance(v, dict):
-        for k, x in v.items():
-            out += _places(x, (*at, k))
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            out += _places(x, (*at, i))
-    return out
-
-
 def _hex_edit(old: str, data: st.DataObject) -> str:
     how = data.draw(st.sampled_from(["char", "cut", "append", "swap bytes"]), label="hex edit")
     i = data.draw(st.integers(0, max(0, len(old) - 1)), label="at")
@@ -86,11 +76,8 @@ def _hex_edit(old: str, data: st.DataObject) -> str:
 
 def _change(body: Any, data: st.DataObject) -> Any:
     body = copy.deepcopy(body)
-    at = data.draw(st.sampled_from(_places(body)[1:]), label="place")
-    parent = body
-    for k in at[:-1]:
-        parent = parent[k]
-    last, old = at[-1], parent[at[-1]]
+    parent, last = at(body, data.draw(st.sampled_from(places(body)[1:]), label="place"))
+    old = parent[last]
     how = data.draw(st.sampled_from(["edit", "edit", "edit", "delete", "duplicate", "other"]),
                     label="how")
     if how == "edit" and isinstance(old, str) and old and all(c in HEX for c in old):

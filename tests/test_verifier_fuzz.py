@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certificates.disclosure import present
+from tests.fuzzing import at, places, values
 from tests.ledger_fixtures import make_genesis
 from tests.verifier_fixtures import NOW, ChainSource, World, build_world
 from verifier.app import VerifierDeps, create_app
@@ -35,13 +36,7 @@ from verifier.trust import TrustedState
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
-JSON: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
-    max_leaves=12,
-)
+JSON = values(floats=True, text_size=40, max_leaves=12)
 
 
 class Service:
@@ -71,28 +66,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     s.audit.close()
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a JSON value: dict keys and list indexes, outermost first."""
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 def _mutate(value: Any, data: st.DataObject) -> Any:
     """A deep copy of ``value`` changed at one place."""
     value = json.loads(json.dumps(value))
-    path = data.draw(st.sampled_from(_paths(value)[1:] or [()]), label="path")
+    path = data.draw(st.sampled_from(places(value)[1:] or [()]), label="path")
     if not path:
         return data.draw(JSON, label="whole")
-    parent = value
-    for step in path[:-1]:
-        parent = parent[step]
-    last = path[-1]
+    parent, last = at(value, path)
     action = data.draw(st.sampled_from(["replace", "delete", "add", "text"]), label="action")
     if action == "delete":
         del parent[last]
