@@ -18,6 +18,7 @@ import copy
 import json
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -96,29 +97,47 @@ def _change(body: Any, data: st.DataObject) -> Any:
     return body
 
 
-@SETTINGS
-@given(data=st.data())
-def test_a_changed_answer_is_refused_or_proves_the_true_record(answer: Answer,
-                                                               data: st.DataObject) -> None:
-    changed = _change(answer.body, data)
+def _judge(answer: Answer, changed: Any, note: Callable[[str], None] = event) -> None:
+    """The property: every key's evidence is refused or holds the true record."""
     try:
         evidence = batch_from_json(changed, answer.keys, "liar")
     except VerifierError:
-        event("whole answer refused")
+        note("whole answer refused")
         return
     for key, ev in zip(answer.keys, evidence, strict=True):
         if isinstance(ev, Exception):
             assert isinstance(ev, VerifierError)
-            event("entry refused")
+            note("entry refused")
             continue
         try:
             checked = check_state(ev, answer.trusted)
         except VerifierError:
-            event("checks refused")
+            note("checks refused")
             continue
         assert checked.key == key
         assert checked.record == answer.truth[key], "a changed answer proved another record"
-        event("accepted, true record")
+        note("accepted, true record")
+
+
+@SETTINGS
+@given(data=st.data())
+def test_a_changed_answer_is_refused_or_proves_the_true_record(answer: Answer,
+                                                               data: st.DataObject) -> None:
+    _judge(answer, _change(answer.body, data))
+
+
+def test_the_property_catches_a_light_client_that_skips_the_proof(
+        answer: Answer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rule broken on purpose: without the proof check a forged record is believed.
+    import verifier.checks
+
+    monkeypatch.setattr(verifier.checks, "check_proof", lambda *args: None)
+    forged = copy.deepcopy(answer.body)
+    record = forged["certificates"][1]["record_bytes"]  # the revoked certificate
+    forged["certificates"][1]["record_bytes"] = record[:-2] + ("00" if record[-2:] != "00"
+                                                               else "01")
+    with pytest.raises(AssertionError, match="another record"):
+        _judge(answer, forged, note=lambda _: None)
 
 
 def test_the_unchanged_answer_proves_every_true_record(answer: Answer) -> None:
