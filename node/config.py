@@ -255,6 +255,10 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"cannot read config file {p}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError:  # tomllib lets Python's limit on an integer's digits through
+        raise ConfigError(f"{p}: not valid TOML: a number has more than 4,300 digits") from None
     try:
         return parse_config(raw, p.resolve().parent, p)
     except ConfigError as exc:

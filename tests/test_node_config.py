@@ -174,3 +174,18 @@ def test_node_run_with_bad_config_is_one_line(tmp_path: Path) -> None:
                              env={**os.environ, "CERTLEDGER_PASSPHRASE": "x"})
     assert res.exit_code != 0 and "unknown key consensus.bogus" in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("a = " + "[" * 100_000, "nested too deeply"),
+    ("x = " + "1" * 5_000, "more than 4,300 digits"),
+])
+def test_a_hostile_config_file_is_a_config_error(tmp_path: Path, text: str, needle: str) -> None:
+    # tomllib raises RecursionError and Python's digit-limit ValueError besides its own.
+    path = tmp_path / "node.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
+    res = CliRunner().invoke(cli, ["node", "run", "--config", str(path)])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert [ln for ln in res.output.splitlines() if ln.strip()][-1].startswith("Error:")
