@@ -206,11 +206,13 @@ _CSV_META = ("id", "type", "issuer", "holder", "issued_at", "valid_from", "valid
 
 
 def _csv_time(text: str, column: str) -> int:
+    value = text.strip()
     try:
-        return int(text.strip())
+        return int(value)
     except ValueError:
+        shown = value if len(value) <= 40 else value[:40] + "…"
         raise DocumentError(f"{column} must be an integer (epoch seconds), "
-                            f"got {text.strip()!r}") from None
+                            f"got {shown!r}") from None
 
 
 def _csv_documents(path: Path) -> Iterable[tuple[int, Document]]:

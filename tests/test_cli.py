@@ -160,3 +160,16 @@ def test_bench_crypto_json_shape() -> None:
     for b in data["backends"]:
         assert set(b) == {"backend", "sm2_sign_per_s", "sm2_verify_per_s", "sm3_mb_per_s"}
         assert all(b[k] > 0 for k in ("sm2_sign_per_s", "sm2_verify_per_s", "sm3_mb_per_s"))
+
+
+def test_a_bad_csv_time_is_named_and_shown_short(tmp_path: Path) -> None:
+    from certificates.errors import DocumentError
+    from node.cli_issuer import read_documents
+
+    path = tmp_path / "batch.csv"
+    path.write_text("id,type,issuer,holder,issued_at,valid_from,valid_until,name\n"
+                    f"x,t,i,h,{'1' * 5_000},1,,n\n")
+    with pytest.raises(DocumentError) as info:
+        read_documents(path)
+    message = str(info.value)
+    assert "line 2: issued_at must be an integer" in message and len(message) < 300
