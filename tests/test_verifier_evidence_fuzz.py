@@ -15,6 +15,7 @@ the answer was before the change.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import socket
 import threading
@@ -29,7 +30,7 @@ from ledger.records import cert_key, issuer_key
 from node.views import state_batch_body
 from tests.fuzzing import at, places
 from tests.ledger_fixtures import ISSUER_A, UNREGISTERED, make_genesis
-from tests.verifier_fixtures import ChainSource, World, build_world
+from tests.verifier_fixtures import ChainSource, Tampering, World, build_world
 from verifier.checks import check_state
 from verifier.errors import NoTrustworthyAnswerError, VerifierError
 from verifier.evidence import batch_from_json
@@ -198,4 +199,31 @@ def test_a_source_failing_unforeseeably_is_that_nodes_failure(answer: Answer) ->
         alone.evidence(cid, ISSUER_A)
     both = LightClient(answer.trusted, [_Broken(), ChainSource(world.chain)],
                        refresh_interval=None)
+    assert both.evidence(cid, ISSUER_A).certificate.record == world.chain.record(cert_key(cid))
+
+
+@pytest.mark.parametrize(("field", "value"), [("round", 2**64), ("round", 2**63),
+                                              ("height", 2**63), ("height", 0)])
+def test_a_commit_number_outside_64_bits_is_the_nodes_fault(answer: Answer, field: str,
+                                                            value: int) -> None:
+    # Found by this file's property with more examples: a round of 2**64 reached the
+    # sign-bytes, whose canonical encoding refused it with an error no caller expected.
+    changed = copy.deepcopy(answer.body)
+    changed["commit"][field] = value
+    with pytest.raises(VerifierError, match="64-bit"):
+        batch_from_json(changed, answer.keys, "liar")
+
+
+def test_an_answer_whose_check_fails_unforeseeably_is_refused_not_fatal(answer: Answer) -> None:
+    world = build_world()
+    cid = world.wallets["valid"].document.id
+
+    def huge_round(ev: Any) -> Any:  # past what commit_from_json now lets through
+        return dataclasses.replace(ev, commit=dataclasses.replace(ev.commit, round=2**64))
+
+    liar = Tampering(ChainSource(world.chain), huge_round)
+    alone = LightClient(answer.trusted, [liar], refresh_interval=None)
+    with pytest.raises(NoTrustworthyAnswerError, match="could not be checked"):
+        alone.evidence(cid, ISSUER_A)
+    both = LightClient(answer.trusted, [liar, ChainSource(world.chain)], refresh_interval=None)
     assert both.evidence(cid, ISSUER_A).certificate.record == world.chain.record(cert_key(cid))

@@ -95,8 +95,11 @@ def commit_from_json(obj: object) -> CommitCertificate:
         raise SourceError("evidence commit must be an object")
     sigs = obj.get("signatures")
     height, round_ = obj.get("height"), obj.get("round")
-    if type(height) is not int or type(round_) is not int or height < 1 or round_ < 0:
-        raise SourceError("evidence commit height and round must be integers")
+    # Within 64 bits: the sign-bytes encode them, and canonical encoding refuses more.
+    if type(height) is not int or type(round_) is not int or not 1 <= height < 2**63 \
+            or not 0 <= round_ < 2**63:
+        raise SourceError("evidence commit height and round must be 64-bit integers "
+                          "(height >= 1, round >= 0)")
     if not isinstance(sigs, list) or len(sigs) > _MAX_SIGNATURES:
         raise SourceError("evidence commit signatures must be a list")
     parsed = []

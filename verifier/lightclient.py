@@ -372,6 +372,15 @@ class LightClient:
                     attempts[i].append((src.name, self._rejected(src.name, exc, index)))
                 except SourceError as exc:
                     attempts[i].append((src.name, self._rejected(src.name, exc, index)))
+                except Exception as exc:
+                    # Checks that fail on an answer in a way nobody foresaw refuse that
+                    # answer; they must not fail the other keys or the other nodes.
+                    # It counts as evidence that failed its checks (no trust-bundle fallback).
+                    log.exception("checking evidence from %s failed unexpectedly", src.name)
+                    lies[i] += 1
+                    why = SourceError(f"its answer could not be checked: "
+                                      f"{type(exc).__name__}: {exc}")
+                    attempts[i].append((src.name, self._rejected(src.name, why, index)))
             if good:
                 self._preferred = index
                 if self._failed_until:
