@@ -18,6 +18,10 @@ each refusal is kept, and when every node has failed ``NoTrustworthyAnswerError`
 names each one and why. The freshest height only ever comes from verified
 headers (answers and, every ``refresh_interval`` seconds, each node's latest
 block), so a lying node can make itself look stale but never make others do so.
+A source or a check that fails on a node's answer with an exception nobody
+foresaw (a bug that answer found) is logged and counts as that node's refusal:
+one node's bytes never fail the verification outright while another node can
+still answer it.
 
 Caches
 ------
