@@ -40,7 +40,6 @@ the code of a refused transaction is the ledger's reason (``bad_signature``,
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import re
@@ -51,6 +50,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from certificates import jsonio
 from certificates.errors import IdentifierError
 from certificates.identifiers import ISSUER_CODE_MAX_LEN, CertificateId, is_valid_uscc
 from ledger.block import Block
@@ -149,8 +149,8 @@ def submit_tx() -> Any:
             raw = data
         elif ctype == "application/json":
             try:
-                obj = json.loads(data)
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                obj = jsonio.loads(data)
+            except ValueError as exc:
                 raise ApiError(400, "malformed", f"body is not JSON: {exc}") from exc
             raw = Transaction.from_json(obj).to_bytes()
         else:
@@ -261,8 +261,8 @@ def _str_list(body: dict[str, Any], name: str) -> list[str]:
 def _batch_answer(chain: Chain, data: bytes) -> bytes:
     """``POST /v1/state/batch`` for a JSON body already read; ApiError if refused."""
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        body = jsonio.loads(data)
+    except ValueError as exc:
         raise ApiError(400, "malformed", f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict) or not set(body) <= {"certificates", "issuers"}:
         raise ApiError(400, "bad_batch", 'send an object with "certificates" and/or "issuers"')

@@ -26,6 +26,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from certificates import jsonio
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Handler = Callable[[Mapping[str, Any], object], tuple[int, Any, list[tuple[str, str]]]]
 
@@ -64,8 +66,8 @@ class FastRoute:
             return self.flask_wsgi(environ, start_response)
         data = environ["wsgi.input"].read(int(length))
         try:
-            body = json.loads(data)
-        except (ValueError, RecursionError):
+            body = jsonio.loads(data)
+        except ValueError:
             body = None  # as Flask's get_json(silent=True): the handler refuses it
         status, payload, headers = self.handle(environ, body)
         out = json_body(payload)
