@@ -9,7 +9,8 @@ starts (~1.6 GB of memory per million certificates), and the blocks then follow 
 with nothing in between: LevelDB's background compaction competes with them as it does
 under a sustained load, instead of catching up while the next transaction is built. The chains
 use the SMT worker (``ledger.smt_worker``: half of each block's tree update in a second
-process) unless ``smt_worker=False``. Then:
+process) unless ``smt_worker=False`` or the SMT runs its C batch update (``smt_native``, where
+it is built), which is faster alone. Then:
 
 * ``apply_certs_per_s``  certificates per second through propose + sign + commit, over the
   wall-clock time of the whole loop (with ``follow``, the sum of the leader's block times);
@@ -52,6 +53,7 @@ from ledger.chain import Chain, verify_state_proof
 from ledger.commit import CommitCertificate, Validator, ValidatorSet, make_commit, vote_sign_bytes
 from ledger.genesis import Genesis, GenesisIssuer
 from ledger.records import cert_key
+from ledger.smt_update import NATIVE
 from ledger.store import LevelDBStore, disk_usage
 from ledger.tx import Transaction
 
@@ -120,19 +122,22 @@ def _rate(n: int, seconds: float) -> float:
 
 def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str | None = None,
         keep: bool = False, follow: bool = False, smt_worker: bool = True,
+        smt_native: bool = True,
         progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Build a chain of ``certs`` batch-issued certificates and measure it (see module doc)."""
     if certs < per_block or certs % per_block:
         raise ValueError(f"certs ({certs}) must be a positive multiple of per_block ({per_block})")
     net = BenchNetwork()
+    native = smt_native and NATIVE
     root = Path(data_dir or tempfile.mkdtemp(prefix="certledger-bench-"))
     path = root / "chain"
     try:
         store = LevelDBStore(path)
-        chain = Chain.create(store, net.genesis, smt_worker=smt_worker)
+        chain = Chain.create(store, net.genesis, smt_worker=smt_worker, smt_native=smt_native)
         # A second node in lockstep, validating the blocks the first one proposes.
         follower = (Chain.create(LevelDBStore(root / "follower"), net.genesis,
-                                 smt_worker=smt_worker) if follow else None)
+                                 smt_worker=smt_worker, smt_native=smt_native)
+                    if follow else None)
         applied = followed = applied_cpu = 0.0
         cpu, worker_cpu = time.process_time(), _children_cpu()
         # The issuers' work, all of it before the clock starts: built between blocks, it
@@ -192,7 +197,8 @@ def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str 
         return {
             "certs": certs,
             "per_block": per_block,
-            "smt_worker": smt_worker,
+            "smt_native": native,
+            "smt_worker": smt_worker and not native,
             "blocks": head,
             "apply_certs_per_s": _rate(certs, applied),
             "apply_certs_per_cpu_s": _rate(certs, applied_cpu),
@@ -224,10 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--follow", action="store_true", help="also run a validating follower")
     ap.add_argument("--no-smt-worker", action="store_true",
                     help="compute the SMT in this process only")
+    ap.add_argument("--python-smt", action="store_true",
+                    help="run the SMT's Python batch update, not the C one")
     args = ap.parse_args(argv)
     result = run(args.certs, args.per_block, proofs=args.proofs, data_dir=args.data_dir,
                  keep=args.data_dir is not None, follow=args.follow,
-                 smt_worker=not args.no_smt_worker)
+                 smt_worker=not args.no_smt_worker, smt_native=not args.python_smt)
     print(json.dumps(result, indent=2))
     return 0
 

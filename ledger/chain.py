@@ -66,6 +66,7 @@ from ledger.smt import (
     Writes,
     verify_proof,
 )
+from ledger.smt_update import NATIVE
 from ledger.smt_worker import SMTWorker
 from ledger.state import BlockContext, BlockEffects, Overlay, apply_block, apply_tx, validators_at
 from ledger.store import KVStore, WriteBatch
@@ -144,10 +145,13 @@ class Chain:
     """Open with ``Chain.open(store)`` (checks integrity) or ``Chain.create(store, genesis)``."""
 
     def __init__(self, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None,
-                 smt_worker: bool = False) -> None:
+                 smt_worker: bool = False, smt_native: bool = True) -> None:
         """Prefer ``open``/``create``; this runs the same integrity check as ``open``.
-        ``smt_worker`` computes half of each large SMT update in a second process
-        (``ledger.smt_worker``): worth it where a core is free for it."""
+        ``smt_native`` runs the SMT's C batch update where it is built
+        (``ledger.smt_update.NATIVE``). ``smt_worker`` computes half of each large SMT
+        update in a second process (``ledger.smt_worker``): worth it where a core is free
+        for it, and only without the C update, which beats the two processes alone; with
+        it, no worker is started."""
         self._store = store
         self._lock = threading.RLock()
         self._view = _RecordView(store)
@@ -162,7 +166,9 @@ class Chain:
         opened = open_store(store)  # refuses a damaged store (ledger.chain_open)
         self._genesis, self._head_height, self._root = opened.genesis, opened.head, opened.root
         self._tree = opened.tree
-        self._smt_worker = SMTWorker() if smt_worker else None
+        self._tree.native = smt_native
+        native = smt_native and NATIVE
+        self._smt_worker = SMTWorker() if smt_worker and not native else None
         if self._smt_worker is not None:
             self._tree.attach_worker(self._smt_worker)
         self._view.set_filter(opened.known)
@@ -173,12 +179,13 @@ class Chain:
 
     @classmethod
     def open(cls, store: KVStore, *, sig_cache: dict[bytes, bool] | None = None,
-             smt_worker: bool = False) -> Chain:
-        return cls(store, sig_cache=sig_cache, smt_worker=smt_worker)
+             smt_worker: bool = False, smt_native: bool = True) -> Chain:
+        return cls(store, sig_cache=sig_cache, smt_worker=smt_worker, smt_native=smt_native)
 
     @classmethod
     def create(cls, store: KVStore, genesis: Genesis, *,
-               sig_cache: dict[bytes, bool] | None = None, smt_worker: bool = False) -> Chain:
+               sig_cache: dict[bytes, bool] | None = None, smt_worker: bool = False,
+               smt_native: bool = True) -> Chain:
         """Initialise an empty store with the genesis state (height 0)."""
         if next(iter(store.iterate()), None) is not None:
             raise StorageError("the store already holds data: open it instead of creating it")
@@ -202,7 +209,7 @@ class Chain:
         b.put(schema.meta_head_height(), schema.encode_height(0))
         b.put(schema.meta_head_footprint(), b"".join(hashes.values()))
         store.write(b, sync=True)
-        return cls(store, sig_cache=sig_cache, smt_worker=smt_worker)
+        return cls(store, sig_cache=sig_cache, smt_worker=smt_worker, smt_native=smt_native)
 
     @classmethod
     def open_or_create(cls, store: KVStore, genesis: Genesis) -> Chain:

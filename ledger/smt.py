@@ -49,9 +49,11 @@ that cache for a read-only tree (proofs while a block is staged). The tree objec
 only writer of its nodes. It is not thread-safe.
 
 The batch update itself (``ledger.smt_update``) sorts the keys and recurses down once, so
-every touched branch is read, rewritten and hashed once per batch. With ``attach_worker``
-the right half of large batches is computed in a second process (``ledger.smt_worker``),
-with the same roots and writes.
+every touched branch is read, rewritten and hashed once per batch; ``native`` (the default)
+runs its C version where it is built (``NATIVE``), with the same roots and writes. With
+``attach_worker`` the right half of large batches is computed in a second process
+(``ledger.smt_worker``, in Python), with the same roots and writes: worth it only without
+the C version, so ``ledger.chain`` attaches one only then.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ from ledger.smt_records import (
     fold_writes,
     no_hit,
 )
-from ledger.smt_update import batch_update
+from ledger.smt_update import NATIVE, batch_update
 
 if TYPE_CHECKING:
     from ledger.smt_worker import SMTWorker
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_ALL",
     "EMPTY_ROOT",
+    "NATIVE",
     "ProofError",
     "SMTError",
     "SMTProof",
@@ -111,9 +114,13 @@ class SparseMerkleTree:
     """The latest version of the tree, read through ``get(node_key(id))`` and the overlay."""
 
     def __init__(
-        self, get: Get, node_key: NodeKey, root: bytes = EMPTY_ROOT, *, cache_depth: int = 16
+        self, get: Get, node_key: NodeKey, root: bytes = EMPTY_ROOT, *, cache_depth: int = 16,
+        native: bool = True,
     ) -> None:
         _check_value(root, "root")
+        #: Whether updates run the C batch update (when it is built and no worker plans a
+        #: half): settable, both give the same roots and writes.
+        self.native = native
         self._get = get
         self._node_key = node_key
         self._root = root
@@ -392,7 +399,7 @@ class SparseMerkleTree:
             new_root, writes = batch_update(
                 keys, vals, old, node_key=self._node_key, read=read, hit=hit,
                 fetch=self._fetch, cache_depth=self._cache_depth, missing=self._missing,
-                deleted=self._deleted, right_half=right_half)
+                deleted=self._deleted, right_half=right_half, native=self.native)
         except BaseException:
             if worker is not None:
                 worker.abandon()

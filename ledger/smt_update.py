@@ -14,6 +14,12 @@ it from the root; ``right_half_update`` runs it below the root's right child, fo
 worker (``ledger.smt_worker``), whose result ``batch_update`` then takes in place of its own
 recursion there. ``ledger.smt.SparseMerkleTree.update`` checks the arguments, picks how
 records are read (store, overlay, cache) and keeps the writes.
+
+``ledger/_smtcore.c`` is the same recursion in C (``native=True``; built by ``pip install``
+where a compiler is at hand, and optional: ``NATIVE`` says whether it is here). It calls
+back for SM3, storage keys and reads, so it changes no format and no hash; the Python here
+stays the reference, and the tests require both to give the same roots, writes and deletes.
+The C version takes no right half: with a worker planning one, the Python version runs.
 """
 
 from __future__ import annotations
@@ -49,12 +55,20 @@ Child = Callable[[int, int, bytes, bytes | None, int, int], _Sub]
 #: A ``cache_depth`` deeper than any branch: every read goes through ``hit`` then ``fetch``.
 CACHE_EVERY = 256
 
+try:
+    from ledger import _smtcore
+except ImportError:  # no compiler where it was installed: the Python version does it all
+    _smtcore = None  # type: ignore[assignment]
+
+#: Whether the C version of ``batch_update`` is built (see the module header).
+NATIVE = _smtcore is not None
+
 
 def batch_update(
     keys: list[bytes], vals: list[bytes | None], old: bytes | None, *, node_key: NodeKey,
     read: Get, hit: Get, fetch: Fetch, cache_depth: int,
     missing: Callable[[bytes], SMTError], deleted: list[bytes],
-    right_half: RightHalf | None = None,
+    right_half: RightHalf | None = None, native: bool = False,
 ) -> tuple[bytes, dict[bytes, bytes | None]]:
     """The new root and the writes (storage key -> record, None = delete) after setting
     sorted, checked ``keys`` to ``vals`` (None = delete) in the tree whose root record is
@@ -64,7 +78,13 @@ def batch_update(
     ``right_half``, when given, supplies the root's right child instead of recursing into
     it (``ledger.smt_worker`` computes it in another process); the caller passes it only
     when ``old`` is a branch at depth 0 whose right child is a stored branch and some key
-    starts with bit 1. If it raises ``SMTError`` the half is computed here after all."""
+    starts with bit 1. If it raises ``SMTError`` the half is computed here after all.
+
+    ``native`` runs the C version instead, when it is built and there is no ``right_half``;
+    it raises ``SMTError`` itself for a corrupt record."""
+    if native and right_half is None and _smtcore is not None:
+        return _smtcore.batch_update(keys, vals, old, node_key, read, hit, fetch, cache_depth,
+                                     missing, deleted, sm3, SMTError)
     writes: dict[bytes, bytes | None] = {}
     apply, general, _ = _updater(keys, vals, writes, node_key=node_key, read=read, hit=hit,
                                  fetch=fetch, cache_depth=cache_depth, missing=missing,

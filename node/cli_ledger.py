@@ -36,9 +36,12 @@ def audit(data_dir: Path) -> None:
                    "(reports follower_certs_per_s; its LevelDB competes for the cores).")
 @click.option("--smt-worker/--no-smt-worker", default=True, show_default=True,
               help="Compute half of each block's SMT update in a second process "
-                   "(ledger.smt_worker).")
+                   "(ledger.smt_worker); only without the C SMT update.")
+@click.option("--smt-native/--python-smt", default=True, show_default=True,
+              help="Run the SMT's C batch update where it is built (ledger.smt_update); "
+                   "--python-smt measures the Python reference instead.")
 def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow: bool,
-                 smt_worker: bool) -> None:
+                 smt_worker: bool, smt_native: bool) -> None:
     """Build a chain of batch-issued certificates in a temp dir and measure it."""
     from ledger import bench
 
@@ -47,7 +50,7 @@ def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow:
             f"must be a positive multiple of --per-block ({per_block})", param_hint="--certs"
         )
     click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs, follow=follow,
-                                    smt_worker=smt_worker)))
+                                    smt_worker=smt_worker, smt_native=smt_native)))
 
 
 def register(root: click.Group, bench_group: click.Group) -> None:

@@ -216,7 +216,8 @@ def test_a_chain_with_the_worker_commits_the_same_blocks() -> None:
     from ledger.store import MemoryStore
 
     net = BenchNetwork()
-    chains = [Chain.create(MemoryStore(), net.genesis, smt_worker=w) for w in (False, True)]
+    chains = [Chain.create(MemoryStore(), net.genesis, smt_worker=w, smt_native=False)
+              for w in (False, True)]
     split = chains[1]
     worker = split._smt_worker
     assert worker is not None
@@ -289,8 +290,18 @@ def test_the_worker_does_not_outlive_a_killed_parent() -> None:
 def test_the_ledger_bench_counts_the_worker_cpu(tmp_path: Path) -> None:
     from ledger.bench import run
 
-    on = run(2400, per_block=1200, proofs=20, data_dir=str(tmp_path / "on"))
+    on = run(2400, per_block=1200, proofs=20, data_dir=str(tmp_path / "on"), smt_native=False)
     off = run(2400, per_block=1200, proofs=20, data_dir=str(tmp_path / "off"),
-              smt_worker=False)
+              smt_worker=False, smt_native=False)
     assert on["smt_worker"] is True and on["smt_worker_cpu_s"] > 0
     assert off["smt_worker"] is False and off["smt_worker_cpu_s"] == 0
+
+
+def test_with_the_c_update_the_ledger_bench_starts_no_worker(tmp_path: Path) -> None:
+    from ledger.bench import run
+    from ledger.smt_update import NATIVE
+
+    assert NATIVE, "the C SMT update (ledger/_smtcore.c) was not built by the install"
+    native = run(2400, per_block=1200, proofs=20, data_dir=str(tmp_path / "c"))
+    assert native["smt_native"] is True
+    assert native["smt_worker"] is False and native["smt_worker_cpu_s"] == 0

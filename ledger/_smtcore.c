@@ -1,0 +1,948 @@
+/* The sparse Merkle tree's batch update, in C: ``ledger.smt_update.batch_update`` without
+ * the interpreter in the loop.
+ *
+ * How it works
+ * ------------
+ * This is a line-for-line port of the closures ``ledger.smt_update._updater`` builds
+ * (``apply``, ``general``, ``side``, ``child``, ``join``, ``insert_one``), which stay the
+ * reference: the tests run both on the same batches and require the same root, the same
+ * writes and the same deletes. Everything the tree's format needs is here: the record layout
+ * of ``ledger.smt_records``, heap-index position ids, chain hashing. What is not format stays
+ * with the caller and is called back: SM3 (``certificates.hashing.sm3``: this module never
+ * hashes by itself), the storage key of a position (``node_key``) and the reads (``read``,
+ * ``hit``, ``fetch``), so the overlay, cache and store logic has one home.
+ *
+ * The Python version uses 256-bit ints for keys and positions. Here a position is a bit
+ * string, most significant bit first, held in a 33-byte array (a key's bytes, a branch's
+ * prefix shifted to the left, or either with one bit set), plus its depth.
+ *
+ * A subtree during the update is a ``Sub``: its hash (or b"" for a branch record moving
+ * down, whose hash at its new position is not known yet), its key||value if it is a leaf,
+ * its record if it is a branch whose record is at hand. ``h == NULL`` is the empty subtree.
+ * Every ``Sub`` owns its references.
+ *
+ * Records read from storage are checked for a consistent length before any byte of them is
+ * used; a corrupt one raises the ``missing`` factory's class (SMTError) via ``corrupt``.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NB(d) (((d) + 7) >> 3)
+
+typedef struct {
+    PyObject *h;
+    PyObject *kv;
+    PyObject *rec;
+} Sub;
+
+typedef struct {
+    PyObject *keys, *vals, *writes, *deleted;
+    PyObject *node_key, *read, *hit, *fetch, *missing, *sm3, *error;
+    const uint8_t **kp;
+    int cache_depth;
+} Ctx;
+
+static void sub_clear(Sub *s) {
+    Py_CLEAR(s->h);
+    Py_CLEAR(s->kv);
+    Py_CLEAR(s->rec);
+}
+
+static int sub_set(Sub *s, PyObject *h, PyObject *kv, PyObject *rec) {
+    /* Takes new references to each non-NULL argument. */
+    Py_XINCREF(h);
+    Py_XINCREF(kv);
+    Py_XINCREF(rec);
+    s->h = h;
+    s->kv = kv;
+    s->rec = rec;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- bits and positions */
+
+static inline int getbit(const uint8_t *b, int i) { return (b[i >> 3] >> (7 - (i & 7))) & 1; }
+
+static inline void setbit(uint8_t *b, int i, int v) {
+    if (v)
+        b[i >> 3] |= (uint8_t)(0x80 >> (i & 7));
+    else
+        b[i >> 3] &= (uint8_t)~(0x80 >> (i & 7));
+}
+
+/* The first bit in [0, n) where a and b differ, or n if none does. */
+static int first_diff(const uint8_t *a, const uint8_t *b, int n) {
+    for (int i = 0; i < ((n + 7) >> 3); i++) {
+        uint8_t x = a[i] ^ b[i];
+        if (x) {
+            int j = (i << 3) + __builtin_clz((unsigned)x) - 24;
+            return j < n ? j : n;
+        }
+    }
+    return n;
+}
+
+/* The first nbits bits of b as a big-endian integer in out[0:len]. */
+static void right_align(const uint8_t *b, int nbits, uint8_t *out, int len) {
+    memset(out, 0, (size_t)len);
+    int shift = (len << 3) - nbits;
+    for (int i = 0; i < nbits; i++)
+        if (getbit(b, i))
+            setbit(out, shift + i, 1);
+}
+
+/* A branch record's prefix (its first d bits, right-aligned) shifted to the left. */
+static void left_align(const uint8_t *rec, int d, uint8_t *out) {
+    memset(out, 0, 33);
+    int pad = (NB(d) << 3) - d;
+    const uint8_t *p = rec + 67;
+    for (int i = 0; i < d; i++)
+        if (getbit(p, pad + i))
+            setbit(out, i, 1);
+}
+
+/* The storage key of the position at depth t whose bits are the first t of b. */
+static PyObject *pos_key(Ctx *c, const uint8_t *b, int t) {
+    uint8_t id[33];
+    int len = (t >> 3) + 1;
+    right_align(b, t, id, len);
+    setbit(id, (len << 3) - t - 1, 1); /* the heap index's leading 1, at bit t from the right */
+    PyObject *nid = PyBytes_FromStringAndSize((const char *)id, len);
+    if (nid == NULL)
+        return NULL;
+    PyObject *key = PyObject_CallOneArg(c->node_key, nid);
+    Py_DECREF(nid);
+    if (key != NULL && !PyBytes_Check(key)) {
+        Py_DECREF(key);
+        PyErr_SetString(PyExc_TypeError, "node_key must return bytes");
+        return NULL;
+    }
+    return key;
+}
+
+/* ------------------------------------------------------------------------- hashing */
+
+static PyObject *hash(Ctx *c, const uint8_t *buf, Py_ssize_t len) {
+    PyObject *data = PyBytes_FromStringAndSize((const char *)buf, len);
+    if (data == NULL)
+        return NULL;
+    PyObject *h = PyObject_CallOneArg(c->sm3, data);
+    Py_DECREF(data);
+    if (h != NULL && (!PyBytes_Check(h) || PyBytes_GET_SIZE(h) != 32)) {
+        Py_DECREF(h);
+        PyErr_SetString(PyExc_TypeError, "sm3 must return 32 bytes");
+        return NULL;
+    }
+    return h;
+}
+
+static PyObject *leaf_hash(Ctx *c, PyObject *kv) {
+    uint8_t buf[65];
+    buf[0] = 0;
+    memcpy(buf + 1, PyBytes_AS_STRING(kv), 64);
+    return hash(c, buf, 65);
+}
+
+/* SM3 over a branch record's first 65 bytes: its hash at its own depth. */
+static PyObject *node_hash(Ctx *c, PyObject *rec) {
+    return hash(c, (const uint8_t *)PyBytes_AS_STRING(rec), 65);
+}
+
+/* Hash at depth t above the node of hash h (a reference this steals) at depth d on the
+ * path b, through the chain nodes in between, whose other child is empty. */
+static PyObject *chain(Ctx *c, PyObject *h, const uint8_t *b, int d, int t) {
+    uint8_t buf[65];
+    buf[0] = 1;
+    for (int j = d - 1; j >= t && h != NULL; j--) {
+        if (getbit(b, j)) {
+            memset(buf + 1, 0, 32);
+            memcpy(buf + 33, PyBytes_AS_STRING(h), 32);
+        } else {
+            memcpy(buf + 1, PyBytes_AS_STRING(h), 32);
+            memset(buf + 33, 0, 32);
+        }
+        Py_DECREF(h);
+        h = hash(c, buf, 65);
+    }
+    return h;
+}
+
+/* ------------------------------------------------------------------------- records */
+
+/* Whether rec is a well-formed branch record (the layout of ledger.smt_records). */
+static int check_branch(Ctx *c, PyObject *rec, PyObject *skey) {
+    Py_ssize_t n = PyBytes_GET_SIZE(rec);
+    const uint8_t *r = (const uint8_t *)PyBytes_AS_STRING(rec);
+    if (n >= 67 && r[0] == 1 && r[65] <= 3 &&
+        n == 67 + NB(r[66]) + 64 * ((r[65] & 1) + (r[65] >> 1)))
+        return 0;
+    PyErr_Format(c->error, "corrupt SMT node in storage: record %R (%zd bytes) is not a branch",
+                 skey == NULL ? Py_None : skey, n);
+    return -1;
+}
+
+static PyObject *make_rec(int d, const uint8_t *b, PyObject *lh, PyObject *rh, PyObject *lkv,
+                          PyObject *rkv) {
+    int nb = NB(d);
+    Py_ssize_t n = 67 + nb + (lkv ? 64 : 0) + (rkv ? 64 : 0);
+    PyObject *rec = PyBytes_FromStringAndSize(NULL, n);
+    if (rec == NULL)
+        return NULL;
+    uint8_t *r = (uint8_t *)PyBytes_AS_STRING(rec);
+    r[0] = 1;
+    memcpy(r + 1, PyBytes_AS_STRING(lh), 32);
+    memcpy(r + 33, PyBytes_AS_STRING(rh), 32);
+    r[65] = (uint8_t)((lkv != NULL) | (rkv != NULL) << 1);
+    r[66] = (uint8_t)d;
+    right_align(b, d, r + 67, nb);
+    uint8_t *p = r + 67 + nb;
+    if (lkv) {
+        memcpy(p, PyBytes_AS_STRING(lkv), 64);
+        p += 64;
+    }
+    if (rkv)
+        memcpy(p, PyBytes_AS_STRING(rkv), 64);
+    return rec;
+}
+
+/* A copy of a branch record with one child replaced: hash h, and key||value kv (or none).
+ * side 0 is the left child, 1 the right. */
+static PyObject *replace_child(PyObject *node, int side, PyObject *h, PyObject *kv) {
+    const uint8_t *o = (const uint8_t *)PyBytes_AS_STRING(node);
+    int f = o[65], d = o[66], p = 67 + NB(d);
+    int lk = f & 1, rk = (f >> 1) & 1;
+    int nl = side == 0 ? (kv != NULL) : lk, nr = side == 1 ? (kv != NULL) : rk;
+    PyObject *rec = PyBytes_FromStringAndSize(NULL, p + 64 * (nl + nr));
+    if (rec == NULL)
+        return NULL;
+    uint8_t *r = (uint8_t *)PyBytes_AS_STRING(rec);
+    memcpy(r, o, (size_t)p);
+    memcpy(r + 1 + 32 * side, PyBytes_AS_STRING(h), 32);
+    r[65] = (uint8_t)(nl | nr << 1);
+    uint8_t *q = r + p;
+    if (nl) {
+        memcpy(q, side == 0 ? (const uint8_t *)PyBytes_AS_STRING(kv) : o + p, 64);
+        q += 64;
+    }
+    if (nr)
+        memcpy(q, side == 1 ? (const uint8_t *)PyBytes_AS_STRING(kv) : o + p + 64 * lk, 64);
+    return rec;
+}
+
+static PyObject *rec_kv(PyObject *rec, int side) {
+    const uint8_t *r = (const uint8_t *)PyBytes_AS_STRING(rec);
+    int f = r[65], p = 67 + NB(r[66]);
+    if (!((f >> side) & 1))
+        return NULL;
+    return PyBytes_FromStringAndSize((const char *)r + (side ? PyBytes_GET_SIZE(rec) - 64 : p),
+                                     64);
+}
+
+/* The hash at depth t (t <= its depth) of the subtree a branch record holds. */
+static PyObject *record_hash(Ctx *c, PyObject *rec, int t) {
+    uint8_t la[33];
+    const uint8_t *r = (const uint8_t *)PyBytes_AS_STRING(rec);
+    left_align(r, r[66], la);
+    PyObject *h = node_hash(c, rec);
+    return h == NULL ? NULL : chain(c, h, la, r[66], t);
+}
+
+/* ---------------------------------------------------------------------- reads, writes */
+
+static int put(Ctx *c, PyObject *skey, PyObject *rec) {
+    return PyDict_SetItem(c->writes, skey, rec == NULL ? Py_None : rec);
+}
+
+static int del(Ctx *c, PyObject *skey) {
+    if (PyDict_SetItem(c->writes, skey, Py_None) < 0)
+        return -1;
+    return PyList_Append(c->deleted, skey);
+}
+
+/* The record under skey at depth t: read() below the cache depth, else hit() then fetch().
+ * Checked to be a branch. A new reference, or NULL with an exception set. */
+static PyObject *load(Ctx *c, PyObject *skey, int t) {
+    PyObject *rec;
+    if (t > c->cache_depth) {
+        rec = PyObject_CallOneArg(c->read, skey);
+    } else {
+        rec = PyObject_CallOneArg(c->hit, skey);
+        if (rec == Py_None) {
+            Py_DECREF(rec);
+            PyObject *tt = PyLong_FromLong(t);
+            if (tt == NULL)
+                return NULL;
+            rec = PyObject_CallFunctionObjArgs(c->fetch, skey, tt, NULL);
+            Py_DECREF(tt);
+        }
+    }
+    if (rec == NULL)
+        return NULL;
+    if (rec == Py_None) {
+        Py_DECREF(rec);
+        PyObject *exc = PyObject_CallOneArg(c->missing, skey);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    if (!PyBytes_Check(rec)) {
+        Py_DECREF(rec);
+        PyErr_SetString(PyExc_TypeError, "SMT records must be bytes");
+        return NULL;
+    }
+    if (check_branch(c, rec, skey) < 0) {
+        Py_DECREF(rec);
+        return NULL;
+    }
+    return rec;
+}
+
+/* The first index in [lo, hi) whose key has bit d set (the keys share their first d bits). */
+static Py_ssize_t split(Ctx *c, int d, Py_ssize_t lo, Py_ssize_t hi) {
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) >> 1;
+        if (getbit(c->kp[mid], d))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static PyObject *val(Ctx *c, Py_ssize_t i) { return PyList_GET_ITEM(c->vals, i); }
+
+static PyObject *key_value(Ctx *c, Py_ssize_t i) {
+    PyObject *kv = PyBytes_FromStringAndSize(NULL, 64);
+    if (kv == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(kv), c->kp[i], 32);
+    memcpy(PyBytes_AS_STRING(kv) + 32, PyBytes_AS_STRING(val(c, i)), 32);
+    return kv;
+}
+
+/* A one-key subtree for item i (the empty one for a delete). */
+static int lone_leaf(Ctx *c, Py_ssize_t i, Sub *out) {
+    if (val(c, i) == Py_None)
+        return 0;
+    PyObject *kv = key_value(c, i);
+    if (kv == NULL)
+        return -1;
+    PyObject *h = leaf_hash(c, kv);
+    if (h == NULL) {
+        Py_DECREF(kv);
+        return -1;
+    }
+    out->h = h;
+    out->kv = kv;
+    return 0;
+}
+
+/* ----------------------------------------------------------------------- the update */
+
+static int apply(Ctx *c, int t, PyObject *node, PyObject *skey, Py_ssize_t lo, Py_ssize_t hi,
+                 Sub *out);
+static int general(Ctx *c, int t, PyObject *node, PyObject *skey, Py_ssize_t lo, Py_ssize_t hi,
+                   Sub *out);
+
+typedef struct {
+    PyObject *tkey, *node;
+    int side, chain_top; /* chain_top < 0: no chain above the branch */
+} Frame;
+
+/* Insert or update key i in the subtree at depth t: a leaf (mkv its key||value, mh its
+ * hash) or a stored branch (mkv NULL). Walk down recording each branch and which hash in
+ * it to replace, then splice the new hashes in upwards. */
+static int insert_one(Ctx *c, int t, PyObject *mh, PyObject *mkv, Py_ssize_t i, Sub *out) {
+    const uint8_t *k = c->kp[i];
+    Frame stack[257];
+    int depth = 0, e = -1, rc = -1;
+    PyObject *kv = NULL, *h = NULL, *hkv = NULL, *rec = NULL, *tkey = NULL, *oh = NULL,
+             *okv = NULL;
+    uint8_t tmp[33], la[33];
+    Py_XINCREF(mh);
+    Py_XINCREF(mkv);
+    kv = key_value(c, i);
+    if (kv == NULL)
+        goto done;
+    int broke = 0;
+    while (mkv == NULL) {
+        PyObject *nk = pos_key(c, k, t);
+        if (nk == NULL)
+            goto done;
+        PyObject *node = load(c, nk, t);
+        if (node == NULL) {
+            Py_DECREF(nk);
+            goto done;
+        }
+        const uint8_t *r = (const uint8_t *)PyBytes_AS_STRING(node);
+        int d = r[66], ctop = -1;
+        if (d < t) {
+            Py_DECREF(nk);
+            Py_DECREF(node);
+            PyErr_Format(c->error, "corrupt SMT node in storage: a branch at depth %d under "
+                                   "position depth %d", d, t);
+            goto done;
+        }
+        if (d > t) {
+            left_align(r, d, la);
+            int x = first_diff(k, la, d);
+            if (x < d) {
+                /* The key leaves the chain above this branch at depth e: a new branch
+                 * there gets the key's leaf and, one level down, this branch. */
+                e = x;
+                memcpy(tmp, k, 32);
+                tmp[32] = 0;
+                setbit(tmp, e, !getbit(k, e));
+                PyObject *mk = pos_key(c, tmp, e + 1);
+                if (mk == NULL || put(c, mk, node) < 0) {
+                    Py_XDECREF(mk);
+                    Py_DECREF(nk);
+                    Py_DECREF(node);
+                    goto done;
+                }
+                Py_DECREF(mk);
+                oh = record_hash(c, node, e + 1);
+                Py_DECREF(node);
+                tkey = nk;
+                if (oh == NULL)
+                    goto done;
+                broke = 1;
+                break;
+            }
+            ctop = t;
+        }
+        int side = getbit(k, d);
+        stack[depth].tkey = nk;
+        stack[depth].node = node;
+        stack[depth].side = side;
+        stack[depth].chain_top = ctop;
+        depth++;
+        if ((r[65] >> side) & 1) {
+            Py_XDECREF(mh);
+            mh = PyBytes_FromStringAndSize((const char *)r + 1 + 32 * side, 32);
+            mkv = rec_kv(node, side);
+            if (mh == NULL || mkv == NULL)
+                goto done;
+        }
+        t = d + 1;
+    }
+    if (!broke) {
+        const uint8_t *m = (const uint8_t *)PyBytes_AS_STRING(mkv);
+        if (memcmp(m, k, 32) == 0) {
+            e = -1; /* the same key: the leaf is replaced where it is */
+        } else {
+            /* Another key's leaf: both go under a new branch at depth e. */
+            e = first_diff(m, k, 256);
+            tkey = pos_key(c, k, t);
+            if (tkey == NULL)
+                goto done;
+            oh = mh;
+            okv = mkv;
+            Py_INCREF(oh);
+            Py_INCREF(okv);
+        }
+    }
+    h = leaf_hash(c, kv);
+    if (h == NULL)
+        goto done;
+    hkv = kv;
+    Py_INCREF(hkv);
+    if (e >= 0) {
+        if (getbit(k, e))
+            rec = make_rec(e, k, oh, h, okv, kv);
+        else
+            rec = make_rec(e, k, h, oh, kv, okv);
+        if (rec == NULL)
+            goto done;
+        Py_DECREF(h);
+        h = node_hash(c, rec);
+        if (h == NULL)
+            goto done;
+        if (e > t && (h = chain(c, h, k, e, t)) == NULL)
+            goto done;
+        if (put(c, tkey, rec) < 0)
+            goto done;
+        Py_CLEAR(hkv);
+    }
+    if (mkv != NULL && depth > 0) {
+        /* The parent held a leaf here: its flags and key||value change too. */
+        Frame *fr = &stack[--depth];
+        PyObject *nrec = replace_child(fr->node, fr->side, h, hkv);
+        if (nrec == NULL)
+            goto pop_fail;
+        Py_XSETREF(rec, nrec);
+        Py_DECREF(h);
+        h = node_hash(c, rec);
+        if (h == NULL)
+            goto pop_fail;
+        if (fr->chain_top >= 0) {
+            int d = PyBytes_AS_STRING(fr->node)[66] & 0xff;
+            if ((h = chain(c, h, k, d, fr->chain_top)) == NULL)
+                goto pop_fail;
+        }
+        if (put(c, fr->tkey, rec) < 0)
+            goto pop_fail;
+        Py_DECREF(fr->tkey);
+        Py_DECREF(fr->node);
+        Py_CLEAR(hkv);
+        goto unwind;
+    pop_fail:
+        Py_DECREF(fr->tkey);
+        Py_DECREF(fr->node);
+        goto done;
+    }
+unwind:
+    while (depth > 0) {
+        Frame *fr = &stack[--depth];
+        /* This side is a branch (it was walked through): no key||value of its own. */
+        PyObject *nrec = replace_child(fr->node, fr->side, h, NULL);
+        int ok = nrec != NULL;
+        if (ok) {
+            Py_XSETREF(rec, nrec);
+            Py_DECREF(h);
+            h = node_hash(c, rec);
+            ok = h != NULL;
+        }
+        if (ok && fr->chain_top >= 0) {
+            int d = PyBytes_AS_STRING(fr->node)[66] & 0xff;
+            h = chain(c, h, k, d, fr->chain_top);
+            ok = h != NULL;
+        }
+        if (ok)
+            ok = put(c, fr->tkey, rec) == 0;
+        Py_DECREF(fr->tkey);
+        Py_DECREF(fr->node);
+        if (!ok)
+            goto done;
+    }
+    out->h = h;
+    h = NULL;
+    out->kv = hkv;
+    hkv = NULL;
+    out->rec = rec;
+    rec = NULL;
+    rc = 0;
+done:
+    while (depth > 0) {
+        depth--;
+        Py_DECREF(stack[depth].tkey);
+        Py_DECREF(stack[depth].node);
+    }
+    Py_XDECREF(mh);
+    Py_XDECREF(mkv);
+    Py_XDECREF(kv);
+    Py_XDECREF(h);
+    Py_XDECREF(hkv);
+    Py_XDECREF(rec);
+    Py_XDECREF(tkey);
+    Py_XDECREF(oh);
+    Py_XDECREF(okv);
+    return rc;
+}
+
+/* Items [lo, hi) into the child at depth s + 1 (position b's first s + 1 bits): a leaf
+ * (kv) or a stored branch of hash h. */
+static int child(Ctx *c, int s, const uint8_t *b, PyObject *h, PyObject *kv, Py_ssize_t lo,
+                 Py_ssize_t hi, Sub *out) {
+    if (lo + 1 == hi && val(c, lo) != Py_None)
+        return insert_one(c, s + 1, h, kv, lo, out);
+    if (kv != NULL)
+        return general(c, s + 1, kv, NULL, lo, hi, out);
+    PyObject *skey = pos_key(c, b, s + 1);
+    if (skey == NULL)
+        return -1;
+    PyObject *node = load(c, skey, s + 1);
+    int rc = node == NULL ? -1 : apply(c, s + 1, node, skey, lo, hi, out);
+    Py_XDECREF(node);
+    Py_DECREF(skey);
+    return rc;
+}
+
+/* The subtree at depth t made of the new children r0, r1 of a branch at depth s, on the
+ * path b. Consumes r0 and r1. */
+static int join(Ctx *c, int t, int s, const uint8_t *b, PyObject *skey, Sub *r0, Sub *r1,
+                Sub *out) {
+    int rc = -1;
+    PyObject *tkey = skey, *h = NULL, *rec = NULL;
+    uint8_t pos[33];
+    if (tkey != NULL)
+        Py_INCREF(tkey);
+    else if ((tkey = pos_key(c, b, t)) == NULL)
+        goto done;
+    if (r0->h == NULL || r1->h == NULL) {
+        /* At most one side left: it rises to depth t; a leaf as it is, a branch's record
+         * moves up to this position. */
+        if (skey != NULL && del(c, skey) < 0)
+            goto done;
+        Sub *r = r0->h == NULL ? r1 : r0;
+        if (r->h == NULL || r->kv != NULL) {
+            *out = *r;
+            r->h = r->kv = r->rec = NULL;
+            rc = 0;
+            goto done;
+        }
+        memcpy(pos, b, 33);
+        setbit(pos, s, r0->h == NULL);
+        PyObject *ckey = pos_key(c, pos, s + 1);
+        if (ckey == NULL)
+            goto done;
+        rec = r->rec;
+        if (rec != NULL)
+            Py_INCREF(rec);
+        else if ((rec = load(c, ckey, s + 1)) == NULL) {
+            Py_DECREF(ckey);
+            goto done;
+        }
+        if (del(c, ckey) < 0 || put(c, tkey, rec) < 0) {
+            Py_DECREF(ckey);
+            goto done;
+        }
+        Py_DECREF(ckey);
+        h = r->h;
+        Py_INCREF(h);
+        if ((h = chain(c, h, pos, s + 1, t)) == NULL)
+            goto done;
+        out->h = h;
+        out->rec = rec;
+        h = rec = NULL;
+        rc = 0;
+        goto done;
+    }
+    rec = make_rec(s, b, r0->h, r1->h, r0->kv, r1->kv);
+    if (rec == NULL || (h = node_hash(c, rec)) == NULL)
+        goto done;
+    if (s > t && (h = chain(c, h, b, s, t)) == NULL)
+        goto done;
+    if (put(c, tkey, rec) < 0)
+        goto done;
+    out->h = h;
+    out->rec = rec;
+    h = rec = NULL;
+    rc = 0;
+done:
+    sub_clear(r0);
+    sub_clear(r1);
+    Py_XDECREF(tkey);
+    Py_XDECREF(h);
+    Py_XDECREF(rec);
+    return rc;
+}
+
+/* The child at depth s + 1 (position b's first s + 1 bits) given what is there now:
+ * empty, a leaf, or a branch record moving down to it. Consumes sub. */
+static int side(Ctx *c, int s, const uint8_t *b, Sub *sub, Py_ssize_t lo, Py_ssize_t hi,
+                Sub *out) {
+    int rc;
+    if (sub->h == NULL) {
+        if (lo == hi)
+            return 0;
+        if (lo + 1 == hi)
+            return lone_leaf(c, lo, out);
+        return general(c, s + 1, NULL, NULL, lo, hi, out);
+    }
+    if (sub->rec != NULL) { /* moved down: store it at its new position */
+        if (lo < hi) {
+            rc = apply(c, s + 1, sub->rec, NULL, lo, hi, out);
+        } else {
+            PyObject *skey = pos_key(c, b, s + 1), *h = NULL;
+            rc = -1;
+            if (skey != NULL && put(c, skey, sub->rec) == 0 &&
+                (h = record_hash(c, sub->rec, s + 1)) != NULL) {
+                sub_set(out, h, NULL, sub->rec);
+                Py_DECREF(h);
+                rc = 0;
+            }
+            Py_XDECREF(skey);
+        }
+        sub_clear(sub);
+        return rc;
+    }
+    if (lo == hi) {
+        *out = *sub;
+        sub->h = sub->kv = sub->rec = NULL;
+        return 0;
+    }
+    rc = child(c, s, b, sub->h, sub->kv, lo, hi, out);
+    sub_clear(sub);
+    return rc;
+}
+
+/* Like apply() where there is no branch (node NULL, or a leaf's key||value) or some keys
+ * leave its chain (node a branch record). */
+static int general(Ctx *c, int t, PyObject *node, PyObject *skey, Py_ssize_t lo, Py_ssize_t hi,
+                   Sub *out) {
+    const uint8_t *kl = c->kp[lo], *kh = c->kp[hi - 1];
+    Sub sub0 = {0}, sub1 = {0}, r0 = {0}, r1 = {0};
+    uint8_t cp[33], la[33];
+    int s;
+    memset(cp, 0, 33);
+    if (node == NULL || PyBytes_GET_SIZE(node) == 64) {
+        const uint8_t *kk = node == NULL ? kl : (const uint8_t *)PyBytes_AS_STRING(node);
+        if (lo + 1 == hi && memcmp(kl, kk, 32) == 0)
+            return lone_leaf(c, lo, out);
+        int a = first_diff(kl, kk, 256), z = first_diff(kh, kk, 256);
+        s = a < z ? a : z;
+        if (node != NULL) {
+            PyObject *h = leaf_hash(c, node);
+            if (h == NULL)
+                return -1;
+            Sub *leaf = getbit(kk, s) ? &sub1 : &sub0;
+            sub_set(leaf, h, node, NULL);
+            Py_DECREF(h);
+        }
+    } else {
+        /* apply() found keys leaving the chain above this branch, the first at depth s:
+         * the branch moves down a level under a new branch at s. */
+        const uint8_t *r = (const uint8_t *)PyBytes_AS_STRING(node);
+        int d = r[66];
+        left_align(r, d, la);
+        int a = first_diff(kl, la, d), z = first_diff(kh, la, d);
+        s = a < z ? a : z;
+        PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+        if (empty == NULL)
+            return -1;
+        sub_set(getbit(la, s) ? &sub1 : &sub0, empty, NULL, node);
+        Py_DECREF(empty);
+    }
+    memcpy(cp, kl, 32);
+    Py_ssize_t mid;
+    if (lo + 1 == hi)
+        mid = getbit(kl, s) ? lo : hi;
+    else
+        mid = split(c, s, lo, hi);
+    setbit(cp, s, 0);
+    if (side(c, s, cp, &sub0, lo, mid, &r0) < 0) {
+        sub_clear(&sub1);
+        return -1;
+    }
+    setbit(cp, s, 1);
+    if (side(c, s, cp, &sub1, mid, hi, &r1) < 0) {
+        sub_clear(&r0);
+        return -1;
+    }
+    memcpy(cp, kl, 32);
+    return join(c, t, s, cp, skey, &r0, &r1, out);
+}
+
+/* The subtree at depth t after items [lo, hi), given the branch record there (stored here
+ * under skey, or moving down when skey is NULL). */
+static int apply(Ctx *c, int t, PyObject *node, PyObject *skey, Py_ssize_t lo, Py_ssize_t hi,
+                 Sub *out) {
+    const uint8_t *r = (const uint8_t *)PyBytes_AS_STRING(node);
+    const uint8_t *kl = c->kp[lo], *kh = c->kp[hi - 1];
+    int d = r[66], f = r[65], p = 67 + NB(d);
+    uint8_t b[33];
+    Sub r0 = {0}, r1 = {0};
+    if (d < t) {
+        PyErr_Format(c->error, "corrupt SMT node in storage: a branch at depth %d under "
+                               "position depth %d", d, t);
+        return -1;
+    }
+    if (d > t) { /* a chain above the branch: do all keys stay on it? */
+        left_align(r, d, b);
+        if (first_diff(kl, b, d) < d || first_diff(kh, b, d) < d)
+            return general(c, t, node, skey, lo, hi, out);
+    } else {
+        memset(b, 0, 33);
+        memcpy(b, kl, 32);
+    }
+    /* All keys are under this branch: split them by bit d. */
+    Py_ssize_t mid = split(c, d, lo, hi);
+    PyObject *lkv = NULL, *rkv = NULL, *lh = NULL, *rh = NULL;
+    int rc = -1;
+    lh = PyBytes_FromStringAndSize((const char *)r + 1, 32);
+    rh = PyBytes_FromStringAndSize((const char *)r + 33, 32);
+    if (lh == NULL || rh == NULL)
+        goto done;
+    if ((f & 1) && (lkv = PyBytes_FromStringAndSize((const char *)r + p, 64)) == NULL)
+        goto done;
+    if ((f & 2) && (rkv = PyBytes_FromStringAndSize((const char *)r + PyBytes_GET_SIZE(node) - 64,
+                                                    64)) == NULL)
+        goto done;
+    setbit(b, d, 0);
+    if (mid > lo) {
+        if (child(c, d, b, lh, lkv, lo, mid, &r0) < 0)
+            goto done;
+    } else {
+        sub_set(&r0, lh, lkv, NULL);
+    }
+    setbit(b, d, 1);
+    if (mid < hi) {
+        if (child(c, d, b, rh, rkv, mid, hi, &r1) < 0)
+            goto done;
+    } else {
+        sub_set(&r1, rh, rkv, NULL);
+    }
+    setbit(b, d, 0);
+    if (r0.h == NULL || r1.h == NULL) { /* a delete emptied a side */
+        rc = join(c, t, d, b, skey, &r0, &r1, out);
+        goto done;
+    }
+    {
+        PyObject *rec = make_rec(d, b, r0.h, r1.h, r0.kv, r1.kv), *h = NULL, *key = skey;
+        if (rec != NULL) /* the prefix as stored, as the reference copies it */
+            memcpy(PyBytes_AS_STRING(rec) + 67, r + 67, (size_t)NB(d));
+        if (rec == NULL || (h = node_hash(c, rec)) == NULL) {
+            Py_XDECREF(rec);
+            goto done;
+        }
+        if (d > t && (h = chain(c, h, b, d, t)) == NULL) {
+            Py_DECREF(rec);
+            goto done;
+        }
+        if (key == NULL && (key = pos_key(c, b, t)) == NULL) {
+            Py_DECREF(rec);
+            Py_DECREF(h);
+            goto done;
+        }
+        rc = put(c, key, rec);
+        if (key != skey)
+            Py_DECREF(key);
+        if (rc < 0) {
+            Py_DECREF(rec);
+            Py_DECREF(h);
+            goto done;
+        }
+        out->h = h;
+        out->rec = rec;
+        rc = 0;
+    }
+done:
+    sub_clear(&r0);
+    sub_clear(&r1);
+    Py_XDECREF(lh);
+    Py_XDECREF(rh);
+    Py_XDECREF(lkv);
+    Py_XDECREF(rkv);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------- the entry */
+
+PyDoc_STRVAR(batch_update_doc,
+"batch_update(keys, vals, old, node_key, read, hit, fetch, cache_depth, missing, deleted,\n"
+"             sm3, error) -> (new_root, writes)\n\n"
+"ledger.smt_update.batch_update without a right half: sorted distinct 32-byte keys, their\n"
+"32-byte values (None = delete), the root record (None for an empty tree). Deleted storage\n"
+"keys are appended to deleted; a corrupt record raises error (SMTError).");
+
+static PyObject *batch_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "batch_update takes 12 arguments");
+        return NULL;
+    }
+    Ctx c;
+    memset(&c, 0, sizeof c);
+    PyObject *old = args[2], *root_key = NULL, *result = NULL, *one = NULL;
+    Sub res = {0};
+    c.node_key = args[3];
+    c.read = args[4];
+    c.hit = args[5];
+    c.fetch = args[6];
+    c.missing = args[8];
+    c.deleted = args[9];
+    c.sm3 = args[10];
+    c.error = args[11];
+    c.cache_depth = (int)PyLong_AsLong(args[7]);
+    if (c.cache_depth == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_Check(c.deleted) || !PyExceptionClass_Check(c.error)) {
+        PyErr_SetString(PyExc_TypeError, "deleted must be a list and error an exception class");
+        return NULL;
+    }
+    c.keys = PySequence_Tuple(args[0]);
+    if (c.keys == NULL)
+        return NULL;
+    c.vals = PySequence_List(args[1]);
+    if (c.vals == NULL)
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(c.keys);
+    if (n == 0 || PyList_GET_SIZE(c.vals) != n) {
+        PyErr_SetString(PyExc_ValueError, "keys must be non-empty, with one value each");
+        goto done;
+    }
+    c.kp = PyMem_Malloc(sizeof(uint8_t *) * (size_t)n);
+    if (c.kp == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(c.keys, i), *v = PyList_GET_ITEM(c.vals, i);
+        if (!PyBytes_Check(k) || PyBytes_GET_SIZE(k) != 32 ||
+            (v != Py_None && (!PyBytes_Check(v) || PyBytes_GET_SIZE(v) != 32))) {
+            PyErr_Format(PyExc_ValueError, "item %zd: keys and values must be 32 bytes", i);
+            goto done;
+        }
+        c.kp[i] = (const uint8_t *)PyBytes_AS_STRING(k);
+        if (i && memcmp(c.kp[i - 1], c.kp[i], 32) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "keys must be sorted and distinct");
+            goto done;
+        }
+    }
+    if (old != Py_None && !PyBytes_Check(old)) {
+        PyErr_SetString(PyExc_TypeError, "old must be bytes or None");
+        goto done;
+    }
+    c.writes = PyDict_New();
+    one = PyBytes_FromStringAndSize("\x01", 1);
+    if (c.writes == NULL || one == NULL)
+        goto done;
+    root_key = PyObject_CallOneArg(c.node_key, one);
+    if (root_key == NULL)
+        goto done;
+    int rc;
+    if (old != Py_None && PyBytes_GET_SIZE(old) != 64) {
+        rc = check_branch(&c, old, root_key) < 0 ? -1 : apply(&c, 0, old, root_key, 0, n, &res);
+    } else {
+        rc = general(&c, 0, old == Py_None ? NULL : old, NULL, 0, n, &res);
+    }
+    if (rc < 0)
+        goto done;
+    PyObject *new_root;
+    if (res.h == NULL) {
+        new_root = PyBytes_FromStringAndSize(NULL, 32);
+        if (new_root == NULL)
+            goto done;
+        memset(PyBytes_AS_STRING(new_root), 0, 32);
+        if (old != Py_None && del(&c, root_key) < 0) {
+            Py_DECREF(new_root);
+            goto done;
+        }
+    } else {
+        new_root = res.h;
+        Py_INCREF(new_root);
+        if (res.kv != NULL && put(&c, root_key, res.kv) < 0) {
+            Py_DECREF(new_root);
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(2, new_root, c.writes);
+    Py_DECREF(new_root);
+done:
+    sub_clear(&res);
+    PyMem_Free(c.kp);
+    Py_XDECREF(c.keys);
+    Py_XDECREF(c.vals);
+    Py_XDECREF(c.writes);
+    Py_XDECREF(one);
+    Py_XDECREF(root_key);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"batch_update", (PyCFunction)(void (*)(void))batch_update, METH_FASTCALL, batch_update_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "ledger._smtcore",
+    "The sparse Merkle tree's batch update in C (see ledger/_smtcore.c's header).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__smtcore(void) { return PyModule_Create(&module); }
