@@ -1,6 +1,7 @@
 # Sourced by scripts/*.sh: create .venv and install certledger with its
-# dependencies, once. Re-running is cheap: pip is skipped while pyproject.toml
-# is unchanged since the last successful install.
+# dependencies, once. Re-running is cheap: pip is skipped while pyproject.toml,
+# setup.py and the C source it builds (the SMT's batch update) are unchanged
+# since the last successful install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,8 +12,9 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=.venv/.certledger-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+want="$(cat pyproject.toml setup.py ledger/_smtcore.c | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] ||
+   ! compgen -G "ledger/_smtcore*.so" >/dev/null; then
   log=.venv/install.log
   echo "setting up .venv (log: $log)" >&2
   if ! { python -m pip install --disable-pip-version-check --upgrade pip &&

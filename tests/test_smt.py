@@ -531,11 +531,14 @@ def test_preload_fills_the_cache_and_names_every_key() -> None:
 
 class TreeMachine(RuleBasedStateMachine):
     # cache_depth: none, only the root, the top, every depth, every record (bulk refresh).
-    @initialize(cache_depth=st.sampled_from([-1, 0, 3, 255, CACHE_ALL]))
-    def setup(self, cache_depth: int) -> None:
+    # native: the C batch update (ledger/_smtcore.c) or the Python reference.
+    @initialize(cache_depth=st.sampled_from([-1, 0, 3, 255, CACHE_ALL]), native=st.booleans())
+    def setup(self, cache_depth: int, native: bool) -> None:
         self.cache_depth = cache_depth
+        self.native = native
         self.store: dict[bytes, bytes] = {}
-        self.tree = SparseMerkleTree(self.store.get, node_key, cache_depth=cache_depth)
+        self.tree = SparseMerkleTree(self.store.get, node_key, cache_depth=cache_depth,
+                                     native=native)
         self.model: dict[bytes, bytes] = {}
         self.committed: dict[bytes, bytes] = {}
         self.pending: list[tuple[bytes, bytes | None]] = []
@@ -572,7 +575,8 @@ class TreeMachine(RuleBasedStateMachine):
         self.tree.commit()
         self.committed = dict(self.model)
         root = self.tree.root
-        self.tree = SparseMerkleTree(self.store.get, node_key, root, cache_depth=self.cache_depth)
+        self.tree = SparseMerkleTree(self.store.get, node_key, root, cache_depth=self.cache_depth,
+                                     native=self.native)
         self.tree.check_root()
         assert self.tree.audit() == len(self.model)
 

@@ -1,0 +1,223 @@
+"""The SMT's C batch update (ledger/_smtcore.c) against the Python reference (ledger.smt_update).
+
+Both run on the same stored tree, batch after batch: the same root, the same writes and the
+same deletes every time, whatever the keys' shapes, the deletes, the cache depth or updates
+pending on top of each other. Then what only C can get wrong: a corrupt or missing record is
+an SMTError (never a crash or a read past a record's end), bad arguments are refused, and no
+reference leaks on either path. ``test_the_comparison_catches_a_wrong_hash`` shows that the
+comparison itself fails an implementation that hashes one kind of node wrongly.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from certificates.hashing import sm3
+from ledger import smt_update
+from ledger.smt import CACHE_ALL, SMTError, SparseMerkleTree
+from ledger.smt_records import _ROOT_ID
+
+pytestmark = pytest.mark.skipif(not smt_update.NATIVE, reason="unreachable: see the next test")
+
+PREFIX = b"s/"
+node_key = PREFIX.__add__
+Hasher = Callable[[bytes], bytes]
+
+
+def test_the_c_update_is_built() -> None:
+    # Not skipped: scripts/test.sh installs with a compiler at hand, so the C update must be
+    # there, and every other test here must have run.
+    assert smt_update.NATIVE, "ledger/_smtcore.c was not built by the install (see setup.py)"
+
+
+def _run(impl: str, store: dict[bytes, bytes], overlay: dict[bytes, bytes | None],
+         batch: dict[bytes, bytes | None], cache_depth: int, hasher: Hasher = sm3,
+         ) -> tuple[bytes, dict[bytes, bytes | None], list[bytes]]:
+    """One batch through one implementation, reading ``overlay`` over ``store``."""
+    keys = sorted(batch)
+    vals = [batch[k] for k in keys]
+
+    def read(skey: bytes) -> bytes | None:
+        return overlay[skey] if skey in overlay else store.get(skey)
+
+    old = read(node_key(_ROOT_ID))
+    deleted: list[bytes] = []
+    missing = lambda skey: SMTError(f"missing {skey.hex()}")  # noqa: E731
+    if impl == "c":
+        assert smt_update._smtcore is not None
+        root, writes = smt_update._smtcore.batch_update(
+            keys, vals, old, node_key, read, read, lambda skey, t: read(skey), cache_depth,
+            missing, deleted, hasher, SMTError)
+    else:
+        root, writes = smt_update.batch_update(
+            keys, vals, old, node_key=node_key, read=read, hit=read,
+            fetch=lambda skey, t: read(skey), cache_depth=cache_depth, missing=missing,
+            deleted=deleted)
+    return root, dict(writes), deleted
+
+
+def compare(batches: list[dict[bytes, bytes | None]], *, cache_depth: int, commit_every: int,
+            hasher: Hasher = sm3) -> int:
+    """Run ``batches`` through both; fail at the first difference. Returns the tree's size."""
+    store: dict[bytes, bytes] = {}
+    overlay: dict[bytes, bytes | None] = {}
+    for i, batch in enumerate(batches):
+        ref = _run("py", store, overlay, batch, cache_depth)
+        got = _run("c", store, overlay, batch, cache_depth, hasher)
+        assert got[0] == ref[0], f"batch {i}: root {got[0].hex()} != {ref[0].hex()}"
+        odd = sorted(set(got[1].items()) ^ set(ref[1].items()), key=repr)[:2]
+        assert got[1] == ref[1], f"batch {i}: writes differ at {odd}"
+        assert sorted(got[2]) == sorted(ref[2]), f"batch {i}: deletes differ"
+        overlay.update(ref[1])
+        if (i + 1) % commit_every == 0:  # persisted: the overlay folds into the store
+            for k, v in overlay.items():
+                if v is None:
+                    store.pop(k, None)
+                else:
+                    store[k] = v
+            overlay.clear()
+    return len(store)
+
+
+def _flip(key: bytes, bit: int) -> bytes:
+    return (int.from_bytes(key, "big") ^ (1 << (255 - bit))).to_bytes(32, "big")
+
+
+@st.composite
+def batch_runs(draw: st.DrawFn) -> list[dict[bytes, bytes | None]]:
+    """Batches over a pool of keys with shared prefixes, long chains and bit-255 neighbours,
+    so that every branch of the recursion (chains left, leaves split, sides emptied) runs."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    base = rng.randbytes(32)
+    bits = draw(st.lists(st.integers(0, 255), min_size=1, max_size=12))
+    pool = list(dict.fromkeys(
+        [base, bytes(32), b"\xff" * 32, *(_flip(base, b) for b in bits),
+         *(rng.randbytes(32) for _ in range(draw(st.integers(0, 40))))]))
+    runs = []
+    for _ in range(draw(st.integers(1, 8))):
+        keys = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=len(pool), unique=True))
+        runs.append({k: None if draw(st.integers(0, 3)) == 0 else rng.randbytes(32)
+                     for k in keys})
+    return runs
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs=batch_runs(), cache_depth=st.sampled_from([-1, 0, 4, CACHE_ALL]),
+       commit_every=st.integers(1, 3))
+def test_same_roots_writes_and_deletes_as_the_reference(
+    runs: list[dict[bytes, bytes | None]], cache_depth: int, commit_every: int,
+) -> None:
+    compare(runs, cache_depth=cache_depth, commit_every=commit_every)
+
+
+def test_large_batches_with_deletes_match_the_reference() -> None:
+    # Trees of thousands of keys, as a block builds them, with updates and deletes mixed in.
+    rng = random.Random(11)
+    live: list[bytes] = []
+    runs: list[dict[bytes, bytes | None]] = []
+    for _ in range(8):
+        batch: dict[bytes, bytes | None] = {rng.randbytes(32): rng.randbytes(32)
+                                            for _ in range(1500)}
+        for k in rng.sample(live, min(len(live), 400)):
+            batch[k] = None if rng.random() < 0.5 else rng.randbytes(32)
+        live = [k for k in {*live, *batch} if batch.get(k, b"") is not None]
+        runs.append(batch)
+    assert compare(runs, cache_depth=CACHE_ALL, commit_every=1) == len(live) - 1
+
+
+def test_the_comparison_catches_a_wrong_hash() -> None:
+    # A C update handed an SM3 that gets chain nodes (one child empty) wrong must be caught.
+    def wrong(data: bytes) -> bytes:
+        if len(data) == 65 and data[0] == 1 and bytes(32) in (data[1:33], data[33:65]):
+            return sm3(data + b"!")
+        return sm3(data)
+
+    shared = bytes(31) + b"\x01"
+    runs: list[dict[bytes, bytes | None]] = [{shared: sm3(b"a"), _flip(shared, 250): sm3(b"b")}]
+    compare(runs, cache_depth=CACHE_ALL, commit_every=1)  # the real hash agrees
+    with pytest.raises(AssertionError, match="root"):
+        compare(runs, cache_depth=CACHE_ALL, commit_every=1, hasher=wrong)
+
+
+def _built(n: int) -> tuple[dict[bytes, bytes], bytes]:
+    store: dict[bytes, bytes] = {}
+    tree = SparseMerkleTree(store.get, node_key)
+    root, writes = tree.update({sm3(b"%d" % i): sm3(b"v%d" % i) for i in range(n)})
+    store.update((k, v) for k, v in writes if v is not None)
+    return store, root
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flags", "depth above its position",
+                                    "a leaf where a branch is", "not bytes", "missing"])
+def test_a_damaged_record_is_an_smt_error_not_a_crash(damage: str) -> None:
+    store, root = _built(200)
+    # Every non-root record, damaged in turn; the root is checked by the tree on open.
+    targets = [k for k in store if k != node_key(_ROOT_ID)]
+    batch = {sm3(b"%d" % i): sm3(b"new") for i in range(200)}
+    for skey in targets:
+        bad: dict[bytes, object] = dict(store)
+        rec = store[skey]
+        if damage == "truncated":
+            bad[skey] = rec[:-1]
+        elif damage == "flags":
+            bad[skey] = rec[:65] + bytes([7]) + rec[66:]
+        elif damage == "depth above its position":
+            bad[skey] = rec[:66] + b"\x00" + rec[67:]
+        elif damage == "a leaf where a branch is":
+            bad[skey] = rec[-64:] if len(rec) >= 131 else bytes(64)
+        elif damage == "not bytes":
+            bad[skey] = bytearray(rec)
+        else:
+            del bad[skey]
+        tree = SparseMerkleTree(bad.get, node_key, root, native=True)  # type: ignore[arg-type]
+        with pytest.raises((SMTError, TypeError)) as info:
+            tree.update(batch)
+        assert info.type is SMTError or damage == "not bytes"
+
+
+def test_bad_arguments_are_refused() -> None:
+    core = smt_update._smtcore
+    assert core is not None
+    a, b, v = sm3(b"a"), sm3(b"b"), sm3(b"v")
+    lo, hi = sorted((a, b))
+
+    def call(keys: list[bytes], vals: list[bytes | None]) -> object:
+        return core.batch_update(keys, vals, None, node_key, {}.get, {}.get,
+                                 lambda k, t: None, CACHE_ALL, SMTError, [], sm3, SMTError)
+
+    for keys, vals, message in [
+        ([hi, lo], [v, v], "sorted"), ([lo, lo], [v, v], "sorted"), ([], [], "non-empty"),
+        ([lo], [v, v], "one value"), ([lo[:31]], [v], "32 bytes"), ([lo], [v + b"x"], "32 bytes"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call(keys, vals)
+    root, writes = call([lo, hi], [v, None])
+    assert root == sm3(b"\x00" + lo + v) and writes == {node_key(_ROOT_ID): lo + v}
+
+
+def test_no_reference_leaks_on_success_or_failure() -> None:
+    # Every record and storage key the store holds keeps its reference count through 50
+    # updates that succeed and 50 that fail half-way down (a truncated record).
+    store, root = _built(300)
+    skey = max(k for k in store if k != node_key(_ROOT_ID))
+    broken = dict(store)
+    broken[skey] = store[skey][:-1]
+    batch = {sm3(b"%d" % i): sm3(b"again") for i in range(300)}  # every record on a path
+
+    def refs() -> int:
+        gc.collect()
+        return sum(sys.getrefcount(k) + sys.getrefcount(r) for k, r in store.items())
+
+    before = refs()
+    for _ in range(50):
+        SparseMerkleTree(store.get, node_key, root).update(batch)
+        with pytest.raises(SMTError):
+            SparseMerkleTree(broken.get, node_key, root, cache_depth=-1).update(batch)
+    assert refs() == before
