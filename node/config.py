@@ -33,6 +33,7 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     max_txs = 2000
     max_bytes = 4194304
     smt_worker = false                  # true: half of the state-tree hashing in a 2nd process
+                                        #   (only without the C SMT update)
 
 Strict means: an unknown section or key, a missing required key, or a value of
 the wrong type or range is a ``ConfigError`` whose message names the key
@@ -109,7 +110,7 @@ class BlockConfig:
     max_bytes: int = 4 * 1024 * 1024
     #: Compute half of each large block's state-tree update in a second process
     #: (ledger.smt_worker): for a validator with a core to spare, not for several
-    #: validators sharing a small machine.
+    #: validators sharing a small machine; and only where the C update is not built.
     smt_worker: bool = False
 
 

@@ -33,10 +33,12 @@ _SKIP = {".git", ".venv", "demo-data", ".mypy_cache", ".ruff_cache", ".pytest_ca
 
 
 def _copy_repo(dst: Path) -> Path:
-    # scripts/_venv.sh reinstalls when pyproject.toml changed since the last install; in
-    # the copy that would point this checkout's editable install at a temporary directory.
+    # scripts/_venv.sh reinstalls when pyproject.toml, setup.py or the C source it builds
+    # changed since the last install; in the copy that would point this checkout's
+    # editable install at a temporary directory.
     stamp = ROOT / ".venv" / ".certledger-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    sources = ("pyproject.toml", "setup.py", "ledger/_smtcore.c")
+    want = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in sources)).hexdigest()
     if not stamp.is_file() or stamp.read_text().strip() != want:
         pytest.fail(".venv was not installed from the current pyproject.toml: run "
                     "scripts/test.sh (the demo's copy of the repository shares the .venv)")
