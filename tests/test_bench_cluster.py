@@ -42,3 +42,16 @@ def test_bench_cluster_report() -> None:
     assert detail["single"]["submitted"] > 0 and detail["batch"]["submitted"] > 0
     assert detail["latency"]["sent"] > 0 and not detail["single"]["errors"]
     assert "bench [" in proc.stderr  # progress goes to stderr, the JSON alone to stdout
+    spent = detail["batch"]["node_cpu_ms_per_record"]
+    if spent:  # a 3 s run may commit its batches before the CPU window opens
+        assert report["batch_cpu_bound_certs_per_s"] == pytest.approx(
+            report["cpu_count"] * 1000 / spent, rel=1e-3)
+
+
+def test_batch_cpu_bound_rate_follows_the_cpu_per_record() -> None:
+    from node.bench_cluster import _cpu_rate
+
+    assert _cpu_rate({"node_cpu_ms_per_record": 0.25}, 2) == 8000.0
+    assert _cpu_rate({"node_cpu_ms_per_record": 0.5}, 4) == 8000.0
+    assert _cpu_rate({"node_cpu_ms_per_record": None}, 2) is None
+    assert _cpu_rate({}, 2) is None
