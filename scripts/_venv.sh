@@ -12,7 +12,7 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=.venv/.certledger-installed
-want="$(cat pyproject.toml setup.py ledger/_smtcore.c | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml setup.py ledger/_smtcore.c ledger/_smtcore_records.h | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] ||
    ! compgen -G "ledger/_smtcore*.so" >/dev/null; then
   log=.venv/install.log
