@@ -238,6 +238,14 @@ class Chain:
         return self._store
 
     @property
+    def smt_update(self) -> str:
+        """Which SMT batch update runs: "c" (``ledger/_smtcore.c``), "python+worker" or
+        "python" - the same roots and writes, at different speeds (for the node's log)."""
+        if self._tree.native and NATIVE:
+            return "c"
+        return "python+worker" if self._smt_worker is not None else "python"
+
+    @property
     def head_height(self) -> int:
         return self._head_height
 

@@ -297,6 +297,22 @@ def test_the_ledger_bench_counts_the_worker_cpu(tmp_path: Path) -> None:
     assert off["smt_worker"] is False and off["smt_worker_cpu_s"] == 0
 
 
+def test_a_chain_says_which_smt_update_it_runs() -> None:
+    from ledger.bench import BenchNetwork
+    from ledger.chain import Chain
+    from ledger.store import MemoryStore
+
+    net = BenchNetwork()
+    expected = {(True, False): "c", (True, True): "c", (False, False): "python",
+                (False, True): "python+worker"}
+    for (native, worker), name in expected.items():
+        chain = Chain.create(MemoryStore(), net.genesis, smt_worker=worker, smt_native=native)
+        try:
+            assert chain.smt_update == name, (native, worker)
+        finally:
+            chain.close()
+
+
 def test_with_the_c_update_the_ledger_bench_starts_no_worker(tmp_path: Path) -> None:
     from ledger.bench import run
     from ledger.smt_update import NATIVE
