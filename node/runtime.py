@@ -10,7 +10,8 @@ Threads and who owns what:
 * ``peer-sender-*`` (``network.transport``): one per peer, batching and back-off;
 * ``block-sync`` (``node.sync``): fetches blocks we missed;
 * ``tx-gossip``: sends transactions admitted from clients to the other validators,
-  at most one envelope per 100 ms, so that under load one signed envelope carries many;
+  at most one envelope per ``mempool.gossip_linger_ms`` (50), so that under load one
+  signed envelope carries many;
 * ``peer-tx-admission`` (``node.admission``): admits peers' txs through the same
   one-at-a-time gate as client txs, which get 429 ``busy`` past a backlog.
 
@@ -59,9 +60,6 @@ _CONSENSUS_STATS = ("bad_signature", "not_validator", "wrong_proposer", "malform
                     "old_height", "future_dropped", "round_window_dropped", "duplicate",
                     "bad_sync")
 _TX_GOSSIP_BYTES = 1024 * 1024
-#: Least time between two tx-gossip envelopes: each costs every peer an SM2 verify, so
-#: under load it should carry tens of txs, not one or two (a lone tx goes at once).
-_TX_GOSSIP_LINGER_S = 0.1
 
 
 def open_chain(cfg: NodeConfig, genesis: Genesis, sig_cache: dict[bytes, bool]) -> Chain:
@@ -161,6 +159,8 @@ class Node:
         self._fatal_error: BaseException | None = None
         self._gossip_thread = threading.Thread(target=self._gossip_txs, name="tx-gossip",
                                                daemon=True)
+        # Least time between two tx-gossip envelopes (see MempoolConfig.gossip_linger_ms).
+        self._gossip_linger_s = cfg.mempool.gossip_linger_ms / 1000
         self._stopped = False
         if key.public.key_id not in chain.validator_set(chain.head_height + 1).by_key_id:
             log.warning("key %s is not in the validator set: following without voting",
@@ -260,7 +260,7 @@ class Node:
 
     def _gossip_txs(self) -> None:
         while not self._stop.is_set():
-            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5, _TX_GOSSIP_LINGER_S)
+            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5, self._gossip_linger_s)
             if txs:
                 self.outbox.broadcast_txs(txs)
 

@@ -54,6 +54,7 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     ("[consensus]\npropose_timeout_ms = \"5\"\n", "consensus.propose_timeout_ms must be"),
     ("[consensus]\nprevote_timeout_ms = 0\n", "consensus.prevote_timeout_ms must be"),
     ("[mempool]\nmax_txs = -1\n", "mempool.max_txs must be"),
+    ("[mempool]\ngossip_linger_ms = 5000\n", "mempool.gossip_linger_ms must be an integer in [0"),
     ("[block]\nmax_bytes = 1.5\n", "block.max_bytes must be"),
     ("[block]\nsmt_worker = \"yes\"\n", "block.smt_worker must be true or false"),
     ("[peers]\nn2 = \"ftp://x\"\n", "peers.n2 must be an http(s) base URL"),
@@ -87,6 +88,13 @@ def test_smt_worker_is_off_by_default_and_reaches_the_chain(
             assert (chain._smt_worker is not None) is started
         finally:
             chain.close()
+
+
+def test_gossip_linger_defaults_to_50_ms_and_can_be_set(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).mempool.gossip_linger_ms == 50
+    cfg = load_config(write(tmp_path, MINIMAL + "[mempool]\ngossip_linger_ms = 0\n"))
+    assert cfg.mempool.gossip_linger_ms == 0
+    assert "gossip_linger_ms = 0" in render_config(cfg, tmp_path)
 
 
 def test_missing_and_unknown_node_keys(tmp_path: Path) -> None:
