@@ -154,38 +154,14 @@ static int insert_one(Ctx *c, int t, PyObject *mh, PyObject *mkv, Py_ssize_t i, 
             goto done;
         Py_CLEAR(hkv);
     }
-    if (mkv != NULL && depth > 0) {
-        /* The parent held a leaf here: its flags and key||value change too. */
-        Frame *fr = &stack[--depth];
-        PyObject *nrec = replace_child(fr->node, fr->side, h, hkv);
-        if (nrec == NULL)
-            goto pop_fail;
-        Py_XSETREF(rec, nrec);
-        Py_DECREF(h);
-        h = node_hash(c, rec);
-        if (h == NULL)
-            goto pop_fail;
-        if (fr->chain_top >= 0) {
-            int d = PyBytes_AS_STRING(fr->node)[66] & 0xff;
-            if ((h = chain(c, h, k, d, fr->chain_top)) == NULL)
-                goto pop_fail;
-        }
-        if (put(c, fr->tkey, rec) < 0)
-            goto pop_fail;
-        Py_DECREF(fr->tkey);
-        Py_DECREF(fr->node);
-        Py_CLEAR(hkv);
-        goto unwind;
-    pop_fail:
-        Py_DECREF(fr->tkey);
-        Py_DECREF(fr->node);
-        goto done;
-    }
-unwind:
+    /* Splice the new hashes in upwards. The first parent may have held a leaf here (we
+     * landed on one): its flags and key||value change to hkv, the new leaf or none. Every
+     * other side on the way was walked through, a branch with no key||value: hkv is
+     * cleared after the first frame, and it is already NULL when a new branch was made. */
     while (depth > 0) {
         Frame *fr = &stack[--depth];
-        /* This side is a branch (it was walked through): no key||value of its own. */
-        PyObject *nrec = replace_child(fr->node, fr->side, h, NULL);
+        PyObject *nrec = replace_child(fr->node, fr->side, h, hkv);
+        Py_CLEAR(hkv);
         int ok = nrec != NULL;
         if (ok) {
             Py_XSETREF(rec, nrec);

@@ -34,7 +34,7 @@ static void sub_clear(Sub *s) {
     Py_CLEAR(s->rec);
 }
 
-static int sub_set(Sub *s, PyObject *h, PyObject *kv, PyObject *rec) {
+static void sub_set(Sub *s, PyObject *h, PyObject *kv, PyObject *rec) {
     /* Takes new references to each non-NULL argument. */
     Py_XINCREF(h);
     Py_XINCREF(kv);
@@ -42,7 +42,6 @@ static int sub_set(Sub *s, PyObject *h, PyObject *kv, PyObject *rec) {
     s->h = h;
     s->kv = kv;
     s->rec = rec;
-    return 0;
 }
 
 /* ---------------------------------------------------------------- bits and positions */

@@ -53,7 +53,6 @@ from ledger.chain import Chain, verify_state_proof
 from ledger.commit import CommitCertificate, Validator, ValidatorSet, make_commit, vote_sign_bytes
 from ledger.genesis import Genesis, GenesisIssuer
 from ledger.records import cert_key
-from ledger.smt_update import NATIVE
 from ledger.store import LevelDBStore, disk_usage
 from ledger.tx import Transaction
 
@@ -128,12 +127,12 @@ def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str 
     if certs < per_block or certs % per_block:
         raise ValueError(f"certs ({certs}) must be a positive multiple of per_block ({per_block})")
     net = BenchNetwork()
-    native = smt_native and NATIVE
     root = Path(data_dir or tempfile.mkdtemp(prefix="certledger-bench-"))
     path = root / "chain"
     try:
         store = LevelDBStore(path)
         chain = Chain.create(store, net.genesis, smt_worker=smt_worker, smt_native=smt_native)
+        smt_update = chain.smt_update
         # A second node in lockstep, validating the blocks the first one proposes.
         follower = (Chain.create(LevelDBStore(root / "follower"), net.genesis,
                                  smt_worker=smt_worker, smt_native=smt_native)
@@ -197,8 +196,8 @@ def run(certs: int, per_block: int = 5000, *, proofs: int = 5000, data_dir: str 
         return {
             "certs": certs,
             "per_block": per_block,
-            "smt_native": native,
-            "smt_worker": smt_worker and not native,
+            "smt_native": smt_update == "c",
+            "smt_worker": smt_update == "python+worker",
             "blocks": head,
             "apply_certs_per_s": _rate(certs, applied),
             "apply_certs_per_cpu_s": _rate(certs, applied_cpu),

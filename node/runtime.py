@@ -159,8 +159,6 @@ class Node:
         self._fatal_error: BaseException | None = None
         self._gossip_thread = threading.Thread(target=self._gossip_txs, name="tx-gossip",
                                                daemon=True)
-        # Least time between two tx-gossip envelopes (see MempoolConfig.gossip_linger_ms).
-        self._gossip_linger_s = cfg.mempool.gossip_linger_ms / 1000
         self._stopped = False
         if key.public.key_id not in chain.validator_set(chain.head_height + 1).by_key_id:
             log.warning("key %s is not in the validator set: following without voting",
@@ -260,7 +258,8 @@ class Node:
 
     def _gossip_txs(self) -> None:
         while not self._stop.is_set():
-            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5, self._gossip_linger_s)
+            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5,
+                                           self.cfg.mempool.gossip_linger_ms / 1000)
             if txs:
                 self.outbox.broadcast_txs(txs)
 
