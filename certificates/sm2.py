@@ -5,7 +5,10 @@ A signature is over ``e = SM3(Z_A || M)`` where ``Z_A`` hashes the signer id
 key. ``Z_A`` is computed here once per key and cached, and the backends only
 ever see the 32-byte digest ``e``:
 
-* ``gmssl_pyx`` - the GmSSL C library through its digest API (fast path);
+* ``openssl``   - verification through OpenSSL's libcrypto (``certificates.sm2_openssl``),
+  which releases the GIL for the check; signing through GmSSL. The default when its
+  known-answer test passes;
+* ``gmssl_pyx`` - the GmSSL C library through its digest API (holds the GIL);
 * ``gmssl``     - the pure-Python implementation, the portable fallback and
   the interop reference. Its own nonce comes from ``random.choice``, which is
   predictable, so we always pass a nonce drawn from ``secrets``.
@@ -262,29 +265,78 @@ class PyxBackend:
             return False
 
 
+class OpenSSLBackend:
+    """Verification through OpenSSL's libcrypto (``certificates.sm2_openssl``): it releases
+    the GIL for the check and is faster per check than GmSSL here. Signing stays with
+    GmSSL's C code (its fixed-base tables make it the faster signer) or, without it, the
+    pure backend with a ``secrets`` nonce."""
+
+    name = "openssl"
+
+    def __init__(self) -> None:
+        from certificates.sm2_openssl import OpenSSLVerifier
+
+        self._verifier = OpenSSLVerifier()
+        try:
+            self._signer: Backend = get_backend("gmssl_pyx")
+        except BackendUnavailableError:
+            self._signer = get_backend("gmssl")
+
+    def public_from_private(self, private_key: bytes) -> bytes:
+        return self._signer.public_from_private(private_key)
+
+    def sign_digest(self, private_key: bytes, digest: bytes, nonce: int | None = None) -> bytes:
+        return self._signer.sign_digest(private_key, digest, nonce)
+
+    def verify_digest(self, public_key: bytes, digest: bytes, signature: bytes) -> bool:
+        try:
+            return self._verifier.verify_der(public_key, digest, signature_to_der(signature))
+        except BackendUnavailableError:
+            # An internal libcrypto failure (memory, say) must not turn into a wrong
+            # verdict or an exception in a node's loop: this check goes to GmSSL instead.
+            return self._signer.verify_digest(public_key, digest, signature)
+
+
 _BACKENDS: dict[str, Backend] = {}
+_UNAVAILABLE: dict[str, BackendUnavailableError] = {}
+_PREFERENCE = ("openssl", "gmssl_pyx", "gmssl")
 
 
 def get_backend(name: str | None = None) -> Backend:
     """The named backend, or the fastest available one."""
     if name is None:
-        try:
-            return get_backend("gmssl_pyx")
-        except BackendUnavailableError:
-            return get_backend("gmssl")
-    if name not in _BACKENDS:
-        if name == "gmssl_pyx":
-            _BACKENDS[name] = PyxBackend()
-        elif name == "gmssl":
-            _BACKENDS[name] = PureBackend()
-        else:
-            raise BackendUnavailableError(f"unknown SM2 backend {name!r}; use gmssl_pyx or gmssl")
-    return _BACKENDS[name]
+        for candidate in _PREFERENCE:
+            try:
+                return get_backend(candidate)
+            except BackendUnavailableError:
+                continue
+        raise BackendUnavailableError("no SM2 backend is available")
+    if name in _BACKENDS:
+        return _BACKENDS[name]
+    if name in _UNAVAILABLE:
+        # Loading is tried once: a missing library stays missing for this process.
+        raise _UNAVAILABLE[name]
+    factories: dict[str, type] = {
+        "openssl": OpenSSLBackend,
+        "gmssl_pyx": PyxBackend,
+        "gmssl": PureBackend,
+    }
+    if name not in factories:
+        raise BackendUnavailableError(
+            f"unknown SM2 backend {name!r}; use {', '.join(_PREFERENCE)}"
+        )
+    try:
+        backend: Backend = factories[name]()
+    except BackendUnavailableError as exc:
+        _UNAVAILABLE[name] = exc
+        raise
+    _BACKENDS[name] = backend
+    return backend
 
 
 def available_backends() -> list[str]:
     names = []
-    for name in ("gmssl_pyx", "gmssl"):
+    for name in _PREFERENCE:
         try:
             get_backend(name)
         except BackendUnavailableError:

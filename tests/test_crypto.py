@@ -20,9 +20,11 @@ SM2V = load_vectors()["sm2_sign"]
 BACKENDS = sm2.available_backends()
 
 
-def test_both_backends_available() -> None:
-    # The fast backend is a declared dependency on Linux; its absence is a broken install.
-    assert BACKENDS == ["gmssl_pyx", "gmssl"]
+def test_every_backend_available() -> None:
+    # libcrypto ships with Python's ssl module and gmssl_pyx is a declared dependency on
+    # Linux; either missing is a broken install, not a reason to run slower unnoticed.
+    assert BACKENDS == ["openssl", "gmssl_pyx", "gmssl"]
+    assert sm2.get_backend().name == "openssl"
 
 
 @pytest.mark.parametrize("case", load_vectors()["sm3"]["cases"], ids=lambda c: c["digest"][:8])
@@ -92,7 +94,15 @@ def test_pure_backend_never_uses_gmssl_default_nonce(monkeypatch: pytest.MonkeyP
     assert key.public.verify(b"same message", s1) and key.public.verify(b"same message", s2)
 
 
-@pytest.mark.parametrize(("signer", "checker"), [("gmssl_pyx", "gmssl"), ("gmssl", "gmssl_pyx")])
+@pytest.mark.parametrize(
+    ("signer", "checker"),
+    [
+        ("gmssl_pyx", "gmssl"),
+        ("gmssl", "gmssl_pyx"),
+        ("gmssl", "openssl"),
+        ("gmssl_pyx", "openssl"),
+    ],
+)
 def test_cross_backend_200_messages(signer: str, checker: str) -> None:
     rng = random.Random(20261122)
     key = sm2.PrivateKey.generate()
@@ -102,7 +112,7 @@ def test_cross_backend_200_messages(signer: str, checker: str) -> None:
         assert sm2.verify(key.public.data, msg, sig, backend=checker), f"message {i}"
 
 
-@pytest.mark.parametrize("checker", ["gmssl", "gmssl_pyx"])
+@pytest.mark.parametrize("checker", ["gmssl", "gmssl_pyx", "openssl"])
 def test_a_public_key_whose_x_starts_with_byte_04_verifies(checker: str) -> None:
     # gmssl's CryptSM2 strips a "04" prefix with lstrip("04"), which ate the first digits of
     # this key's x coordinate (0x042c3d...): the pure backend raised TypeError in verify.
