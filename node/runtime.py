@@ -180,7 +180,8 @@ class Node:
         log.info("node started", extra={"fields": {
             "node": self.cfg.name, "chain_id": self.chain_id, "height": self.chain.head_height,
             "listen": f"{self.cfg.api.host}:{self.port}", "peers": sorted(self.cfg.peers),
-            "key_id": self.key.public.key_id.hex(), "smt_update": self.chain.smt_update}})
+            "key_id": self.key.public.key_id.hex(), "smt_update": self.chain.smt_update,
+            "sm2_verify": sm2.get_backend().name}})
         return self
 
     def request_stop(self) -> None:

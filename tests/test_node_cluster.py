@@ -11,6 +11,7 @@ bounded; cleanup signals only the pids this test started.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -70,6 +71,13 @@ def test_four_validator_cluster(tmp_path: Path) -> None:
         for i, tx in enumerate(txs):
             submit(c, names[i % 4], tx, as_json=i % 2 == 0)
         wait_committed(c, txs, names)
+
+        # Each node says at start which SM2 check and SMT update it runs: OpenSSL's SM2
+        # (it releases the GIL) and the C update, on an install that built it.
+        for n in names:
+            started = [json.loads(line) for line in c.log(n, 100_000).splitlines()
+                       if '"node started"' in line]
+            assert [(s["sm2_verify"], s["smt_update"]) for s in started] == [("openssl", "c")]
 
         # Status and metrics.
         for n in names:
