@@ -168,3 +168,66 @@ def test_bench_driver_reads_the_pause() -> None:
     assert pause(429, **{"X-Retry-After-Ms": "200", "Retry-After": "1"}) == pytest.approx(0.2)
     assert pause(429, **{"Retry-After": "1"}) == 0.5  # capped
     assert pause(429) == 0.02
+
+
+def test_large_peer_txs_wait_until_this_node_may_propose() -> None:
+    pool, rec = FakePool(), Recorder()
+    adm = make(pool, rec, defer_bytes=100, defer_commits=3)
+    big1, big2, small = b"B" * 100, b"C" * 150, b"s" * 99
+    adm.start()
+    try:
+        assert adm.defers(big1) and not adm.defers(small)
+        adm.offer_peer_txs([big1, small, big2])
+        wait_until(lambda: rec.peer == [small], 5, 0.01, "the small tx admitted at once")
+        assert adm.held() == (2, 250)
+        adm.committed(proposing_soon=False)  # another node proposes next: still held
+        assert adm.held() == (2, 250) and rec.peer == [small]
+        adm.committed(proposing_soon=True)
+        wait_until(lambda: len(rec.peer) == 3, 5, 0.01, "held txs admitted")
+        assert rec.peer == [small, big1, big2] and adm.held() == (0, 0)
+    finally:
+        adm.stop()
+
+
+def test_a_held_tx_is_admitted_after_defer_commits_even_if_never_proposing() -> None:
+    # If the node that checked the batch dies, the others must still get it into a block.
+    pool, rec = FakePool(), Recorder()
+    adm = make(pool, rec, defer_bytes=10, defer_commits=3)
+    adm.start()
+    try:
+        adm.offer_peer_txs([b"x" * 10])
+        adm.committed(proposing_soon=False)
+        adm.offer_peer_txs([b"y" * 10])  # arrives a commit later: released a commit later
+        adm.committed(proposing_soon=False)
+        assert adm.held() == (2, 20)
+        adm.committed(proposing_soon=False)
+        wait_until(lambda: rec.peer == [b"x" * 10], 5, 0.01, "the first held tx admitted")
+        assert adm.held() == (1, 10)
+        adm.committed(proposing_soon=False)
+        wait_until(lambda: len(rec.peer) == 2, 5, 0.01, "the second held tx admitted")
+    finally:
+        adm.stop()
+
+
+def test_held_bytes_are_bounded_and_overflow_counted() -> None:
+    pool, rec = FakePool(), Recorder()
+    adm = make(pool, rec, defer_bytes=10, defer_limit_bytes=25)
+    adm.offer_peer_txs([b"a" * 10, b"b" * 10, b"c" * 10])
+    assert adm.held() == (2, 20)
+    assert rec.drops == {"peer_txs_backlog": 1}
+    adm.stop()
+    assert adm.held() == (0, 0)
+
+
+def test_defer_bytes_zero_checks_every_peer_tx_on_arrival() -> None:
+    pool, rec = FakePool(), Recorder()
+    adm = make(pool, rec)  # defer_bytes defaults to 0
+    adm.start()
+    try:
+        big = b"z" * 5_000_000
+        assert not adm.defers(big)
+        adm.offer_peer_txs([big])
+        wait_until(lambda: rec.peer == [big], 5, 0.01, "admitted at once")
+        assert adm.held() == (0, 0)
+    finally:
+        adm.stop()
