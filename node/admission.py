@@ -19,19 +19,17 @@ takes 100 ms idle takes seconds under load. So admission is shaped here:
   on the sending peer are not held up by hundreds of signature checks here. The
   worker thread admits them through the gate. The queue is bounded; overflow is
   dropped and counted (the sender still holds those txs and proposes them).
-* **A peer's large tx waits a round of proposers** (``defer_bytes``, a batch of
-  certificates): it is held, not checked, through ``defer_commits`` commits (the
-  node's runtime uses the number of validators). The node a client gave it to checked
-  it and proposes it at its turn, which comes within that many heights, and every
-  validator validates the block that carries it; so by the time it is released here
-  it is usually committed, and the node's ``add_peer`` drops it for the price of one
-  SM3 over its bytes instead of decoding it and running its rules. When it is not
-  (that node died, or its blocks were full), it is checked here then and any proposer
-  can take it: held, not lost. In the cluster bench's batch phase, checking every
-  batch on arrival at every validator was about a fifth of the validators' CPU. The
-  cost is latency for a batch: up to a round of proposers before it is proposed,
-  where any next proposer could have taken it. Held bytes are bounded
-  (``defer_limit_bytes``); overflow is dropped and counted as above.
+* **A peer's large tx waits until this node may propose it** (``defer_bytes``, a batch
+  of certificates): it is held, not checked, until a commit after which this node is
+  the proposer of one of the next two heights (``committed(proposing_soon=True)``), or
+  until it has waited through ``defer_commits`` commits (so that it is not lost if
+  the node that has it checked dies). Whoever proposes it checks it anyway, and every
+  validator validates the block that carries it, so a check here only pays when this
+  node is the one to propose it; most batches are in a block before then, and the
+  node's ``add_peer`` drops those for the price of one SM3 over the bytes. In the
+  cluster bench's batch phase the second check of every batch by every validator was
+  about a fifth of the validators' CPU. Held bytes are bounded (``defer_limit_bytes``);
+  overflow is dropped and counted as above.
 """
 
 from __future__ import annotations
@@ -140,14 +138,14 @@ class Admission:
             self._peer.extend(txs)
             self._cond.notify()
 
-    def committed(self) -> None:
-        """After each commit (consensus thread): hand the txs held through
-        ``defer_commits`` commits to the worker."""
+    def committed(self, proposing_soon: bool) -> None:
+        """After each commit (consensus thread): hand held txs to the worker when this
+        node proposes one of the next heights, or once they have waited long enough."""
         with self._cond:
             keep: list[_Held] = []
             for h in self._held:
                 h.commits += 1
-                if h.commits >= self.defer_commits:
+                if proposing_soon or h.commits >= self.defer_commits:
                     self._peer.append(h.raw)
                     self._held_bytes -= len(h.raw)
                 else:

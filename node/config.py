@@ -29,7 +29,7 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     backlog_txs = 2000                  # beyond it clients get 429 busy (back-pressure)
     backlog_bytes = 8388608
     gossip_linger_ms = 50               # spacing of tx gossip envelopes to the peers
-    peer_defer_bytes = 65536            # peers' txs this large wait a round of proposers
+    peer_defer_bytes = 65536            # peers' txs this large wait until we may propose
 
     [block]
     max_txs = 2000
@@ -111,8 +111,8 @@ class MempoolConfig:
     #: single txs per second (docs/benchmarks.md, eighth session).
     gossip_linger_ms: int = 50
     #: A peer's tx of at least this many bytes (a certificate batch) is held unchecked
-    #: for as many commits as there are validators, and then dropped unchecked if a block
-    #: carried it meanwhile (node.admission); 0 checks every peer tx on arrival.
+    #: until this node may propose it, and dropped unchecked if a block carries it first
+    #: (node.admission); 0 checks every peer tx on arrival.
     peer_defer_bytes: int = 64 * 1024
 
 

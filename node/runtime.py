@@ -265,7 +265,18 @@ class Node:
     def _committed(self, height: int) -> None:
         self._keys = self.app.known_keys()  # a validator-set change shows here first
         self.sync.committed(height)
-        self.admission.committed()
+        self.admission.committed(self._proposes_soon(height))
+
+    def _proposes_soon(self, height: int) -> bool:
+        """Whether this node proposes round 0 of one of the two heights after ``height``."""
+        me = self.key.public.key_id
+        for h in (height + 1, height + 2):
+            try:
+                if self.chain.validator_set(h).proposer(h, 0).key_id == me:
+                    return True
+            except LedgerError:  # not known yet (a set change pending): do not hold back
+                return True
+        return False
 
     def _count_drop(self, reason: str, n: int) -> None:
         self.metrics.dropped.inc(n, reason)

@@ -170,28 +170,41 @@ def test_bench_driver_reads_the_pause() -> None:
     assert pause(429) == 0.02
 
 
-def test_large_peer_txs_wait_through_defer_commits_then_are_admitted() -> None:
-    # Small txs go to the worker at once; a large one only after defer_commits commits,
-    # counted from its own arrival, so that a block usually carries it first - and if
-    # none does (the node that checked it died), it is admitted here then, not lost.
+def test_large_peer_txs_wait_until_this_node_may_propose() -> None:
     pool, rec = FakePool(), Recorder()
     adm = make(pool, rec, defer_bytes=100, defer_commits=3)
     big1, big2, small = b"B" * 100, b"C" * 150, b"s" * 99
     adm.start()
     try:
-        assert adm.defers(big1) and adm.defers(big2) and not adm.defers(small)
-        adm.offer_peer_txs([big1, small])
+        assert adm.defers(big1) and not adm.defers(small)
+        adm.offer_peer_txs([big1, small, big2])
         wait_until(lambda: rec.peer == [small], 5, 0.01, "the small tx admitted at once")
-        adm.committed()
-        adm.offer_peer_txs([big2])  # a commit later: released a commit later
-        adm.committed()
+        assert adm.held() == (2, 250)
+        adm.committed(proposing_soon=False)  # another node proposes next: still held
         assert adm.held() == (2, 250) and rec.peer == [small]
-        adm.committed()
-        wait_until(lambda: rec.peer == [small, big1], 5, 0.01, "big1 admitted")
-        assert adm.held() == (1, 150)
-        adm.committed()
-        wait_until(lambda: rec.peer == [small, big1, big2], 5, 0.01, "big2 admitted")
-        assert adm.held() == (0, 0)
+        adm.committed(proposing_soon=True)
+        wait_until(lambda: len(rec.peer) == 3, 5, 0.01, "held txs admitted")
+        assert rec.peer == [small, big1, big2] and adm.held() == (0, 0)
+    finally:
+        adm.stop()
+
+
+def test_a_held_tx_is_admitted_after_defer_commits_even_if_never_proposing() -> None:
+    # If the node that checked the batch dies, the others must still get it into a block.
+    pool, rec = FakePool(), Recorder()
+    adm = make(pool, rec, defer_bytes=10, defer_commits=3)
+    adm.start()
+    try:
+        adm.offer_peer_txs([b"x" * 10])
+        adm.committed(proposing_soon=False)
+        adm.offer_peer_txs([b"y" * 10])  # arrives a commit later: released a commit later
+        adm.committed(proposing_soon=False)
+        assert adm.held() == (2, 20)
+        adm.committed(proposing_soon=False)
+        wait_until(lambda: rec.peer == [b"x" * 10], 5, 0.01, "the first held tx admitted")
+        assert adm.held() == (1, 10)
+        adm.committed(proposing_soon=False)
+        wait_until(lambda: len(rec.peer) == 2, 5, 0.01, "the second held tx admitted")
     finally:
         adm.stop()
 

@@ -258,12 +258,13 @@ def test_restart_resumes_from_disk(net: Net) -> None:
 
 
 def test_a_held_peer_batch_a_block_carried_first_is_dropped_unchecked(net: Net) -> None:
-    # node.admission holds a peer's large tx through a round of proposers; by then a block
-    # has usually carried it, and it must cost one SM3, not a decode and its rules.
+    # node.admission holds a peer's large tx until this node may propose it; by then a
+    # block has usually carried it, and it must cost one SM3, not a decode and its rules.
     node = net.node
     tx, _ = net.helper.batch_tx("HELD", 600)
     raw = tx.to_bytes()
     assert node.admission.defers(raw)  # ~100 KB: over the 64 KiB default
+    assert node._proposes_soon(node.chain.head_height)  # the only validator
     r = net.post("/v1/transactions", data=raw, headers=MSGPACK)
     assert r.status_code == 202, r.text
     wait_until(lambda: node.chain.tx_location(tx.id) is not None, 15, 0.05, "batch committed")
