@@ -19,17 +19,6 @@ takes 100 ms idle takes seconds under load. So admission is shaped here:
   on the sending peer are not held up by hundreds of signature checks here. The
   worker thread admits them through the gate. The queue is bounded; overflow is
   dropped and counted (the sender still holds those txs and proposes them).
-* **A peer's large tx waits until this node may propose it** (``defer_bytes``, a batch
-  of certificates): it is held, not checked, until a commit after which this node is
-  the proposer of one of the next two heights (``committed(proposing_soon=True)``), or
-  until it has waited through ``defer_commits`` commits (so that it is not lost if
-  the node that has it checked dies). Whoever proposes it checks it anyway, and every
-  validator validates the block that carries it, so a check here only pays when this
-  node is the one to propose it; most batches are in a block before then, and the
-  node's ``add_peer`` drops those for the price of one SM3 over the bytes. In the
-  cluster bench's batch phase the second check of every batch by every validator was
-  about a fifth of the validators' CPU. Held bytes are bounded (``defer_limit_bytes``);
-  overflow is dropped and counted as above.
 """
 
 from __future__ import annotations
@@ -38,7 +27,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from node.errors import MempoolError
 from node.mempool import AddResult, Mempool
@@ -57,19 +45,11 @@ class Busy(MempoolError):
         self.retry_after = retry_after
 
 
-@dataclass
-class _Held:
-    raw: bytes
-    commits: int = 0  # commits seen while held
-
-
 class Admission:
     def __init__(self, mempool: Mempool, *, add_client: Callable[[bytes], AddResult],
                  add_peer: Callable[[bytes], None], count_drop: Callable[[str, int], None],
                  backlog_txs: int, backlog_bytes: int, max_waiting: int = 2,
-                 peer_queue_txs: int = 20_000, retry_after_s: float = 0.1,
-                 defer_bytes: int = 0, defer_commits: int = 4,
-                 defer_limit_bytes: int = 64 * 1024 * 1024) -> None:
+                 peer_queue_txs: int = 20_000, retry_after_s: float = 0.1) -> None:
         self._mempool = mempool
         self._add_client, self._add_peer, self._count = add_client, add_peer, count_drop
         self.backlog_txs, self.backlog_bytes = backlog_txs, backlog_bytes
@@ -79,9 +59,6 @@ class Admission:
         self._waiting = 0
         self._peer: deque[bytes] = deque()
         self._peer_limit = peer_queue_txs
-        self.defer_bytes, self.defer_commits = defer_bytes, defer_commits
-        self._held: list[_Held] = []
-        self._held_bytes, self._held_limit = 0, defer_limit_bytes
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="peer-tx-admission", daemon=True)
 
@@ -115,22 +92,9 @@ class Admission:
 
     # ------------------------------------------------------------------ peers
 
-    def defers(self, raw: bytes) -> bool:
-        """Whether a peer's tx of this size is held until this node may propose it."""
-        return 0 < self.defer_bytes <= len(raw)
-
     def offer_peer_txs(self, txs: list[bytes]) -> None:
         """Queue txs gossiped by a peer; never blocks (the HTTP handler returns at once)."""
-        held = [raw for raw in txs if self.defers(raw)]
-        if held:
-            txs = [raw for raw in txs if not self.defers(raw)]
         with self._cond:
-            for raw in held:
-                if self._held_bytes + len(raw) > self._held_limit:
-                    self._count("peer_txs_backlog", 1)
-                    continue
-                self._held.append(_Held(raw))
-                self._held_bytes += len(raw)
             room = self._peer_limit - len(self._peer)
             if room < len(txs):
                 self._count("peer_txs_backlog", len(txs) - max(room, 0))
@@ -138,30 +102,9 @@ class Admission:
             self._peer.extend(txs)
             self._cond.notify()
 
-    def committed(self, proposing_soon: bool) -> None:
-        """After each commit (consensus thread): hand held txs to the worker when this
-        node proposes one of the next heights, or once they have waited long enough."""
-        with self._cond:
-            keep: list[_Held] = []
-            for h in self._held:
-                h.commits += 1
-                if proposing_soon or h.commits >= self.defer_commits:
-                    self._peer.append(h.raw)
-                    self._held_bytes -= len(h.raw)
-                else:
-                    keep.append(h)
-            if len(keep) < len(self._held):
-                self._held = keep
-                self._cond.notify()
-
     def peer_backlog(self) -> int:
         with self._cond:
             return len(self._peer)
-
-    def held(self) -> tuple[int, int]:
-        """Peer txs held until this node may propose them: (count, bytes)."""
-        with self._cond:
-            return len(self._held), self._held_bytes
 
     def start(self) -> None:
         self._thread.start()
@@ -170,8 +113,6 @@ class Admission:
         with self._cond:
             self._stopped = True
             self._peer.clear()
-            self._held.clear()
-            self._held_bytes = 0
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -29,7 +29,6 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     backlog_txs = 2000                  # beyond it clients get 429 busy (back-pressure)
     backlog_bytes = 8388608
     gossip_linger_ms = 50               # spacing of tx gossip envelopes to the peers
-    peer_defer_bytes = 65536            # peers' txs this large wait until we may propose
 
     [block]
     max_txs = 2000
@@ -110,10 +109,6 @@ class MempoolConfig:
     #: bench's peak, 50 ms gave a p50 of 347 ms against 444 ms at 100 ms, for ~4 % fewer
     #: single txs per second (docs/benchmarks.md, eighth session).
     gossip_linger_ms: int = 50
-    #: A peer's tx of at least this many bytes (a certificate batch) is held unchecked
-    #: until this node may propose it, and dropped unchecked if a block carries it first
-    #: (node.admission); 0 checks every peer tx on arrival.
-    peer_defer_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -194,8 +189,7 @@ _API = {"host": _str, "port": _int(0, 65535), "threads": _int(1, 256),
         "max_body_bytes": _int(1024)}
 _CONSENSUS = {f.name: _int(1, 3_600_000) for f in fields(ConsensusConfig)}
 _MEMPOOL = {"max_txs": _int(1), "max_bytes": _int(1024), "backlog_txs": _int(1),
-            "backlog_bytes": _int(1024), "gossip_linger_ms": _int(0, 1000),
-            "peer_defer_bytes": _int(0)}
+            "backlog_bytes": _int(1024), "gossip_linger_ms": _int(0, 1000)}
 _BLOCK = {"max_txs": _int(1), "max_bytes": _int(1024), "smt_worker": _bool}
 _NODE_REQUIRED = ("name", "data_dir", "key_file", "genesis")
 _NODE_OPTIONAL = ("passphrase_env", "log_level", "log_file")

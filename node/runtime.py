@@ -31,7 +31,6 @@ import threading
 from typing import Any
 
 from certificates import sm2
-from certificates.hashing import sm3
 from ledger.chain import Chain
 from ledger.errors import LedgerError, MalformedTxError, StorageError, TxRejected
 from ledger.genesis import Genesis
@@ -144,10 +143,7 @@ class Node:
         self.admission = Admission(
             self.mempool, add_client=self._admit_client, add_peer=self._admit_peer,
             count_drop=self._count_drop, backlog_txs=cfg.mempool.backlog_txs,
-            backlog_bytes=cfg.mempool.backlog_bytes, max_waiting=max(1, cfg.api.threads // 2),
-            defer_bytes=cfg.mempool.peer_defer_bytes,
-            defer_commits=max(2, len(chain.validator_set(chain.head_height + 1))),
-            defer_limit_bytes=cfg.mempool.max_bytes)
+            backlog_bytes=cfg.mempool.backlog_bytes, max_waiting=max(1, cfg.api.threads // 2))
         self.inbox = Inbox(self.chain_id, lambda: self._keys, self.loop.offer_messages,
                            self.admission.offer_peer_txs, self._count_drop,
                            max_envelope_bytes=max_env, max_batch_bytes=self.max_consensus_body)
@@ -243,14 +239,6 @@ class Node:
         return res
 
     def _admit_peer(self, raw: bytes) -> None:
-        if self.admission.defers(raw):
-            # Held until now: a block may have carried it meanwhile (see node.admission).
-            tx_id = sm3(raw)
-            if tx_id in self.mempool:
-                return
-            if self.chain.tx_location(tx_id) is not None:
-                self.metrics.dropped.inc(1, "peer_tx_committed_first")
-                return
         try:
             if self.mempool.add(raw, self._ctx(), gossip=False).added:
                 self.metrics.received_txs.inc(1, "peer")
@@ -265,18 +253,6 @@ class Node:
     def _committed(self, height: int) -> None:
         self._keys = self.app.known_keys()  # a validator-set change shows here first
         self.sync.committed(height)
-        self.admission.committed(self._proposes_soon(height))
-
-    def _proposes_soon(self, height: int) -> bool:
-        """Whether this node proposes round 0 of one of the two heights after ``height``."""
-        me = self.key.public.key_id
-        for h in (height + 1, height + 2):
-            try:
-                if self.chain.validator_set(h).proposer(h, 0).key_id == me:
-                    return True
-            except LedgerError:  # not known yet (a set change pending): do not hold back
-                return True
-        return False
 
     def _count_drop(self, reason: str, n: int) -> None:
         self.metrics.dropped.inc(n, reason)

@@ -255,29 +255,3 @@ def test_restart_resumes_from_disk(net: Net) -> None:
     net.node = net.start()  # same data directory: chain reopened and checked, WAL replayed
     assert net.node.chain.head_height == before
     net.wait_height(before + 2)
-
-
-def test_a_held_peer_batch_a_block_carried_first_is_dropped_unchecked(net: Net) -> None:
-    # node.admission holds a peer's large tx until this node may propose it; by then a
-    # block has usually carried it, and it must cost one SM3, not a decode and its rules.
-    node = net.node
-    tx, _ = net.helper.batch_tx("HELD", 600)
-    raw = tx.to_bytes()
-    assert node.admission.defers(raw)  # ~100 KB: over the 64 KiB default
-    assert node._proposes_soon(node.chain.head_height)  # the only validator
-    r = net.post("/v1/transactions", data=raw, headers=MSGPACK)
-    assert r.status_code == 202, r.text
-    wait_until(lambda: node.chain.tx_location(tx.id) is not None, 15, 0.05, "batch committed")
-    name = 'certledger_dropped_messages_total{reason="peer_tx_committed_first"}'
-    replays = 'certledger_rejected_txs_total{reason="duplicate_tx"}'
-    before, replays_before = net.metric(name), net.metric(replays)
-    node._admit_peer(raw)
-    assert net.metric(name) == before + 1
-    assert net.metric(replays) == replays_before  # the mempool never saw it
-
-    # One no block carried yet is admitted as any other tx, and commits.
-    fresh, _ = net.helper.batch_tx("HELE", 600)
-    node._admit_peer(fresh.to_bytes())
-    wait_until(lambda: node.chain.tx_location(fresh.id) is not None, 15, 0.05,
-               "the held batch committed once admitted")
-    assert net.metric(name) == before + 1
