@@ -61,7 +61,13 @@ class WsgiServer:
             for dispatcher in list(socket_map.values()):
                 dispatcher.close()
 
-        server.trigger.pull_trigger(close_all)
+        try:
+            server.trigger.pull_trigger(close_all)
+        except OSError:
+            # The loop ran close_all (woken by a worker's own pull) before our write, and
+            # close_all closes the trigger too: it is closing, which was the point.
+            if not server.trigger._closed:
+                raise
         thread.join(max(0.0, deadline - time.monotonic()))
         server.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()

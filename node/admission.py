@@ -1,13 +1,14 @@
 """Transaction admission: one verification gate, back-pressure, a worker for peers' txs.
 
-Why: an SM2 check (``gmssl_pyx``) holds the GIL for about a millisecond. When
-every waitress thread admits transactions at once, the consensus thread and the
-peer handlers hardly get the interpreter: rounds time out and a height that
-takes 100 ms idle takes seconds under load. So admission is shaped here:
+Why: admitting a tx is a few milliseconds of Python (decode, rules, the overlay) around
+its SM2 check. When every waitress thread admits transactions at once, the consensus
+thread and the peer handlers hardly get the interpreter: rounds time out and a height
+that takes 100 ms idle takes seconds under load. So admission is shaped here:
 
-* **One gate.** Every mempool admission (client or peer) runs under one lock:
-  the GIL makes verification serial anyway, and a single admitting thread leaves
-  the other threads their share of the interpreter.
+* **One gate.** Every mempool admission (client or peer) runs under one lock: the GIL
+  makes the Python part serial anyway, and a single admitting thread leaves the other
+  threads their share of the interpreter. (The SM2 check itself, through OpenSSL,
+  releases the GIL - ``certificates.sm2_openssl``; through GmSSL it held it too.)
 * **Back-pressure for clients** (``submit``): a client tx is refused with
   ``Busy`` (HTTP 429 ``busy`` + ``Retry-After``) when the pending backlog exceeds
   ``backlog_txs`` / ``backlog_bytes`` (a block or two: more only adds latency),

@@ -31,6 +31,20 @@ RECV_BYTES = 256 * 1024
 INBUF_OVERFLOW = 4 * 1024 * 1024
 
 
+def pull_close(trigger: Any, close_all: Any) -> None:
+    """Queue ``close_all`` on waitress's loop and wake it.
+
+    waitress appends the thunk, then writes a byte to its trigger pipe. A worker that has
+    just written a response pulls the same trigger, so the loop can run our thunk between
+    those two steps; ``close_all`` closes the trigger too, and our own write then fails
+    (EBADF). The loop is closing by then, which is all the write was for."""
+    try:
+        trigger.pull_trigger(close_all)
+    except OSError:
+        if not trigger._closed:
+            raise
+
+
 class HttpServer:
     def __init__(self, app: Any, host: str, port: int, *, threads: int = 8,
                  max_body: int = 64 * 1024 * 1024) -> None:
@@ -62,7 +76,7 @@ class HttpServer:
                 dispatcher.close()
 
         if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)
+            pull_close(server.trigger, close_all)
             self._thread.join(timeout)
         else:
             server.close()
