@@ -20,6 +20,8 @@ from typing import Any
 
 import waitress
 
+from network.wsgi import stop_waitress
+
 
 class WsgiServer:
     def __init__(self, app: Any, port: int = 0, *, threads: int = 4) -> None:
@@ -53,24 +55,7 @@ class WsgiServer:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return True
-        deadline = time.monotonic() + timeout
-        socket_map = server._map
-
-        def close_all(*_: object) -> None:
-            # Runs in the loop thread, so the map is not mutated under its feet.
-            for dispatcher in list(socket_map.values()):
-                dispatcher.close()
-
-        try:
-            server.trigger.pull_trigger(close_all)
-        except OSError:
-            # The loop ran close_all (woken by a worker's own pull) before our write, and
-            # close_all closes the trigger too: it is closing, which was the point.
-            if not server.trigger._closed:
-                raise
-        thread.join(max(0.0, deadline - time.monotonic()))
-        server.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
-        return not thread.is_alive()
+        return stop_waitress(server, thread, timeout)
 
     def __enter__(self) -> WsgiServer:
         return self.start()

@@ -3,9 +3,8 @@
 ``HttpServer(app, host, port)`` binds at construction (so a port conflict fails
 the start with a clear error, and port 0 picks a free one: read ``.port``),
 serves on a daemon thread, and ``stop()`` closes the listener and every open
-keep-alive connection from inside waitress's loop (via its trigger), then joins
-the worker threads within a bound - the same technique as
-``network.testing.WsgiServer``, which only binds loopback.
+keep-alive connection, lets the worker threads finish and ends the loop, within a
+bound (``network.wsgi.stop_waitress``, shared with ``network.testing.WsgiServer``).
 
 Request bodies here are large (a batch tx is ~1 MB, a proposal a few MB), so two
 waitress defaults meant for small requests are raised: ``recv_bytes`` (8 KiB per
@@ -23,26 +22,13 @@ from typing import Any
 
 import waitress
 
+from network.wsgi import stop_waitress
 from node.errors import NodeError
 
 #: Bytes per socket read (waitress: 8 KiB).
 RECV_BYTES = 256 * 1024
 #: Bodies up to this stay in memory (waitress: 512 KiB); larger go to a temporary file.
 INBUF_OVERFLOW = 4 * 1024 * 1024
-
-
-def pull_close(trigger: Any, close_all: Any) -> None:
-    """Queue ``close_all`` on waitress's loop and wake it.
-
-    waitress appends the thunk, then writes a byte to its trigger pipe. A worker that has
-    just written a response pulls the same trigger, so the loop can run our thunk between
-    those two steps; ``close_all`` closes the trigger too, and our own write then fails
-    (EBADF). The loop is closing by then, which is all the write was for."""
-    try:
-        trigger.pull_trigger(close_all)
-    except OSError:
-        if not trigger._closed:
-            raise
 
 
 class HttpServer:
@@ -68,17 +54,6 @@ class HttpServer:
         self._thread.start()
 
     def stop(self, timeout: float = 3.0) -> bool:
-        server = self._server
-        socket_map = server._map
-
-        def close_all(*_: object) -> None:
-            for dispatcher in list(socket_map.values()):
-                dispatcher.close()
-
-        if self._thread.is_alive():
-            pull_close(server.trigger, close_all)
-            self._thread.join(timeout)
-        else:
-            server.close()
-        server.task_dispatcher.shutdown(timeout=timeout)
-        return not self._thread.is_alive()
+        """Close the listener and every connection, let the workers finish, end the
+        loop (``network.wsgi``); True when it ended within ``timeout`` seconds."""
+        return stop_waitress(self._server, self._thread, timeout)
