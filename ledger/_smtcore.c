@@ -8,9 +8,13 @@
  * reference: the tests run both on the same batches and require the same root, the same
  * writes and the same deletes. Everything the tree's format needs is here: the record layout
  * of ``ledger.smt_records``, heap-index position ids, chain hashing. What is not format stays
- * with the caller and is called back: SM3 (``certificates.hashing.sm3``: this module never
- * hashes by itself), the storage key of a position (``node_key``) and the reads (``read``,
- * ``hit``, ``fetch``), so the overlay, cache and store logic has one home.
+ * with the caller and is called back: SM3 (``certificates.hashing.sm3``: this module has no
+ * SM3 of its own), the storage key of a position (``node_key``) and the reads (``read``,
+ * ``hit``, ``fetch``), so the overlay, cache and store logic has one home. Two shortcuts
+ * skip a call into Python per node: ``node_key`` may be a bytes prefix (key = prefix + id),
+ * and ``sm3`` may be None, which hashes through GmSSL's own C functions once ``set_sm3``
+ * has registered them (``ledger.smt_update`` does, from gmssl_pyx's extension, whose
+ * exports they are) and they passed the published SM3 test vectors.
  *
  * The Python version uses 256-bit ints for keys and positions. Here a position is a bit
  * string, most significant bit first, held in a 33-byte array (a key's bytes, a branch's
@@ -500,7 +504,7 @@ static PyObject *batch_update(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     Ctx c;
     memset(&c, 0, sizeof c);
-    PyObject *old = args[2], *root_key = NULL, *result = NULL, *one = NULL;
+    PyObject *old = args[2], *root_key = NULL, *result = NULL;
     Sub res = {0};
     c.node_key = args[3];
     c.read = args[4];
@@ -510,6 +514,15 @@ static PyObject *batch_update(PyObject *self, PyObject *const *args, Py_ssize_t 
     c.deleted = args[9];
     c.sm3 = args[10];
     c.error = args[11];
+    if (PyBytes_Check(c.node_key))
+        c.prefix = c.node_key;
+    if (c.sm3 == Py_None) {
+        if (sm3c_init == NULL) {
+            PyErr_SetString(PyExc_ValueError, "sm3=None needs the C SM3 set by set_sm3");
+            return NULL;
+        }
+        c.native_sm3 = 1;
+    }
     c.cache_depth = (int)PyLong_AsLong(args[7]);
     if (c.cache_depth == -1 && PyErr_Occurred())
         return NULL;
@@ -551,10 +564,9 @@ static PyObject *batch_update(PyObject *self, PyObject *const *args, Py_ssize_t 
         goto done;
     }
     c.writes = PyDict_New();
-    one = PyBytes_FromStringAndSize("\x01", 1);
-    if (c.writes == NULL || one == NULL)
+    if (c.writes == NULL)
         goto done;
-    root_key = PyObject_CallOneArg(c.node_key, one);
+    root_key = id_key(&c, (const uint8_t *)"\x01", 1);
     if (root_key == NULL)
         goto done;
     int rc;
@@ -591,13 +603,85 @@ done:
     Py_XDECREF(c.keys);
     Py_XDECREF(c.vals);
     Py_XDECREF(c.writes);
-    Py_XDECREF(one);
     Py_XDECREF(root_key);
     return result;
 }
 
+/* SM3 test vectors of GB/T 32905-2016, appendix A: "abc", and "abcd" sixteen times. */
+static const uint8_t KAT_ABC[32] = {
+    0x66, 0xc7, 0xf0, 0xf4, 0x62, 0xee, 0xed, 0xd9, 0xd1, 0xf2, 0xd4, 0x6b, 0xdc, 0x10, 0xe4,
+    0xe2, 0x41, 0x67, 0xc4, 0x87, 0x5c, 0xf2, 0xf7, 0xa2, 0x29, 0x7d, 0xa0, 0x2b, 0x8f, 0x4b,
+    0xa8, 0xe0};
+static const uint8_t KAT_ABCD16[32] = {
+    0xde, 0xbe, 0x9f, 0xf9, 0x22, 0x75, 0xb8, 0xa1, 0x38, 0x60, 0x48, 0x89, 0xc1, 0x8e, 0x5a,
+    0x4d, 0x6f, 0xdb, 0x70, 0xe5, 0x38, 0x7e, 0x57, 0x65, 0x29, 0x3d, 0xcb, 0xa3, 0x9c, 0x0c,
+    0x57, 0x32};
+
+PyDoc_STRVAR(set_sm3_doc,
+"set_sm3(init, update, finish) -> bool\n\n"
+"Register GmSSL's sm3_init, sm3_update and sm3_finish (C function addresses) for\n"
+"batch_update(..., sm3=None, ...). They must reproduce the published SM3 test vectors\n"
+"first; otherwise nothing is registered and the answer is False.");
+
+static PyObject *set_sm3(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "set_sm3 takes 3 arguments");
+        return NULL;
+    }
+    void *p[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = PyLong_AsVoidPtr(args[i]);
+        if (p[i] == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "set_sm3: a NULL function address");
+            return NULL;
+        }
+    }
+    sm3_init_fn old_init = sm3c_init;
+    sm3_update_fn old_update = sm3c_update;
+    sm3_finish_fn old_finish = sm3c_finish;
+    sm3c_init = (sm3_init_fn)p[0];
+    sm3c_update = (sm3_update_fn)p[1];
+    sm3c_finish = (sm3_finish_fn)p[2];
+    uint8_t out[32], abcd[64];
+    for (int i = 0; i < 64; i++)
+        abcd[i] = (uint8_t)"abcd"[i & 3];
+    int ok = 1;
+    sm3c((const uint8_t *)"abc", 3, out);
+    ok &= memcmp(out, KAT_ABC, 32) == 0;
+    sm3c(abcd, 64, out);
+    ok &= memcmp(out, KAT_ABCD16, 32) == 0;
+    if (!ok) {
+        sm3c_init = old_init;
+        sm3c_update = old_update;
+        sm3c_finish = old_finish;
+    }
+    return PyBool_FromLong(ok);
+}
+
+PyDoc_STRVAR(sm3_doc, "sm3(data) -> bytes\n\nSM3 through the functions set_sm3 registered.");
+
+static PyObject *sm3_py(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (sm3c_init == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no C SM3 registered (set_sm3)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *h = PyBytes_FromStringAndSize(NULL, 32);
+    if (h != NULL)
+        sm3c((const uint8_t *)view.buf, (size_t)view.len, (uint8_t *)PyBytes_AS_STRING(h));
+    PyBuffer_Release(&view);
+    return h;
+}
+
 static PyMethodDef methods[] = {
     {"batch_update", (PyCFunction)(void (*)(void))batch_update, METH_FASTCALL, batch_update_doc},
+    {"set_sm3", (PyCFunction)(void (*)(void))set_sm3, METH_FASTCALL, set_sm3_doc},
+    {"sm3", (PyCFunction)sm3_py, METH_O, sm3_doc},
     {NULL, NULL, 0, NULL},
 };
 

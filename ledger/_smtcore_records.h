@@ -1,6 +1,7 @@
 /* The C SMT update's helpers (included by ledger/_smtcore.c only): bit strings and
- * positions, hashing through the caller's SM3, the branch record layout of
- * ledger.smt_records, and reads and writes through the caller's callables.
+ * positions, hashing (the caller's SM3, or GmSSL's C SM3 once registered, see set_sm3),
+ * the branch record layout of ledger.smt_records, and reads and writes through the
+ * caller's callables.
  *
  * A position is a bit string, most significant bit first, in a 33-byte array, plus its
  * depth; a branch record is checked (check_branch) before any byte of it is used.
@@ -24,6 +25,11 @@ typedef struct {
 typedef struct {
     PyObject *keys, *vals, *writes, *deleted;
     PyObject *node_key, *read, *hit, *fetch, *missing, *sm3, *error;
+    /* node_key as a prefix (bytes: the storage key is prefix + id, with no call), and sm3
+     * as None (GmSSL's C functions, registered by set_sm3): the per-node calls into Python
+     * cost about as much as the hash itself. */
+    PyObject *prefix;
+    int native_sm3;
     const uint8_t **kp;
     int cache_depth;
 } Ctx;
@@ -86,12 +92,17 @@ static void left_align(const uint8_t *rec, int d, uint8_t *out) {
             setbit(out, i, 1);
 }
 
-/* The storage key of the position at depth t whose bits are the first t of b. */
-static PyObject *pos_key(Ctx *c, const uint8_t *b, int t) {
-    uint8_t id[33];
-    int len = (t >> 3) + 1;
-    right_align(b, t, id, len);
-    setbit(id, (len << 3) - t - 1, 1); /* the heap index's leading 1, at bit t from the right */
+/* The storage key of the position whose id (its heap index, big-endian) is id[0:len]. */
+static PyObject *id_key(Ctx *c, const uint8_t *id, int len) {
+    if (c->prefix != NULL) {
+        Py_ssize_t pl = PyBytes_GET_SIZE(c->prefix);
+        PyObject *key = PyBytes_FromStringAndSize(NULL, pl + len);
+        if (key != NULL) {
+            memcpy(PyBytes_AS_STRING(key), PyBytes_AS_STRING(c->prefix), (size_t)pl);
+            memcpy(PyBytes_AS_STRING(key) + pl, id, (size_t)len);
+        }
+        return key;
+    }
     PyObject *nid = PyBytes_FromStringAndSize((const char *)id, len);
     if (nid == NULL)
         return NULL;
@@ -105,9 +116,43 @@ static PyObject *pos_key(Ctx *c, const uint8_t *b, int t) {
     return key;
 }
 
+/* The storage key of the position at depth t whose bits are the first t of b. */
+static PyObject *pos_key(Ctx *c, const uint8_t *b, int t) {
+    uint8_t id[33];
+    int len = (t >> 3) + 1;
+    right_align(b, t, id, len);
+    setbit(id, (len << 3) - t - 1, 1); /* the heap index's leading 1, at bit t from the right */
+    return id_key(c, id, len);
+}
+
 /* ------------------------------------------------------------------------- hashing */
 
+/* GmSSL's SM3 (sm3_init / sm3_update / sm3_finish, exported by gmssl_pyx's extension),
+ * set by set_sm3 only after they pass the known-answer tests there. The context lives on
+ * the stack, so hashing is reentrant; GmSSL's SM3_CTX is 112 bytes, the room is ample. */
+typedef void (*sm3_init_fn)(void *ctx);
+typedef void (*sm3_update_fn)(void *ctx, const uint8_t *data, size_t len);
+typedef void (*sm3_finish_fn)(void *ctx, uint8_t *out);
+#define SM3_CTX_ROOM 512
+
+static sm3_init_fn sm3c_init;
+static sm3_update_fn sm3c_update;
+static sm3_finish_fn sm3c_finish;
+
+static void sm3c(const uint8_t *buf, size_t len, uint8_t *out) {
+    unsigned char ctx[SM3_CTX_ROOM] __attribute__((aligned(16)));
+    sm3c_init(ctx);
+    sm3c_update(ctx, buf, len);
+    sm3c_finish(ctx, out);
+}
+
 static PyObject *hash(Ctx *c, const uint8_t *buf, Py_ssize_t len) {
+    if (c->native_sm3) {
+        PyObject *h = PyBytes_FromStringAndSize(NULL, 32);
+        if (h != NULL)
+            sm3c(buf, (size_t)len, (uint8_t *)PyBytes_AS_STRING(h));
+        return h;
+    }
     PyObject *data = PyBytes_FromStringAndSize((const char *)buf, len);
     if (data == NULL)
         return NULL;

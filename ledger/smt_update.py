@@ -24,6 +24,7 @@ The C version takes no right half: with a worker planning one, the Python versio
 
 from __future__ import annotations
 
+import ctypes
 from bisect import bisect_left
 from collections.abc import Callable
 
@@ -64,6 +65,40 @@ except ImportError:  # no compiler where it was installed: the Python version do
 NATIVE = _smtcore is not None
 
 
+def _register_c_sm3() -> bool:
+    """Hand GmSSL's C SM3 functions to the C update, so that it hashes without a call into
+    Python per node. gmssl_pyx's extension (``certificates.hashing.sm3`` is its
+    ``sm3_hash``) exports them; ``set_sm3`` registers them only if they reproduce the
+    published test vectors. Without them the C update calls ``sm3`` back, as before."""
+    if _smtcore is None:
+        return False
+    try:
+        from gmssl_pyx import gmsslext
+
+        lib = ctypes.CDLL(gmsslext.__file__)  # already loaded: the same handle
+        addrs = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                 for name in ("sm3_init", "sm3_update", "sm3_finish")]
+    except (ImportError, OSError, AttributeError):
+        return False
+    init, update, finish = addrs
+    if init is None or update is None or finish is None:
+        return False
+    return bool(_smtcore.set_sm3(init, update, finish))
+
+
+#: Whether the C update hashes through GmSSL directly (see ``_register_c_sm3``).
+NATIVE_SM3 = _register_c_sm3()
+
+
+def _key_prefix(node_key: NodeKey) -> NodeKey | bytes:
+    """``node_key`` as the C update takes it: the prefix itself when it is ``prefix.__add__``
+    (``ledger.schema.smt_node``), so that no call is made per node; else the callable."""
+    owner = getattr(node_key, "__self__", None)
+    if type(owner) is bytes and getattr(node_key, "__name__", None) == "__add__":
+        return owner
+    return node_key
+
+
 def batch_update(
     keys: list[bytes], vals: list[bytes | None], old: bytes | None, *, node_key: NodeKey,
     read: Get, hit: Get, fetch: Fetch, cache_depth: int,
@@ -83,8 +118,9 @@ def batch_update(
     ``native`` runs the C version instead, when it is built and there is no ``right_half``;
     it raises ``SMTError`` itself for a corrupt record."""
     if native and right_half is None and _smtcore is not None:
-        return _smtcore.batch_update(keys, vals, old, node_key, read, hit, fetch, cache_depth,
-                                     missing, deleted, sm3, SMTError)
+        return _smtcore.batch_update(keys, vals, old, _key_prefix(node_key), read, hit, fetch,
+                                     cache_depth, missing, deleted,
+                                     None if NATIVE_SM3 else sm3, SMTError)
     writes: dict[bytes, bytes | None] = {}
     apply, general, _ = _updater(keys, vals, writes, node_key=node_key, read=read, hit=hit,
                                  fetch=fetch, cache_depth=cache_depth, missing=missing,

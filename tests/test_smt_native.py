@@ -6,14 +6,20 @@ pending on top of each other. Then what only C can get wrong: a corrupt or missi
 an SMTError (never a crash or a read past a record's end), bad arguments are refused, and no
 reference leaks on either path. ``test_the_comparison_catches_a_wrong_hash`` shows that the
 comparison itself fails an implementation that hashes one kind of node wrongly.
+
+The C update's two shortcuts (``node_key`` as a bytes prefix, ``sm3=None`` for GmSSL's C SM3
+registered through ``set_sm3``) are compared the same way, and ``set_sm3`` is shown to
+refuse functions that miss the published SM3 vectors.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import random
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +29,11 @@ from certificates.hashing import sm3
 from ledger import smt_update
 from ledger.smt import CACHE_ALL, SMTError, SparseMerkleTree
 from ledger.smt_records import _ROOT_ID
+
+try:
+    from tests.vectors import load_vectors
+except ImportError:  # pragma: no cover - run from inside tests/
+    from vectors import load_vectors  # type: ignore[no-redef]
 
 # Every test but the first needs the C update; the first fails when it is missing, so a
 # skip below never hides a broken build.
@@ -41,9 +52,10 @@ def test_the_c_update_is_built() -> None:
 
 
 def _run(impl: str, store: dict[bytes, bytes], overlay: dict[bytes, bytes | None],
-         batch: dict[bytes, bytes | None], cache_depth: int, hasher: Hasher = sm3,
+         batch: dict[bytes, bytes | None], cache_depth: int, hasher: Hasher | None = sm3,
          ) -> tuple[bytes, dict[bytes, bytes | None], list[bytes]]:
-    """One batch through one implementation, reading ``overlay`` over ``store``."""
+    """One batch through one implementation, reading ``overlay`` over ``store``. For "c",
+    ``hasher=None`` takes both shortcuts: the C SM3 and the key prefix instead of a call."""
     keys = sorted(batch)
     vals = [batch[k] for k in keys]
 
@@ -56,8 +68,8 @@ def _run(impl: str, store: dict[bytes, bytes], overlay: dict[bytes, bytes | None
     if impl == "c":
         assert smt_update._smtcore is not None
         root, writes = smt_update._smtcore.batch_update(
-            keys, vals, old, node_key, read, read, lambda skey, t: read(skey), cache_depth,
-            missing, deleted, hasher, SMTError)
+            keys, vals, old, PREFIX if hasher is None else node_key, read, read,
+            lambda skey, t: read(skey), cache_depth, missing, deleted, hasher, SMTError)
     else:
         root, writes = smt_update.batch_update(
             keys, vals, old, node_key=node_key, read=read, hit=read,
@@ -67,7 +79,7 @@ def _run(impl: str, store: dict[bytes, bytes], overlay: dict[bytes, bytes | None
 
 
 def compare(batches: list[dict[bytes, bytes | None]], *, cache_depth: int, commit_every: int,
-            hasher: Hasher = sm3) -> int:
+            hasher: Hasher | None = sm3) -> int:
     """Run ``batches`` through both; fail at the first difference. Returns the tree's size."""
     store: dict[bytes, bytes] = {}
     overlay: dict[bytes, bytes | None] = {}
@@ -114,11 +126,13 @@ def batch_runs(draw: st.DrawFn) -> list[dict[bytes, bytes | None]]:
 @needs_c
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=batch_runs(), cache_depth=st.sampled_from([-1, 0, 4, CACHE_ALL]),
-       commit_every=st.integers(1, 3))
+       commit_every=st.integers(1, 3), shortcuts=st.booleans())
 def test_same_roots_writes_and_deletes_as_the_reference(
     runs: list[dict[bytes, bytes | None]], cache_depth: int, commit_every: int,
+    shortcuts: bool,
 ) -> None:
-    compare(runs, cache_depth=cache_depth, commit_every=commit_every)
+    compare(runs, cache_depth=cache_depth, commit_every=commit_every,
+            hasher=None if shortcuts else sm3)
 
 
 @needs_c
@@ -134,7 +148,83 @@ def test_large_batches_with_deletes_match_the_reference() -> None:
             batch[k] = None if rng.random() < 0.5 else rng.randbytes(32)
         live = [k for k in {*live, *batch} if batch.get(k, b"") is not None]
         runs.append(batch)
-    assert compare(runs, cache_depth=CACHE_ALL, commit_every=1) == len(live) - 1
+    for hasher in (sm3, None):  # the Python SM3 and node_key called back, then the shortcuts
+        assert compare(runs, cache_depth=CACHE_ALL, commit_every=1,
+                       hasher=hasher) == len(live) - 1
+
+
+def test_the_c_sm3_is_registered_and_is_sm3() -> None:
+    # Not skipped, like test_the_c_update_is_built: with gmssl_pyx installed the C update
+    # must hash without calling back, and what it computes must be SM3.
+    assert smt_update.NATIVE_SM3, "GmSSL's C SM3 was not registered (see _register_c_sm3)"
+    core = smt_update._smtcore
+    assert core is not None
+    for case in load_vectors()["sm3"]["cases"]:
+        assert core.sm3(case["message_ascii"].encode()).hex() == case["digest"]
+    rng = random.Random(5)
+    for n in [*range(0, 200), 1000, 4096, 100_001]:  # every padding case, several blocks
+        data = rng.randbytes(n)
+        assert core.sm3(data) == sm3(data), n
+
+
+def _hash_functions(digest: Callable[[bytes], bytes]) -> tuple[list[Any], list[int]]:
+    """sm3_init / sm3_update / sm3_finish as C callbacks over ``digest`` (kept alive by the
+    caller), and the list their calls are counted in."""
+    pending: dict[int, bytearray] = {}
+    calls: list[int] = []
+    init_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    update_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    finish_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+    def init(ctx: int) -> None:
+        pending[ctx] = bytearray()
+
+    def update(ctx: int, data: int, n: int) -> None:
+        pending[ctx] += ctypes.string_at(data, n)
+
+    def finish(ctx: int, out: int) -> None:
+        calls.append(1)
+        ctypes.memmove(out, digest(bytes(pending.pop(ctx))), 32)
+
+    return [init_t(init), update_t(update), finish_t(finish)], calls
+
+
+def _address(fn: Any) -> int:
+    addr = ctypes.cast(fn, ctypes.c_void_p).value
+    assert addr is not None
+    return addr
+
+
+@needs_c
+def test_set_sm3_refuses_functions_that_miss_the_vectors() -> None:
+    core = smt_update._smtcore
+    assert core is not None and smt_update.NATIVE_SM3
+    try:
+        # The broken rule: a digest that is not SM3 (one bit off) is refused and the
+        # registered functions stay; so is one that ignores its input.
+        for wrong in (lambda d: bytes([sm3(d)[0] ^ 1]) + sm3(d)[1:], lambda d: sm3(b"")):
+            fns, calls = _hash_functions(wrong)
+            assert core.set_sm3(*map(_address, fns)) is False
+            assert calls, "the vectors were not even tried"
+            assert core.sm3(b"abc") == sm3(b"abc")
+        # A right one is taken, and batch_update(sm3=None) then hashes through it.
+        fns, calls = _hash_functions(sm3)
+        assert core.set_sm3(*map(_address, fns)) is True
+        calls.clear()
+        batch = {sm3(b"%d" % i): sm3(b"v%d" % i) for i in range(50)}
+        assert compare([batch], cache_depth=CACHE_ALL, commit_every=1, hasher=None) == 49
+        assert len(calls) >= 99  # 50 leaves and 49 branches at least
+        with pytest.raises(ValueError, match="NULL"):
+            core.set_sm3(0, 0, 0)
+    finally:
+        assert smt_update._register_c_sm3()
+    assert core.sm3(b"abc") == sm3(b"abc")
+
+
+def test_the_key_prefix_shortcut_is_only_taken_for_prefix_add() -> None:
+    assert smt_update._key_prefix(PREFIX.__add__) == PREFIX
+    for other in (b"x".join, lambda nid: PREFIX + nid, str(PREFIX).__add__):
+        assert smt_update._key_prefix(other) is other  # type: ignore[arg-type]
 
 
 @needs_c
