@@ -11,11 +11,12 @@ How it works, in order:
    the JSON body a department POSTs to ``/v1/verify``.
 3. ``certledger verifier run`` serves the verifier with waitress (the production WSGI
    server) over every validator, with a department API key and no effective rate limit.
-4. A *separate* driver process (its own interpreter and GIL) runs ``clients`` threads,
-   each with one keep-alive connection, POSTing the bodies round-robin for ``seconds``
-   after a short warm-up. Each answer must be HTTP 200 with ``"valid": true`` - every
-   check run (commit certificate, state proof, integrity, issuer, status, validity...)
-   and the audit row committed; anything else counts as an error.
+4. A *separate* driver process (``verifier.bench_driver``: its own interpreter, one
+   thread, one selector) keeps one request in flight on each of ``clients`` keep-alive
+   connections, POSTing the bodies round-robin for ``seconds`` after a short warm-up.
+   Each answer must be HTTP 200 with ``"valid": true`` - every check run (commit
+   certificate, state proof, integrity, issuer, status, validity...) and the audit row
+   committed; anything else counts as an error.
 5. Every process this module started is stopped by its pid (SIGTERM, then SIGKILL after
    a bound) in a ``finally``, and the temp dir is removed unless ``keep``.
 
@@ -27,7 +28,6 @@ same cores, so compare figures only with the ``cpu_count`` beside them.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -37,7 +37,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ import requests
 from certificates.disclosure import present
 from certificates.document import CommittedDocument, Document
 from certificates.identifiers import CertificateId
+from verifier.bench_driver import DriverSpec
 from verifier.qr import encode_payload, to_base41
 
 ISSUER = "11220000013544541J"  # 示例大学: a valid unified social credit code
@@ -207,88 +207,7 @@ def _workdir(keep: bool, say: Callable[[str], None]) -> Iterator[Path]:
 # --------------------------------------------------------------------------- driver
 
 
-@dataclass(frozen=True)
-class DriverSpec:
-    url: str
-    api_key: str
-    bodies: str  # a file: one request body per line
-    clients: int
-    seconds: float
-    warmup: float
-
-
-def drive(spec: DriverSpec) -> dict[str, Any]:
-    """POST the bodies with ``clients`` threads; latencies of the measured window."""
-    bodies = Path(spec.bodies).read_bytes().splitlines()
-    host, port = spec.url.removeprefix("http://").split(":")
-    headers = {"Authorization": f"Bearer {spec.api_key}", "Content-Type": "application/json"}
-    start = time.perf_counter() + 0.05
-    measure_from, end = start + spec.warmup, start + spec.warmup + spec.seconds
-    lock = threading.Lock()
-    latencies: list[float] = []
-    counts = {"ok": 0, "errors": 0}
-    first_error: list[str] = []
-
-    def client(k: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        mine: list[float] = []
-        ok = errors = 0
-        i = k
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= end:
-                break
-            body = bodies[i % len(bodies)]
-            i += spec.clients
-            try:
-                conn.request("POST", "/v1/verify", body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                good = resp.status == 200 and data.startswith(b'{"valid":true,')
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                good, data = False, repr(exc).encode()
-            t1 = time.perf_counter()
-            if t0 >= measure_from and t1 <= end:
-                mine.append(t1 - t0)
-                ok += good
-                errors += not good
-            if not good and not first_error:
-                first_error.append(data[:300].decode(errors="replace"))
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            counts["ok"] += ok
-            counts["errors"] += errors
-
-    while time.perf_counter() < start:
-        time.sleep(0.001)
-    cpu0 = time.process_time()
-    threads = [threading.Thread(target=client, args=(k,), daemon=True)
-               for k in range(spec.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(spec.warmup + spec.seconds + 60)
-    cpu = time.process_time() - cpu0
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        if not latencies:
-            return float("nan")
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
-
-    return {"verifications_per_s": round(counts["ok"] / spec.seconds, 1),
-            "latency_ms_p50": pct(0.50), "latency_ms_p99": pct(0.99),
-            "verified": counts["ok"], "errors": counts["errors"],
-            "first_error": first_error[0] if first_error else None, "cpu_s": cpu}
-
-
-def drive_main() -> None:
-    """Entry point of the driver process: the spec as JSON in argv[1], the result on stdout."""
-    spec = DriverSpec(**json.loads(sys.argv[1]))
-    print(json.dumps(drive(spec)), flush=True)
+# The driver (its own process) is ``verifier.bench_driver``.
 
 
 # --------------------------------------------------------------------------- run
@@ -359,7 +278,7 @@ def _run(plan: Plan, work: Path, env: dict[str, str], procs: Processes,
                       plan.warmup)
     pids = {n: p.pid for n, p in procs.procs.items()}
     before = {n: cpu_seconds(p) for n, p in pids.items()}
-    res = subprocess.run([sys.executable, "-c", "from verifier.bench import drive_main; "
+    res = subprocess.run([sys.executable, "-c", "from verifier.bench_driver import drive_main; "
                           "drive_main()", json.dumps(asdict(spec))], env=env,
                          capture_output=True, timeout=plan.seconds + plan.warmup + 120,
                          check=False)
