@@ -73,7 +73,7 @@ def test_frame_waits_for_a_whole_response_and_refuses_what_it_cannot_frame() -> 
 
 
 def test_only_valid_answers_count_and_the_first_error_is_named(tmp_path: Path) -> None:
-    # Body n is valid unless n % 5 == 0 (a failed check) or n % 7 == 0 (a 500).
+    # Body n is valid unless n % 5 == 0 (a failed check) or n % 7 == 0 (a 500): 6 of 20.
     def answer(body: dict[str, Any]) -> tuple[str, bytes]:
         n = body["n"]
         if n % 7 == 0:
@@ -85,19 +85,20 @@ def test_only_valid_answers_count_and_the_first_error_is_named(tmp_path: Path) -
     seen: list[int] = []
     server = WsgiServer(_app(answer, seen), threads=4).start()
     try:
-        out = drive(_spec(server.url, _bodies(tmp_path, 70), clients=4))
+        out = drive(_spec(server.url, _bodies(tmp_path, 20), clients=4, seconds=1.0))
     finally:
         server.stop()
-    assert out["verified"] > 50 and out["errors"] > 10, out
-    # Round-robin over the bodies: every one of them, in equal measure (the last lap
-    # of each connection may be cut by the end of the run).
-    counts = [seen.count(n) for n in range(70)]
-    assert min(counts) >= 1 and max(counts) - min(counts) <= 1 + len(seen) // 70 // 4, counts
+    assert out["verified"] > 20 and out["errors"] > 5, out
+    # Round-robin: client k sends bodies k, k + 4, k + 8... (mod 20), so within each lane
+    # the counts differ by at most one, and every body was sent.
+    for lane in range(4):
+        counts = [seen.count(n) for n in range(lane, 20, 4)]
+        assert min(counts) >= 1 and max(counts) - min(counts) <= 1, (lane, counts)
     bad = sum(1 for n in seen if n % 7 == 0 or n % 5 == 0)
     assert bad / len(seen) == pytest.approx(out["errors"] / (out["verified"] + out["errors"]),
                                             abs=0.08)
     assert out["first_error"].startswith(('{"valid":false', '{"error"')), out
-    assert out["verifications_per_s"] == round(out["verified"] / 0.6, 1)
+    assert out["verifications_per_s"] == round(out["verified"] / 1.0, 1)
 
 
 def test_latency_includes_the_servers_time(tmp_path: Path) -> None:
