@@ -56,7 +56,8 @@ def _specs(values: tuple[str, ...]) -> tuple[IssuerSpec, ...]:
 @click.option("--base-port", type=int, default=DEFAULT_BASE_PORT, show_default=True)
 @click.option("--chain-id", default="certledger-local", show_default=True)
 @click.option("--empty-block-ms", type=int, default=None,
-              help="Longest wait for transactions before an empty block (default 1000).")
+              help="Longest wait for transactions before an idle network makes an empty block "
+              "(default 10000).")
 @click.option("--kdf-iterations", type=int, default=keystore.DEFAULT_ITERATIONS,
               show_default=True, help="PBKDF2 iterations for the key files.")
 def init(validators: int, issuers: tuple[str, ...], out: Path, hosts: str, base_port: int,

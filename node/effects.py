@@ -16,6 +16,15 @@ order before the next item, exactly as ``tests/sim/node.py`` drives the core:
 * ``RequestValue``: build a block from the mempool - at once if it holds txs or the
   round is not the height's first, else after ``empty_block_interval_ms`` or as soon
   as a tx arrives - then ``ValueReady``.
+* **An idle chain waits for transactions** (Tendermint's
+  ``create_empty_blocks_interval``, which holds every validator, not only the
+  proposer): a height's first propose timeout, scheduled while our mempool is
+  empty, is pushed back by ``empty_block_interval_ms`` and started for real as
+  soon as a tx arrives here. So an idle network makes one empty block per
+  interval instead of one per second, and no validator times out on a proposer
+  that is only waiting for transactions - the interval may exceed the propose
+  timeout. The late timer, if it still fires, finds the step moved on and is
+  ignored by the core (Alg.1 L57 needs step = propose).
 * ``Commit``: ``Chain.commit_block`` (one synced batch), WAL compaction, mempool
   update; only then do the effects after it (the next height's votes) run.
 * ``Evidence``: counted and logged.
@@ -128,6 +137,9 @@ class ConsensusLoop:
         self._immediate: deque[Any] = deque()
         self._want: tuple[int, int] | None = None  # (height, round) we must propose for
         self._signalled = threading.Event()
+        #: Our round-0 propose timeout held back while the mempool is empty, with its
+        #: own duration: started when a tx arrives (see the module header).
+        self._deferred: tuple[TimeoutFired, float] | None = None
         self._last_commit_at: float | None = None
         self._source = "consensus"
         gossip_s = cfg.consensus.gossip_interval_ms / 1000
@@ -150,7 +162,8 @@ class ConsensusLoop:
             self.offer(ProposalReceived(m) if isinstance(m, Proposal) else VoteReceived(m))
 
     def _tx_arrived(self) -> None:
-        if self._want is not None and not self._signalled.is_set():
+        waiting = self._want is not None or self._deferred is not None
+        if waiting and not self._signalled.is_set():
             self._signalled.set()
             self.queue.put(TxsAvailable())
 
@@ -201,6 +214,7 @@ class ConsensusLoop:
                 self._build()
         elif isinstance(item, TxsAvailable):
             self._signalled.clear()
+            self._start_deferred()
             if self._want is not None:
                 self._build()
         elif isinstance(item, GossipTick):
@@ -281,8 +295,7 @@ class ConsensusLoop:
             elif isinstance(eff, Broadcast):
                 out.append(eff.message)
             elif isinstance(eff, ScheduleTimeout):
-                self.timers.schedule(eff.duration_ms / 1000,
-                                     TimeoutFired(eff.height, eff.round, eff.step))
+                self._schedule_timeout(eff)
             elif isinstance(eff, Commit):
                 self._flush(out)
                 self._commit(eff)
@@ -301,6 +314,29 @@ class ConsensusLoop:
                 if isinstance(m, Proposal):
                     self._resends.sent_to_all(m, now)
             out.clear()
+
+    def _schedule_timeout(self, eff: ScheduleTimeout) -> None:
+        fired = TimeoutFired(eff.height, eff.round, eff.step)
+        delay = eff.duration_ms / 1000
+        if eff.step is Step.PROPOSE and eff.round == 0:
+            # Flag first, then look: a tx admitted in between sees the flag and signals.
+            self._deferred = (fired, delay)
+            if not len(self.mempool):
+                idle = self.cfg.consensus.empty_block_interval_ms / 1000
+                self.timers.schedule(idle + delay, fired)  # no tx came: the backstop
+                return
+            self._deferred = None
+        self.timers.schedule(delay, fired)
+
+    def _start_deferred(self) -> None:
+        """A tx arrived: run the held-back propose timeout from now, if still current."""
+        held, self._deferred = self._deferred, None
+        s = self.state
+        if held is None or s is None:
+            return
+        fired, delay = held
+        if (fired.height, fired.round) == (s.height, s.round) and s.step is Step.PROPOSE:
+            self.timers.schedule(delay, fired)
 
     def _request_value(self, eff: RequestValue) -> None:
         self._want = (eff.height, eff.round)

@@ -104,8 +104,9 @@ def test_sigkill_the_proposer_five_times(fast_cluster: Cluster) -> None:
         assert attempts <= 2 * PROPOSER_KILLS, record
         # Catch the proposer the whole cluster is waiting for: all four at the same height
         # and round, and it still in its propose step (its proposal is not out: with an
-        # empty mempool it waits empty_block_interval_ms first). The other three must
-        # time the round out and commit the height in the next round without it.
+        # empty mempool it waits empty_block_interval_ms first). The other three wait
+        # that interval too (an idle network), then time the round out and commit the
+        # height in the next round without it.
         deadline = time.monotonic() + 20
         while True:
             views = {Cluster.proposer_in(st) for st in (c.status(n) for n in c.names)}

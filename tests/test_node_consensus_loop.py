@@ -12,7 +12,10 @@ builds their blocks on a replica chain. Checked here:
   commit has run, and then judged valid (the core alone would judge it against a
   chain still missing its parent, and prevote nil);
 * messages far ahead kick block sync; a next-height proposal from the wrong proposer
-  is not held.
+  is not held;
+* an idle chain waits for transactions: with an empty mempool our round-0 propose
+  timeout is held back by ``empty_block_interval_ms`` (so we do not time out a
+  proposer that is only waiting for txs), and a tx arriving starts it at once.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from node.clock import ManualClock
 from node.config import NodeConfig
 from node.consensus.context import Context
 from node.consensus.events import ProposalReceived, VoteReceived
-from node.consensus.messages import Message, Proposal, Vote
+from node.consensus.messages import Message, Proposal, Step, Vote
 from node.consensus.signing import Sm2Signer, Sm2Verifier
 from node.consensus.wal import MemoryStorage, Wal
 from node.effects import ConsensusLoop
@@ -203,3 +206,41 @@ def test_far_future_kicks_sync_and_wrong_proposer_is_not_held(h: Harness) -> Non
     h.replica_commit(p1)
     h.loop.handle(ProposalReceived(h.proposal(2, [], proposer=wrong)))
     assert h.metrics.dropped.value("consensus_wrong_proposer") == 1
+
+
+def _run_timers(h: Harness, seconds: float) -> None:
+    """Advance the manual clock and handle every item that comes due, as the thread would."""
+    h.clock.advance(seconds)
+    h.loop.timers.fire_due()
+    while not h.loop.queue.empty():
+        h.loop.handle(h.loop.queue.get_nowait())
+
+
+def test_an_idle_validator_holds_back_its_propose_timeout(h: Harness) -> None:
+    c = h.loop.cfg.consensus
+    timeout, idle = c.propose_timeout_ms / 1000, c.empty_block_interval_ms / 1000
+    assert idle > timeout  # allowed now: the interval holds every validator
+    assert len(h.mempool) == 0 and h.loop.state is not None
+    # Without the hold-back this node would prevote nil once the propose timeout passed.
+    _run_timers(h, timeout + 0.5)
+    assert h.my_vote(1, "prevote") is None
+    assert h.loop.state.step is Step.PROPOSE
+    # No tx came in the whole interval: the backstop fires and the round goes on.
+    _run_timers(h, idle)
+    nil = h.my_vote(1, "prevote")
+    assert nil is not None and nil.value_id is None
+
+
+def test_a_transaction_starts_the_held_back_timeout(h: Harness) -> None:
+    timeout = h.loop.cfg.consensus.propose_timeout_ms / 1000
+    _run_timers(h, timeout + 1)
+    assert h.my_vote(1, "prevote") is None
+    tx = issue_tx(anchor("IDLE1"))
+    h.mempool.add(tx.to_bytes(), BlockContext(CHAIN_ID, 1, GENESIS_TIME), gossip=False)
+    assert not h.loop.queue.empty()  # the mempool told the loop
+    _run_timers(h, 0)
+    _run_timers(h, timeout - 0.1)
+    assert h.my_vote(1, "prevote") is None  # the full timeout, counted from the tx
+    _run_timers(h, 0.2)
+    nil = h.my_vote(1, "prevote")  # the proposer never proposed: nil, as before
+    assert nil is not None and nil.value_id is None
