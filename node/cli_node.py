@@ -55,7 +55,7 @@ def _specs(values: tuple[str, ...]) -> tuple[IssuerSpec, ...]:
               "(default: all on 127.0.0.1).")
 @click.option("--base-port", type=int, default=DEFAULT_BASE_PORT, show_default=True)
 @click.option("--chain-id", default="certledger-local", show_default=True)
-@click.option("--empty-block-ms", type=int, default=None,
+@click.option("--empty-block-ms", type=click.IntRange(1, 3_600_000), default=None,
               help="Longest wait for transactions before an idle network makes an empty block "
               "(default 10000).")
 @click.option("--kdf-iterations", type=int, default=keystore.DEFAULT_ITERATIONS,

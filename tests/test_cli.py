@@ -173,3 +173,11 @@ def test_a_bad_csv_time_is_named_and_shown_short(tmp_path: Path) -> None:
         read_documents(path)
     message = str(info.value)
     assert "line 2: issued_at must be an integer" in message and len(message) < 300
+
+
+def test_network_init_refuses_a_zero_empty_block_interval(tmp_path: Path) -> None:
+    # A config the node would refuse at start must not be written in the first place.
+    code, _, err = run("network", "init", "--validators", "4", "--out", str(tmp_path / "n"),
+                       "--empty-block-ms", "0", "--kdf-iterations", "1000", ok=False)
+    assert code != 0 and "--empty-block-ms" in err
+    assert not (tmp_path / "n").exists()
