@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import waitress
-
+from network.serving import create_server
 from network.wsgi import stop_waitress
 
 
@@ -43,7 +42,7 @@ class WsgiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> WsgiServer:
-        self._server = waitress.create_server(
+        self._server = create_server(
             self._app, host="127.0.0.1", port=self._want_port, threads=self._threads
         )
         self._thread = threading.Thread(target=self._server.run, name="wsgi-server", daemon=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import time
@@ -258,8 +259,7 @@ def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str,
             threads: int, rate: float, burst: float, max_lag: int, max_age: float | None,
             spread: bool, node_cooldown: float) -> None:
     """Serve the verifier (waitress) until interrupted."""
-    import waitress
-
+    from network.serving import create_server
     from verifier.app import VerifierDeps, create_app
     from verifier.audit import AuditLog
     from verifier.auth import KeyStore, RateLimiter
@@ -282,7 +282,10 @@ def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str,
                    "--department CODE", err=True)
     _echo({"verifier": f"http://{host}:{port}", "chain_id": trusted.chain_id,
            "nodes": list(nodes)})
-    waitress.serve(create_app(deps), host=host, port=port, threads=threads)
+    logging.basicConfig()  # as waitress.serve does: its "Serving on" line and errors
+    server = create_server(create_app(deps), host=host, port=port, threads=threads)
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
 
 
 @verifier_group.command("add-key")

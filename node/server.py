@@ -12,7 +12,8 @@ waitress defaults meant for small requests are raised: ``recv_bytes`` (8 KiB per
 ``inbuf_overflow`` (bodies above 512 KiB spooled to a temporary file, then read
 back) to 4 MiB. Together they cut the server's CPU per 1 MB POST from ~5 ms to ~1 ms
 here. A body above 4 MiB is still spooled, so memory stays bounded by the
-connection limit times 4 MiB.
+connection limit times 4 MiB. ``network.serving`` adds the adjustment that stops
+waitress's loop thread spinning while a worker sends a small answer.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import waitress
-
+from network.serving import create_server
 from network.wsgi import stop_waitress
 from node.errors import NodeError
 
@@ -35,7 +35,7 @@ class HttpServer:
     def __init__(self, app: Any, host: str, port: int, *, threads: int = 8,
                  max_body: int = 64 * 1024 * 1024) -> None:
         try:
-            self._server: Any = waitress.create_server(
+            self._server: Any = create_server(
                 app, host=host, port=port, threads=threads,
                 # waitress' own ceiling; the app answers oversize bodies with JSON first.
                 max_request_body_size=max_body, ident="certledger",
