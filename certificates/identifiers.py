@@ -25,6 +25,7 @@ expected and what was found.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from certificates.errors import IdentifierError
@@ -172,7 +173,7 @@ def is_valid_uscc(code: object) -> bool:
 # --------------------------------------------------------------------------- parts
 
 
-def _validate_type_code(value: str) -> None:
+def _check_type_code(value: str) -> None:
     value = _require_str("type code", value)
     if not value:
         raise IdentifierError("type code is empty")
@@ -191,7 +192,7 @@ def _validate_type_code(value: str) -> None:
     _validate_uscc(value[:USCC_LEN], f"type code {value!r}: unified social credit code")
 
 
-def _validate_issuer_code(value: str) -> None:
+def _check_issuer_code(value: str) -> None:
     value = _require_str("issuer code", value)
     if not value:
         raise IdentifierError("issuer code is empty")
@@ -203,6 +204,23 @@ def _validate_issuer_code(value: str) -> None:
     _check_charset("issuer code", value, _UPPER_ALNUM, "upper-case letters A-Z and digits 0-9")
     if len(value) == USCC_LEN:
         _validate_uscc(value, "issuer code")
+
+
+# A registry has few type and issuer codes, each in every identifier, and checking them
+# (alphabet, GB 32100 check character) was most of parsing one - which a verifier does per
+# verification. So the valid ones are remembered (a bounded LRU). A code that fails raises
+# and is never stored, so its error is the same every time; only a str is looked up, so
+# anything else still gets _require_str's error rather than lru_cache's TypeError.
+_valid_type_code = lru_cache(maxsize=1024)(_check_type_code)
+_valid_issuer_code = lru_cache(maxsize=4096)(_check_issuer_code)
+
+
+def _validate_type_code(value: str) -> None:
+    (_valid_type_code if type(value) is str else _check_type_code)(value)
+
+
+def _validate_issuer_code(value: str) -> None:
+    (_valid_issuer_code if type(value) is str else _check_issuer_code)(value)
 
 
 def _validate_serial(value: str) -> None:

@@ -359,3 +359,28 @@ def test_single_substitution_is_detected(p: tuple[str, str, str, int], data: st.
     text = ".".join([ROOT_CODE, *altered_fields, cid.check])
     with pytest.raises(IdentifierError):
         parse_certificate_id(text)
+
+
+# --------------------------------------------------------------------------- remembered codes
+
+
+def test_remembered_codes_never_let_a_bad_one_through() -> None:
+    """Valid type and issuer codes are cached; a bad one fails every time, the same way,
+    even right after the good one it differs from by a character was accepted."""
+    bad_issuer = GOOD.replace("541J", "541K")
+    bad_type = GOOD.replace("13338W", "13338X")
+    for _ in range(3):
+        assert str(parse_certificate_id(GOOD)) == GOOD
+        with pytest.raises(IdentifierError, match=r"issuer code '11220000013544541K' fails"):
+            parse_certificate_id(bad_issuer)
+        with pytest.raises(IdentifierError, match=r"type code '11100000000013338X032'"):
+            parse_certificate_id(bad_type)
+
+
+@pytest.mark.parametrize("field", ["type_code", "issuer_code"])
+def test_a_code_that_is_not_a_string_is_named_not_hashed(field: str) -> None:
+    parts: dict[str, Any] = {"type_code": TYPE, "issuer_code": ISSUER, "serial": SERIAL,
+                             "version": "001", "check": "F"}
+    parts[field] = [TYPE]  # unhashable: must still get the identifier error
+    with pytest.raises(IdentifierError, match="must be a string, got list"):
+        CertificateId(**parts)
