@@ -14,6 +14,10 @@ only buffers, and the loop sends the whole response in one ``send`` when the tas
 Large answers (a node's block sync) are still sent by the worker as they are written,
 ``SEND_BYTES`` at a time.
 
+The trade-off: an app that writes part of an answer (under ``SEND_BYTES``) and then waits
+before the rest leaves those bytes buffered while its task runs, and the loop spins for
+the wait instead. None of ours does: every route answers one whole body.
+
 Measured on the verifier bench (three alternating pairs on two cores): 880 / 752 / 878
 verifications/s with p99 28 / 42 / 27 ms, against 584 / 603 / 584 and 94 / 92 / 84 ms
 with waitress's default; the verifier's CPU per verification 1.01-1.15 ms against
