@@ -3,7 +3,7 @@
 ``create_server(app, **kw)`` is ``waitress.create_server`` with one adjustment that
 matters under load, ``send_bytes``:
 
-waitress 3 sends a response from the worker thread as soon as a byte of it is buffered
+waitress (since 1.3) sends a response from the worker thread as soon as a byte of it is buffered
 (``send_bytes = 1``), inside ``write_soon``, holding the channel's output lock. That
 ``send`` releases the GIL; the loop thread takes it, finds the channel writable (bytes
 buffered while its task still runs), cannot take the lock to flush them, and goes back to
@@ -36,7 +36,7 @@ from typing import Any
 import waitress
 from waitress.adjustments import Adjustments
 
-#: Bytes buffered before a worker thread sends (waitress 2's default; waitress 3: 1).
+#: Bytes buffered before a worker thread sends (waitress's default before 1.3; now 1).
 SEND_BYTES = 18_000
 
 

@@ -22,7 +22,7 @@ def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def test_small_answers_are_buffered_until_the_task_ends() -> None:
-    # waitress 3's default (1) is what made its loop thread spin: see the module header.
+    # waitress's default since 1.3 (1) is what made its loop thread spin: see the module header.
     assert Adjustments.send_bytes < SEND_BYTES
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
