@@ -3,16 +3,16 @@
 ``create_server(app, **kw)`` is ``waitress.create_server`` with one adjustment that
 matters under load, ``send_bytes``:
 
-waitress (since 1.3) sends a response from the worker thread as soon as a byte of it is buffered
-(``send_bytes = 1``), inside ``write_soon``, holding the channel's output lock. That
-``send`` releases the GIL; the loop thread takes it, finds the channel writable (bytes
-buffered while its task still runs), cannot take the lock to flush them, and goes back to
-``select``, which answers at once: the socket is writable. So the loop spins, holding the
-GIL between selects, while the worker waits for the GIL to finish its response - up to a
-switch interval (5 ms) each time. With ``send_bytes`` above every small answer the worker
-only buffers, and the loop sends the whole response in one ``send`` when the task ends.
-Large answers (a node's block sync) are still sent by the worker as they are written,
-``SEND_BYTES`` at a time.
+waitress (since 1.3) sends a response from the worker thread as soon as a byte of it is
+buffered (``send_bytes = 1``), inside ``write_soon``, holding the channel's output lock.
+That ``send`` releases the GIL; the loop thread takes it, finds the channel writable
+(bytes buffered while its task still runs), cannot take the lock to flush them, and goes
+back to ``select``, which answers at once: the socket is writable. So the loop spins,
+holding the GIL between selects, while the worker waits for the GIL to finish its
+response - up to a switch interval (5 ms) each time. With ``send_bytes`` above every
+small answer the worker only buffers, and the loop sends the whole response in one
+``send`` when the task ends. Large answers (a node's block sync) are still sent by the
+worker as they are written, ``SEND_BYTES`` at a time.
 
 The trade-off: an app that writes part of an answer (under ``SEND_BYTES``) and then waits
 before the rest leaves those bytes buffered while its task runs, and the loop spins for
