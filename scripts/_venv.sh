@@ -5,8 +5,37 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PY="${PYTHON:-python3}"
+# The interpreter .venv is made with (only when .venv does not exist yet): $PYTHON if
+# set; else the operating system's own python3 when it is 3.11+ and can build a venv
+# with our C extension (venv, ensurepip, Python.h); else python3 on PATH. Distribution
+# builds of CPython are compiled with profile-guided optimisation and LTO and link the
+# interpreter statically; a default source or pyenv build does neither. On the
+# benchmark machine the same certledger code ran its Python hot paths ~25 % faster on
+# the distribution build (docs/benchmarks.md, "Interpreter"). Remove .venv to switch.
+usable_python() {
+  command -v "$1" >/dev/null 2>&1 && "$1" - <<'PYCHECK' >/dev/null 2>&1
+import os, sys, sysconfig
+import ensurepip, venv  # noqa: F401 - a distribution may ship them separately
+sys.exit(sys.version_info < (3, 11)
+         or not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))
+PYCHECK
+}
+pick_python() {
+  if [ -n "${PYTHON:-}" ]; then
+    echo "$PYTHON"
+    return
+  fi
+  for candidate in /usr/bin/python3 python3; do
+    if usable_python "$candidate"; then
+      echo "$candidate"
+      return
+    fi
+  done
+  echo python3
+}
 if [ ! -x .venv/bin/python ]; then
+  PY="$(pick_python)"
+  echo "creating .venv with $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))" >&2
   "$PY" -m venv .venv
 fi
 # shellcheck disable=SC1091
