@@ -7,7 +7,6 @@ naming the first bad height, or 2 when the store cannot be opened at all.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -44,13 +43,14 @@ def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow:
                  smt_worker: bool, smt_native: bool) -> None:
     """Build a chain of batch-issued certificates in a temp dir and measure it."""
     from ledger import bench
+    from node.cli_bench import report_json
 
     if per_block < 1 or certs < per_block or certs % per_block:
         raise click.BadParameter(
             f"must be a positive multiple of --per-block ({per_block})", param_hint="--certs"
         )
-    click.echo(json.dumps(bench.run(certs, per_block, proofs=proofs, follow=follow,
-                                    smt_worker=smt_worker, smt_native=smt_native)))
+    click.echo(report_json(bench.run(certs, per_block, proofs=proofs, follow=follow,
+                                     smt_worker=smt_worker, smt_native=smt_native)))
 
 
 def register(root: click.Group, bench_group: click.Group) -> None:

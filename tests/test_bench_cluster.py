@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from node.cli_bench import interpreter
+
 pytestmark = pytest.mark.integration
 
 KEYS = {"validators", "single_tx_per_s", "batch_certs_per_s", "commit_latency_ms_p50",
@@ -34,6 +36,7 @@ def test_bench_cluster_report() -> None:
     for key in KEYS - {"validators", "cpu_count"}:
         assert isinstance(report[key], int | float) and report[key] > 0, (key, report)
     assert report["commit_latency_ms_p50"] <= report["commit_latency_ms_p99"]
+    assert report["interpreter"] == interpreter()
     ceiling = report["cpu_count"] * report["sm2_verify_per_s"] / 4
     assert report["ceiling_single_tx_per_s"] == pytest.approx(ceiling, rel=1e-3)
     ratio = report["single_tx_per_s"] / report["ceiling_single_tx_per_s"]

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from node.cli import cli
+from node.cli_bench import interpreter
 
 SAMPLE = Path(__file__).resolve().parents[1] / "scripts" / "samples" / "diploma.json"
 ENV = {"CERTLEDGER_PASSPHRASE": "test-pass"}
@@ -155,6 +156,7 @@ def test_bench_crypto_json_shape() -> None:
     _, out, _ = run("bench", "crypto", "--json", "--seconds", "0.1")
     data = json.loads(out)
     assert data["cpu_count"] >= 1
+    assert data["interpreter"] == interpreter()
     names = [b["backend"] for b in data["backends"]]
     assert names == ["openssl", "gmssl_pyx", "gmssl"]
     for b in data["backends"]:
@@ -181,3 +183,11 @@ def test_network_init_refuses_a_zero_empty_block_interval(tmp_path: Path) -> Non
                        "--empty-block-ms", "0", "--kdf-iterations", "1000", ok=False)
     assert code != 0 and "--empty-block-ms" in err
     assert not (tmp_path / "n").exists()
+
+
+def test_interpreter_names_the_running_build() -> None:
+    import platform
+
+    text = interpreter()
+    assert text.startswith(f"{platform.python_implementation()} {platform.python_version()} (")
+    assert platform.python_compiler() in text and platform.python_build()[1] in text

@@ -15,6 +15,7 @@ from ledger.chain import Chain
 from ledger.store import LevelDBStore, WriteBatch
 from ledger.tx import Transaction
 from node.cli import cli
+from node.cli_bench import interpreter
 
 
 def test_audit_passes_on_a_sound_chain_and_names_a_bad_height(tmp_path: Path) -> None:
@@ -46,6 +47,7 @@ def test_bench_ledger_json_shape() -> None:
     for key in ("certs", "apply_certs_per_s", "proof_per_s", "proof_verify_per_s",
                 "proof_bytes_avg", "disk_bytes_per_cert", "reopen_s"):
         assert data[key] > 0, key
+    assert data["interpreter"] == interpreter()
 
 
 def test_bench_ledger_builds_the_whole_load_before_the_first_block(

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from node.cli_bench import interpreter
 from tests.cluster import ROOT
 
 pytestmark = pytest.mark.integration
@@ -30,3 +31,4 @@ def test_bench_verifier_smoke() -> None:
         assert isinstance(out[key], int | float), (key, out)
     assert out["clients"] == 4 and out["verifications_per_s"] > 0 and out["errors"] == 0, out
     assert out["latency_ms_p50"] <= out["latency_ms_p99"]
+    assert out["interpreter"] == interpreter()
