@@ -239,6 +239,24 @@ def test_a_forged_batch_answer_is_refused_and_another_node_asked(
         alone.evidence(target, ISSUER_A)
 
 
+def test_an_answer_json_would_read_but_is_not_strict_json_is_unreadable(
+        world: World, nodes: Any) -> None:
+    # Python's json writes and reads NaN; the batch answer is parsed strictly (orjson),
+    # so a node sending one gave no answer: the next node is asked.
+    odd, odd_url, honest, honest_url = nodes
+    odd.rewrite = lambda obj: obj.update(height=float("nan"))
+    lc = LightClient(TrustedState.from_genesis(make_genesis()),
+                     [HttpSource(odd_url), HttpSource(honest_url)], refresh_interval=None)
+    rejected: list[tuple[str, str]] = []
+    lc.on_reject = lambda node, reason: rejected.append((node, reason))
+    cert_id = world.wallets["valid"].document.id
+    assert lc.evidence(cert_id, ISSUER_A).certificate.source == honest_url
+    assert odd.batch_posts >= 1 and honest.batch_posts >= 1
+    assert [node for node, _ in rejected] == [odd_url] * len(rejected) and rejected
+    with pytest.raises(NoTrustworthyAnswerError, match="batch: HTTP 200"):
+        client([odd_url]).evidence(cert_id, ISSUER_A)
+
+
 def test_a_node_without_the_batch_route_is_asked_key_by_key(world: World, nodes: Any) -> None:
     old, url, _, _ = nodes
     old.no_batch_route = True

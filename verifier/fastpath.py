@@ -8,8 +8,14 @@ matching, signals, the response object) was a quarter of it. So
 * a ``POST`` to ``path`` whose body is JSON (``application/json``) of a declared
   length of at most ``max_body`` bytes is read here, parsed once, and given to
   ``handle(environ, body) -> (status, payload, headers)`` - the same function the
-  Flask route calls, so both answer alike - and the payload is written exactly
-  as ``flask.jsonify`` writes it (compact, ``ensure_ascii`` off, a final newline);
+  Flask route calls, so both answer alike - and the payload is written with the
+  bytes ``flask.jsonify`` writes (compact, ``ensure_ascii`` off, a final newline),
+  encoded by ``orjson`` (a verdict: 27 us through ``json``, under 2 through
+  ``orjson``). The two agree byte for byte on every value a payload holds -
+  strings, integers of 64 bits, booleans, null, lists and string-keyed maps (tested);
+  they would differ only in how some floats are written (``1e-07`` against
+  ``1e-7``), and no payload carries one (certificate values refuse floats). What
+  ``orjson`` refuses (a wider integer, a non-string key) goes through ``json``;
 * anything else - another route or method, no length, an oversize body, another
   media type - goes to Flask untouched, whose own route and error handlers
   answer it as before (413, 400, 405...).
@@ -26,6 +32,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from certificates import jsonio
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -34,15 +42,16 @@ Handler = Callable[[Mapping[str, Any], object], tuple[int, Any, list[tuple[str, 
 _REASONS = {200: "OK", 400: "BAD REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN",
             404: "NOT FOUND", 413: "REQUEST ENTITY TOO LARGE", 429: "TOO MANY REQUESTS",
             500: "INTERNAL SERVER ERROR", 502: "BAD GATEWAY", 503: "SERVICE UNAVAILABLE"}
-# A verdict is a fresh tree of dicts, lists and strings: it cannot hold a cycle, so the
-# encoder's cycle check (a dict entry per container) is skipped (35 -> 27 us a verdict).
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
-                           check_circular=False).encode
+# Only for what orjson refuses; such a payload is never a verdict.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def json_body(payload: Any) -> bytes:
     """``payload`` as Flask's ``jsonify`` sends it (with the app's ``ensure_ascii`` off)."""
-    return (_encode(payload) + "\n").encode("utf-8")
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return (_encode(payload) + "\n").encode("utf-8")
 
 
 def _is_json(content_type: str) -> bool:

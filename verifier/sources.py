@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import orjson
 import requests
 
 from certificates import jsonio
@@ -109,8 +110,11 @@ class HttpSource:
         status, content = self._request("POST", "/v1/state/batch",
                                         json.dumps(asked).encode(), _JSON)
         try:
-            body = jsonio.loads(content) if content else None
-        except ValueError:
+            # orjson: the hot path's answer (~8 proofs) parses in a fifth of json's time.
+            # It refuses more than json (NaN, integers past 64 bits, nesting past 1,024),
+            # none of which a node's answer holds; a refusal is an unreadable answer.
+            body = orjson.loads(content) if content else None
+        except ValueError:  # orjson.JSONDecodeError is one
             body = None
         if status in (404, 405) and _error_code(body) != "no_blocks":
             raise _NoBatchRoute(f"{self.url} does not serve POST /v1/state/batch ({status})")
