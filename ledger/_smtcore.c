@@ -678,10 +678,99 @@ static PyObject *sm3_py(PyObject *self, PyObject *arg) {
     return h;
 }
 
+/* ----------------------------------------------------------------------- proofs */
+
+PyDoc_STRVAR(proof_root_doc,
+"proof_root(key, value, proof) -> bytes | None\n\n"
+"The root an encoded SMT proof (ledger.smt_proof's format) leads to for key (32 bytes)\n"
+"and value (32 bytes, or None for absence), or None when the proof breaks any of\n"
+"ledger.smt_proof.verify_proof's rules, an argument has the wrong type or size, or no C\n"
+"SM3 is registered. Only the accepting path is here: the caller compares the root and\n"
+"lets the Python check name the defect of anything refused.");
+
+static PyObject *proof_root(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "proof_root takes 3 arguments");
+        return NULL;
+    }
+    PyObject *key_o = args[0], *value_o = args[1], *proof_o = args[2];
+    if (sm3c_init == NULL || !PyBytes_CheckExact(key_o) || PyBytes_GET_SIZE(key_o) != 32 ||
+        !PyBytes_CheckExact(proof_o) ||
+        (value_o != Py_None && (!PyBytes_CheckExact(value_o) || PyBytes_GET_SIZE(value_o) != 32)))
+        Py_RETURN_NONE;
+    const uint8_t *key = (const uint8_t *)PyBytes_AS_STRING(key_o);
+    const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(proof_o);
+    Py_ssize_t n = PyBytes_GET_SIZE(proof_o);
+    if (n < 3 || d[0] > 1)
+        Py_RETURN_NONE;
+    int flags = d[0], depth = (d[1] << 8) | d[2];
+    if (depth > 256)
+        Py_RETURN_NONE;
+    int size = (depth + 7) >> 3, pad = size * 8 - depth;
+    if (n < 3 + size || (pad && (d[3 + size - 1] & ((1 << pad) - 1))))
+        Py_RETURN_NONE;
+    Py_ssize_t ones = 0;
+    for (int i = 0; i < size; i++)
+        ones += __builtin_popcount(d[3 + i]);
+    if (n != 3 + size + 32 * ones + 64 * flags)
+        Py_RETURN_NONE;
+    static const uint8_t zero[32];
+    const uint8_t *sib[256];
+    Py_ssize_t off = 3 + size;
+    for (int j = 0; j < depth; j++) {
+        if ((d[3 + (j >> 3)] >> (7 - (j & 7))) & 1) {
+            if (memcmp(d + off, zero, 32) == 0)
+                Py_RETURN_NONE; /* marked non-empty but zero */
+            sib[j] = d + off;
+            off += 32;
+        } else {
+            sib[j] = zero;
+        }
+    }
+    uint8_t h[32], buf[65];
+    if (value_o != Py_None) {
+        if (flags)
+            Py_RETURN_NONE; /* inclusion claimed, path ends at another key's leaf */
+        buf[0] = 0;
+        memcpy(buf + 1, key, 32);
+        memcpy(buf + 33, PyBytes_AS_STRING(value_o), 32);
+        sm3c(buf, 65, h);
+    } else if (!flags) {
+        memset(h, 0, 32);
+    } else {
+        const uint8_t *other = d + off;
+        if (memcmp(other, key, 32) == 0)
+            Py_RETURN_NONE; /* absence claimed, path ends at the key's own leaf */
+        int full = depth >> 3, rest = depth & 7;
+        if (memcmp(other, key, (size_t)full) != 0 ||
+            (rest && ((other[full] ^ key[full]) & (uint8_t)(0xFF << (8 - rest)))))
+            Py_RETURN_NONE; /* that leaf is not on the key's path */
+        buf[0] = 0;
+        memcpy(buf + 1, other, 64);
+        sm3c(buf, 65, h);
+    }
+    if (depth && sib[depth - 1] == zero)
+        Py_RETURN_NONE; /* the path would end one level up */
+    buf[0] = 1;
+    for (int j = depth - 1; j >= 0; j--) {
+        if ((key[j >> 3] >> (7 - (j & 7))) & 1) {
+            memcpy(buf + 1, sib[j], 32);
+            memcpy(buf + 33, h, 32);
+        } else {
+            memcpy(buf + 1, h, 32);
+            memcpy(buf + 33, sib[j], 32);
+        }
+        sm3c(buf, 65, h);
+    }
+    return PyBytes_FromStringAndSize((const char *)h, 32);
+}
+
 static PyMethodDef methods[] = {
     {"batch_update", (PyCFunction)(void (*)(void))batch_update, METH_FASTCALL, batch_update_doc},
     {"set_sm3", (PyCFunction)(void (*)(void))set_sm3, METH_FASTCALL, set_sm3_doc},
     {"sm3", (PyCFunction)sm3_py, METH_O, sm3_doc},
+    {"proof_root", (PyCFunction)(void (*)(void))proof_root, METH_FASTCALL, proof_root_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,7 +17,8 @@ between a branch and the branch above it hang *chain* nodes whose other child is
 Proofs
 ------
 ``prove`` returns an ``SMTProof``; its encoding and ``verify_proof`` (pure) live in
-``ledger.smt_proof`` and are re-exported here.
+``ledger.smt_proof`` and are re-exported here, with ``verify_encoded_proof`` (the same check
+on the encoded bytes, through C where built: ``ledger.smt_update``).
 
 Storage
 -------
@@ -88,7 +89,7 @@ from ledger.smt_records import (
     fold_writes,
     no_hit,
 )
-from ledger.smt_update import NATIVE, batch_update
+from ledger.smt_update import NATIVE, batch_update, verify_encoded_proof
 
 if TYPE_CHECKING:
     from ledger.smt_worker import SMTWorker
@@ -103,6 +104,7 @@ __all__ = [
     "SMTRootMismatchError",
     "SparseMerkleTree",
     "Writes",
+    "verify_encoded_proof",
     "verify_proof",
 ]
 

@@ -20,6 +20,13 @@ where a compiler is at hand, and optional: ``NATIVE`` says whether it is here). 
 back for SM3, storage keys and reads, so it changes no format and no hash; the Python here
 stays the reference, and the tests require both to give the same roots, writes and deletes.
 The C version takes no right half: with a worker planning one, the Python version runs.
+
+``verify_encoded_proof`` checks an encoded proof with the C module's ``proof_root`` first
+(one call instead of decoding into a tuple and hashing level by level in Python: a
+verifier checks one or two proofs per verification). Only the accepting path is in C: a
+proof it refuses, or whose root differs, goes through ``ledger.smt_proof.verify_proof``,
+which names the defect - so that check stays the rule, and C can only agree with it or
+defer to it (the tests hold C to it on valid and damaged proofs).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 
 from certificates.hashing import sm3
-from ledger.smt_proof import _LEAF, _NODE, EMPTY_ROOT, SMTError
+from ledger.smt_proof import _LEAF, _NODE, EMPTY_ROOT, SMTError, SMTProof, verify_proof
 from ledger.smt_records import (
     _BIG_INT,
     _FLAGS_DEPTH,
@@ -88,6 +95,15 @@ def _register_c_sm3() -> bool:
 
 #: Whether the C update hashes through GmSSL directly (see ``_register_c_sm3``).
 NATIVE_SM3 = _register_c_sm3()
+
+
+def verify_encoded_proof(root: bytes, key: bytes, value: bytes | None, proof: bytes,
+                         *, native: bool = True) -> None:
+    """``verify_proof(root, key, value, SMTProof.from_bytes(proof))``: the same answer and
+    the same errors, through the C check when it is built and hashes through GmSSL."""
+    if native and NATIVE_SM3 and _smtcore.proof_root(key, value, proof) == root:
+        return
+    verify_proof(root, key, value, SMTProof.from_bytes(proof))
 
 
 def _key_prefix(node_key: NodeKey) -> NodeKey | bytes:

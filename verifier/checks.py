@@ -45,7 +45,7 @@ from certificates.hashing import sm3
 from ledger.block import BlockHeader
 from ledger.commit import CommitCertificate, CommitSig, ValidatorSet
 from ledger.errors import LedgerError
-from ledger.smt import SMTProof, verify_proof
+from ledger.smt import verify_encoded_proof
 from verifier.errors import (
     EvidenceError,
 )
@@ -207,8 +207,8 @@ def check_proof(key: bytes, record: bytes | None, proof_bytes: bytes, header: Bl
         if memo in _proof_cache:
             return
     try:
-        proof = SMTProof.from_bytes(proof_bytes)
-        verify_proof(header.state_root, sm3(key), None if record is None else sm3(record), proof)
+        verify_encoded_proof(header.state_root, sm3(key),
+                             None if record is None else sm3(record), proof_bytes)
     except LedgerError as exc:
         claim = "absence" if record is None else "record"
         what = key.decode("utf-8", "replace")
