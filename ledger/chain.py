@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, KeysView, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from certificates import canonical
 from certificates.hashing import sm3
@@ -90,6 +90,11 @@ def verify_state_proof(logical_key: bytes, record: bytes | None, proof: SMTProof
     verify_proof(state_root, sm3(logical_key), None if record is None else sm3(record), proof)
 
 
+#: Bound on the record view's remembered key hashes (~130 bytes each): a few blocks of
+#: 5,000-record batches, the gap between a batch's admission and its block.
+HASHES_KEPT: Final = 1 << 17
+
+
 class _RecordView:
     """``StateView`` over the committed records: logical key -> ``r/`` + SM3(key)."""
 
@@ -102,9 +107,10 @@ class _RecordView:
         # cyclic garbage collector, whereas a set always is, and every full collection then
         # walks its million entries (tens of ms each, ~6% of apply time at 1M records).
         self._known: dict[bytes, None] | None = None
-        #: SM3 of the keys read since the chain last staged a block: staging needs the
-        #: same hashes (an SMT key per changed record), a ~1 us SM3 call each. Cleared at
-        #: every stage; any thread may add (entries are a pure function of the key).
+        #: SM3 of the keys read lately: staging needs the same hashes (an SMT key per
+        #: changed record), and a validator reads a batch's keys twice (mempool, then
+        #: block), a ~1 us SM3 call each. Any thread may add (an entry is a pure function
+        #: of its key); the chain starts it afresh at a stage once it holds HASHES_KEPT.
         self.hashes: dict[bytes, bytes] = {}
 
     def set_filter(self, known: Iterable[bytes]) -> None:
@@ -117,7 +123,9 @@ class _RecordView:
             self._known.update(dict.fromkeys(h[:KNOWN_BYTES] for h in key_hashes))
 
     def get(self, key: bytes, /) -> bytes | None:
-        h = self.hashes[key] = sm3(key)
+        h = self.hashes.get(key)
+        if h is None:
+            h = self.hashes[key] = sm3(key)
         # Most lookups while applying blocks are for new certificate ids; a LevelDB miss
         # costs 6-20 us (memtable, level-0 files, levels), a filter lookup well under one.
         known = self._known
@@ -364,8 +372,10 @@ class Chain:
     def _stage(self, block_hash: bytes, effects: BlockEffects) -> _Prepared:
         """Apply ``effects`` to the SMT overlay (rolling back any other staged block)."""
         self._rollback()
-        known, self._view.hashes = self._view.hashes, {}
+        known = self._view.hashes
         hashes = {k: known.get(k) or sm3(k) for k in effects.updates}
+        if len(known) >= HASHES_KEPT:
+            self._view.hashes = {}
         items = {hashes[k]: None if v is None else sm3(v) for k, v in effects.updates.items()}
         root, writes = self._tree.update(items)
         self._pending = _Prepared(block_hash, effects, root, writes, hashes)

@@ -3,6 +3,15 @@
 Batch issuance is the hot path: identifier checks reuse the ISO 7064 state of the shared
 ``type.issuer`` prefix (``_id_matcher``) and fall back to ``CertificateId.parse`` only to
 explain a rejection; records are packed as ``records.encode_cert`` packs them.
+
+A batch is checked at least twice on a validator: on admission to the mempool, then in
+the block (proposed or received) on the block's state. The per-record checks that read
+no state (issuer, granted type, identifier with its check character, validity order,
+no supersession) depend only on the records and on the issuer's code and granted types,
+so once they all pass, the decoded tx remembers that (``Transaction.memo``) under exactly
+those inputs, with the records' state keys. A later check with the same issuer code and
+types runs only what the state decides - each id still unused - and the encoding; a
+changed grant or code runs everything again.
 """
 
 from __future__ import annotations
@@ -161,25 +170,18 @@ def check_batch_shape(body: IssueBatchBody) -> None:
         raise _reject("batch_too_large", f"{len(body.records)} records, limit {MAX_BATCH}")
 
 
-def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCache | None
-                 ) -> tuple[str, ...]:
-    body = tx.body
-    assert isinstance(body, IssueBatchBody)
-    check_batch_shape(body)
-    issuer = _issuer_signer(ov, tx, ctx, cache)  # the one signature check of the batch
-    if body.issuer != issuer.code:
-        raise _reject("issuer_mismatch", f"batch issuer {body.issuer} is not the signer's "
-                      f"{issuer.code}")
-    # The hot loop: the checks of _anchor_problem and _new_cert inlined; on any failure
-    # those functions run again to name the reason. Records are encoded as in
-    # records.encode_cert (a test holds them equal) with one Packer for the batch.
-    code, granted, h = issuer.code, issuer.type_set, ctx.height
-    kid, tid = tx.signer_key_id, tx.id
-    upd, base_get = ov.updates, ov.base.get
-    pack = msgpack.Packer(use_bin_type=True).pack
+_BATCH_MEMO: Final = "cert.issue_batch/stateless"
+
+
+def _batch_keys(body: IssueBatchBody, issuer: IssuerRecord) -> tuple[bytes, ...]:
+    """Every record's state key, after the checks that read no state (see the header);
+    raises the first record's rejection. The checks of ``_anchor_problem`` are inlined;
+    on a failure that function runs to name the reason."""
+    code, granted = issuer.code, issuer.type_set
     t, alphabet = _ISO_NEXT, ISO7064_ALPHABET
     matchers: dict[str, tuple[Callable[[str], re.Match[str] | None], int, int]] = {}
     skip = len(CERT_PREFIX)
+    keys: list[bytes] = []
     for i, a in enumerate(body.records):
         cid, typ, vu = a.id, a.type, a.valid_until
         m = matchers.get(typ)
@@ -197,9 +199,34 @@ def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCach
             problem = _anchor_problem(a, issuer) or (
                 "supersede_mismatch", "a batch record cannot supersede")
             raise _reject(problem[0], f"records[{i}] {cid}: {problem[1]}")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCache | None
+                 ) -> tuple[str, ...]:
+    body = tx.body
+    assert isinstance(body, IssueBatchBody)
+    check_batch_shape(body)
+    issuer = _issuer_signer(ov, tx, ctx, cache)  # the one signature check of the batch
+    if body.issuer != issuer.code:
+        raise _reject("issuer_mismatch", f"batch issuer {body.issuer} is not the signer's "
+                      f"{issuer.code}")
+    code, granted, h = issuer.code, issuer.type_set, ctx.height
+    kid, tid = tx.signer_key_id, tx.id
+    upd, base_get = ov.updates, ov.base.get
+    pack = msgpack.Packer(use_bin_type=True).pack
+    memo = tx.memo.get(_BATCH_MEMO)
+    if memo is not None and memo[0] == (code, granted):
+        keys = memo[1]
+    else:
+        keys = _batch_keys(body, issuer)
+        tx.memo[_BATCH_MEMO] = ((code, granted), keys)
+    for i, (key, a) in enumerate(zip(keys, body.records, strict=True)):
         if (upd[key] if key in upd else base_get(key)) is not None:
-            raise _reject("duplicate_id", f"records[{i}]: certificate {cid} already exists")
-        upd[key] = pack([0, cid, a.digest, a.valid_from, vu, None, h, h, None, None, kid, tid, i])
+            raise _reject("duplicate_id", f"records[{i}]: certificate {a.id} already exists")
+        upd[key] = pack([0, a.id, a.digest, a.valid_from, a.valid_until, None, h, h, None, None,
+                         kid, tid, i])
     return tuple(a.id for a in body.records)
 
 

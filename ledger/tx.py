@@ -192,6 +192,13 @@ class Transaction:
             _K["signer_key_id"], skid, _K["v"], v,
         ))
 
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """Results of pure functions of this tx that a check may reuse, each stored with the
+        other inputs it depended on (``ledger.state_cert`` keeps a batch's stateless record
+        checks here). Local to this object: never encoded, never compared."""
+        return {}
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Transaction) and self._encoded == other._encoded
 

@@ -1,0 +1,90 @@
+"""A batch's stateless record checks, remembered on the decoded tx (``Transaction.memo``).
+
+A validator checks each batch on admission and again in its block. The second check
+reuses the first one's stateless verdict only for the same issuer code and granted
+types: these tests hold the remembered path to exactly what a fresh decode gives, and
+show a grant withdrawn in between is still refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import ledger.state_cert as state_cert
+from ledger.state import Overlay, apply_tx, check_tx
+from ledger.tx import Transaction
+from tests.ledger_fixtures import (
+    ISSUER_A,
+    TYPE_DIPLOMA,
+    LedgerHarness,
+    anchor,
+    batch_tx,
+    gov,
+)
+
+
+def effects(h: LedgerHarness, tx: Transaction) -> dict[bytes, bytes | None]:
+    return apply_tx(Overlay(h.state), tx, h.ctx(), sig_cache=h.sig_cache).updates
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = state_cert._batch_keys
+
+    def spy(*args: object) -> tuple[bytes, ...]:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(state_cert, "_batch_keys", spy)
+    return calls
+
+
+def test_a_second_check_reuses_the_verdict_and_writes_what_a_fresh_decode_writes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    h = LedgerHarness()
+    tx = batch_tx([anchor(str(i)) for i in range(40)])
+    calls = counting(monkeypatch)
+    first = effects(h, tx)
+    second = effects(h, tx)
+    fresh = effects(h, Transaction.from_bytes(tx.to_bytes()))
+    assert calls == [1, 1]  # the second check of the same object ran no record check
+    assert first == second == fresh
+    assert len(first) == 40 + 1  # the records and the tx marker
+
+
+def test_a_duplicate_is_still_found_on_the_remembered_path() -> None:
+    h = LedgerHarness()
+    tx = batch_tx([anchor(str(i)) for i in range(10)])
+    check_tx(h.state, tx, h.ctx())  # remembers the stateless verdict
+    h.commit(batch_tx([anchor("7")]))
+    with pytest.raises(Exception) as info:
+        check_tx(h.state, tx, h.ctx())
+    assert getattr(info.value, "reason", None) == "duplicate_id"
+    assert "records[7]" in str(info.value)
+
+
+def test_a_grant_withdrawn_after_the_first_check_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    h = LedgerHarness()
+    tx = batch_tx([anchor(str(i)) for i in range(10)])
+    check_tx(h.state, tx, h.ctx())
+    h.commit(gov("revoke_types", {"code": ISSUER_A, "types": [TYPE_DIPLOMA]}))
+    calls = counting(monkeypatch)
+    with pytest.raises(Exception) as info:
+        check_tx(h.state, tx, h.ctx())
+    assert getattr(info.value, "reason", None) == "type_not_granted"
+    assert calls == [1]
+
+
+def test_a_verdict_remembered_for_other_inputs_is_not_used() -> None:
+    """The check that catches a memo read without its key: a verdict stored under
+    another issuer's inputs (here: one that would wave the records through) is ignored."""
+    h = LedgerHarness()
+    bad = anchor("1", valid_from=10, valid_until=5)  # valid_from after valid_until
+    tx = batch_tx([bad])
+    issuer = h.issuer(ISSUER_A)
+    tx.memo[state_cert._BATCH_MEMO] = (("another", issuer.type_set),
+                                       (b"cert:" + bad.id.encode(),))
+    with pytest.raises(Exception) as info:
+        check_tx(h.state, tx, h.ctx())
+    assert getattr(info.value, "reason", None) == "bad_validity"
