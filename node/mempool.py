@@ -22,6 +22,9 @@ How it works:
   tx is ~1 MB of msgpack); ``reap`` hands the proposer decoded txs, which know their
   ids; ``id_of(raw)`` gives a block decoder the id of pending tx bytes by a dict lookup
   (Python's hash of the bytes and one comparison) instead of SM3 over ~1 MB again.
+* **Committed reads once per commit.** The overlay reads the committed state through a
+  ``_Remembered`` view made afresh at every ``update``, so the hundreds of pending txs an
+  update re-checks read their signer's records from LevelDB once, not once each.
 * **Bounds**: ``max_txs`` and ``max_bytes``; a full pool refuses new txs
   (``MempoolFull``, HTTP 429) rather than evicting admitted ones, whose submitters
   were told "pending".
@@ -92,6 +95,30 @@ class _Reads:
         return self.base.get(key)
 
 
+class _Remembered:
+    """The committed state, each key read from it once per commit (a dict of the answers).
+
+    Under load every commit re-checks hundreds of pending txs, each reading its signer's
+    key-owner and issuer records (LevelDB reads and decodes) that hardly any block writes.
+    A fresh one is made at every ``update``; it is read only under the pool's lock (the
+    overlay's checks), never by the lock-free pre-check. An answer it keeps after a commit,
+    until that commit's ``update``, is safe: a check made on it is re-run by that update
+    whenever the block wrote one of the keys it read."""
+
+    __slots__ = ("_get", "_seen")
+
+    def __init__(self, base: StateView) -> None:
+        self._get = base.get
+        self._seen: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes, /) -> bytes | None:
+        seen = self._seen
+        if key in seen:
+            return seen[key]
+        value = seen[key] = self._get(key)
+        return value
+
+
 def _check(view: StateView, tx: Transaction, ctx: BlockContext, cache: SigCache
            ) -> tuple[TxEffects, frozenset[bytes]]:
     reads = _Reads(view)
@@ -121,7 +148,7 @@ class Mempool:
         self._entries: dict[bytes, _Entry] = {}
         self._ids: dict[bytes, bytes] = {}  # raw tx -> its id, for id_of
         self._bytes = 0
-        self._overlay = Overlay(view)
+        self._overlay = Overlay(_Remembered(view))
         self._vanished: set[bytes] = set()  # writes of txs removed since the last update
         self._gossip: deque[bytes] = deque()
         self._gossip_bytes = 0
@@ -241,7 +268,7 @@ class Mempool:
                     admitted[tid] = e.admitted_at
                     self._bytes -= len(e.raw)
                     self._ids.pop(e.raw, None)
-            overlay = Overlay(self._view)
+            overlay = Overlay(_Remembered(self._view))
             for tid, e in list(self._entries.items()):
                 try:
                     if changed is not None and e.tx.kind.startswith("cert.") \

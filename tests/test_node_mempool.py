@@ -23,6 +23,7 @@ from tests.ledger_fixtures import (
     LedgerHarness,
     anchor,
     batch_tx,
+    gov,
     issue_tx,
     signed,
     status_tx,
@@ -234,6 +235,36 @@ def test_update_rechecks_the_signer_key_at_the_new_height() -> None:
     assert issuer_key(ISSUER_A) not in effects.updates
     _, dropped = pool.update([], ctx(h), effects.updates.keys())
     assert dropped == {tx.id: "key_not_valid_at_height"}
+
+
+def test_committed_reads_are_remembered_until_the_next_update() -> None:
+    """The overlay's checks read each committed key once per commit; after a commit that
+    changes a record, the update reads it afresh and so does every later admission."""
+    h = LedgerHarness()
+    reads: list[bytes] = []
+    state = h.state
+
+    class Counting:
+        def get(self, key: bytes, /) -> bytes | None:
+            reads.append(key)
+            return state.get(key)
+
+    pool = Mempool(Counting(), h.genesis.chain_id, max_txs=100, max_bytes=1 << 20,
+                   max_tx_bytes=1 << 20, sig_cache={}, monotonic=time.monotonic)
+    pool.add(issue_tx(anchor("R1")).to_bytes(), ctx(h), gossip=True)
+    first = reads.count(issuer_key(ISSUER_A))
+    pool.add(issue_tx(anchor("R2")).to_bytes(), ctx(h), gossip=True)
+    # The second admission's overlay check found the issuer record remembered; only its
+    # lock-free pre-check read the store again.
+    assert reads.count(issuer_key(ISSUER_A)) == first + 1
+    # A block deactivates the issuer: the update reads the record anew and drops both,
+    # and a later admission is refused on the new record.
+    effects = h.commit(gov("set_issuer_active", {"code": ISSUER_A, "active": False}))
+    _, dropped = pool.update([], ctx(h), effects.updates.keys())
+    assert set(dropped.values()) == {"issuer_inactive"} and len(dropped) == 2
+    with pytest.raises(TxRejected) as info:
+        pool.add(issue_tx(anchor("R3")).to_bytes(), ctx(h), gossip=True)
+    assert info.value.reason == "issuer_inactive"
 
 
 def test_txs_reading_a_removed_tx_are_rechecked() -> None:
