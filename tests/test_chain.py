@@ -576,3 +576,24 @@ def test_bench_smoke() -> None:
     assert result["follower_certs_per_s"] > 0
     assert result["proof_bytes_avg"] > 0 and result["disk_bytes_per_cert"] > 0
     assert result["reopen_s"] >= 0
+
+
+def test_remembered_key_hashes_stay_bounded(chain: Chain,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record view keeps the SM3 of the keys it read across stages (a batch is read on
+    admission and again in its block), until a stage finds HASHES_KEPT of them: then it
+    starts afresh. The hashes it hands the SMT stay right either way."""
+    import ledger.chain as chain_mod
+
+    monkeypatch.setattr(chain_mod, "HASHES_KEPT", 30)
+    view = chain._view
+    commit_next(chain, [batch_tx([anchor(f"M{i}") for i in range(20)])])
+    assert 20 <= len(view.hashes) < 30  # kept after the stage
+    kept = dict(view.hashes)
+    assert all(h == sm3(k) for k, h in kept.items())
+    commit_next(chain, [batch_tx([anchor(f"N{i}") for i in range(20)])])
+    # The stage found >= 30 and started afresh (what the commit read after it stays).
+    first = [cert_key(anchor(f"M{i}").id) for i in range(20)]
+    assert all(k in kept for k in first)
+    assert len(view.hashes) < 20 and not any(k in view.hashes for k in first)
+    assert twin(chain).state_root == chain.state_root
