@@ -19,6 +19,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import re
 import resource
 import threading
 import time
@@ -64,6 +65,42 @@ def _cpu_seconds(pids: list[int]) -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return total / os.sysconf("SC_CLK_TCK")
+
+
+_THREAD_CPU = re.compile(r'^certledger_thread_cpu_seconds\{role="([^"]+)"\} (\S+)$', re.M)
+
+
+def _thread_cpu(urls: list[str]) -> dict[str, float] | None:
+    """CPU seconds so far by thread role, summed over the validators (their /metrics,
+    ``node.threadcpu``), or None if one cannot say."""
+    out: dict[str, float] = {}
+    for url in urls:
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                          timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            status, body = resp.status, resp.read()
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
+        found = _THREAD_CPU.findall(body.decode("utf-8", "replace")) if status == 200 else []
+        if not found:
+            return None
+        for name, value in found:
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def _per_record(before: dict[str, float] | None, after: dict[str, float] | None,
+                done: int) -> dict[str, float] | None:
+    """Milliseconds of validator CPU per committed record, by thread role."""
+    if before is None or after is None or not done:
+        return None
+    return {k: round(1000 * (after[k] - before.get(k, 0.0)) / done, 4)
+            for k in sorted(after, key=lambda k: before.get(k, 0.0) - after[k])}
 
 
 def _retry_after(resp: http.client.HTTPResponse) -> float:
@@ -243,10 +280,12 @@ class _Driver:
             t.start()
         warm = seconds * 0.2
         time.sleep(warm)
+        roles0 = _thread_cpu(self.spec.urls)
         cpu0, t_cpu0 = _cpu_seconds(self.spec.pids), time.perf_counter()
         for t in threads:
             t.join()
         cpu1, end = _cpu_seconds(self.spec.pids), max(deadline, time.perf_counter())
+        roles1 = _thread_cpu(self.spec.urls)
         missing = self._drain(sent)
         blocks = [b for b in self.watcher.blocks if start <= b[0] <= end]
         done = sum(w for t, w in blocks if t >= t_cpu0)
@@ -255,6 +294,8 @@ class _Driver:
                 # unlike the rate, it hardly moves when other work shares the machine.
                 "node_cpu_ms_per_record": round(1000 * (cpu1 - cpu0) / done, 4)
                 if cpu0 is not None and cpu1 is not None and done else None,
+                # The same by thread role (largest first): where that CPU went.
+                "node_thread_cpu_ms_per_record": _per_record(roles0, roles1, done),
                 "blocks": len(blocks), "max_block": max((w for _, w in blocks), default=0),
                 "seconds": round(end - start, 2), "submitted": len(sent),
                 "exhausted": state["next"] >= len(txs), "uncommitted_after_drain": missing,

@@ -53,6 +53,7 @@ from node.metrics import NodeMetrics
 from node.peers import ENVELOPE_OVERHEAD, Inbox, Outbox
 from node.server import HttpServer
 from node.sync import BlockSync
+from node.threadcpu import cpu_seconds_by_role
 
 log = logging.getLogger("certledger.node")
 
@@ -282,6 +283,9 @@ class Node:
         m.gauge("certledger_peers_up", "Peers whose last delivery succeeded",
                 lambda: len(self.transport.stats().peers_up))
         m.gauge("certledger_peers", "Configured peers", lambda: len(self.cfg.peers))
+        m.labelled_gauge("certledger_thread_cpu_seconds",
+                         "CPU seconds of this process by thread role (node.threadcpu)",
+                         "role", cpu_seconds_by_role)
         m.dropped.extra = lambda: {
             (f"consensus_{k}",): v for k, v in self.loop.snapshot.stats.items()
             if k in _CONSENSUS_STATS and v}

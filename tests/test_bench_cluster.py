@@ -45,6 +45,11 @@ def test_bench_cluster_report() -> None:
     assert detail["single"]["submitted"] > 0 and detail["batch"]["submitted"] > 0
     assert detail["latency"]["sent"] > 0 and not detail["single"]["errors"]
     assert "bench [" in proc.stderr  # progress goes to stderr, the JSON alone to stdout
+    roles = detail["single"]["node_thread_cpu_ms_per_record"]
+    assert roles is not None and "consensus" in roles and "waitress" in roles
+    if detail["single"]["node_cpu_ms_per_record"]:  # the roles split that CPU, no more
+        assert sum(roles.values()) == pytest.approx(
+            detail["single"]["node_cpu_ms_per_record"], rel=0.25, abs=0.5)
     spent = detail["batch"]["node_cpu_ms_per_record"]
     if spent:  # a 3 s run may commit its batches before the CPU window opens
         assert report["batch_cpu_bound_certs_per_s"] == pytest.approx(
