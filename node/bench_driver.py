@@ -18,7 +18,6 @@ import http.client
 import json
 import math
 import multiprocessing as mp
-import os
 import re
 import resource
 import threading
@@ -35,6 +34,7 @@ import msgpack
 
 from certificates.hashing import sm3
 from ledger.tx import IssueBatchBody, Transaction
+from node.threadcpu import stat_cpu_seconds
 
 MAX_PAUSE = 0.5  # longest pause a busy node can impose on one driver thread
 
@@ -57,14 +57,10 @@ class DriverSpec:
 
 def _cpu_seconds(pids: list[int]) -> float | None:
     """User + system CPU seconds of the processes ``pids`` so far (Linux /proc), or None."""
-    total = 0
     try:
-        for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        return sum(stat_cpu_seconds(f"/proc/{pid}/stat") for pid in pids)
     except (OSError, IndexError, ValueError):
         return None
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 _THREAD_CPU = re.compile(r'^certledger_thread_cpu_seconds\{role="([^"]+)"\} (\S+)$', re.M)

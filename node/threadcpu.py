@@ -29,17 +29,18 @@ def role(thread_name: str) -> str:
     return _SUFFIX.sub("", thread_name) or thread_name
 
 
-def _cpu(path: str, ticks: int) -> float:
+def stat_cpu_seconds(path: str) -> float:
+    """User + system CPU seconds from a ``/proc/.../stat`` file (a process or a thread);
+    raises OSError, ValueError or IndexError where there is none to read."""
     with open(path, "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15
 
 
 def cpu_seconds_by_role() -> dict[str, float]:
     """CPU seconds so far of this process's threads by role, plus ``other``."""
     try:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = _cpu("/proc/self/stat", ticks)
+        total = stat_cpu_seconds("/proc/self/stat")
     except (OSError, ValueError, IndexError):
         return {}
     out: dict[str, float] = {}
@@ -47,7 +48,7 @@ def cpu_seconds_by_role() -> dict[str, float]:
         if t.native_id is None:
             continue
         try:
-            cpu = _cpu(f"/proc/self/task/{t.native_id}/stat", ticks)
+            cpu = stat_cpu_seconds(f"/proc/self/task/{t.native_id}/stat")
         except (OSError, ValueError, IndexError):
             continue  # it ended between the listing and the read: its time is in "other"
         name = role(t.name)
