@@ -15,7 +15,8 @@ data; every plyvel failure becomes ``StorageError`` (lock held, I/O) or
 ``CorruptStoreError`` (checksum or structure), with the path and what to do in the message.
 LevelDB's own compression is off: blocks and state records are zstd-encoded on write and
 decoded on read by ``ledger.valuecodec`` (why, and the format, are there), invisibly to
-callers; its dictionaries (``x/``) are left out of a walk of the whole key space.
+callers; its dictionaries (``x/``) are left out of a walk of the whole key space, and a
+caller's write into that family is refused by both stores (``StorageError``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import plyvel
 
 from ledger import schema
 from ledger.errors import CorruptStoreError, SchemaVersionError, StorageError
-from ledger.valuecodec import ValueCodec
+from ledger.valuecodec import ValueCodec, reserved_key_error
 
 
 class WriteBatch:
@@ -101,6 +102,9 @@ class KVStore(Protocol):
     def close(self) -> None: ...
 
 
+_RESERVED = schema.CODEC_DICT_PREFIX
+
+
 def _prefix_end(prefix: bytes) -> bytes | None:
     """Smallest key greater than every key starting with ``prefix`` (None: no bound)."""
     stripped = prefix.rstrip(b"\xff")
@@ -146,6 +150,11 @@ class MemoryStore:
 
     def write(self, batch: WriteBatch, sync: bool = True) -> None:
         self._check_open()
+        # The family LevelDB keeps for its dictionaries is refused here too, so code that
+        # works on one store works on the other.
+        for key in batch.ops:
+            if key[:2] == _RESERVED:
+                raise reserved_key_error(key)
         data = self._data
         added = False
         for key, value in batch.items():

@@ -33,7 +33,7 @@ import zstandard as zstd
 
 from certificates.hashing import sm3
 from ledger import schema
-from ledger.errors import CorruptStoreError
+from ledger.errors import CorruptStoreError, StorageError
 
 RAW: Final = b"\x00"
 FRAME: Final = b"\x01"
@@ -51,6 +51,15 @@ _FORMAT = zstd.FORMAT_ZSTD1_MAGICLESS
 _PARAMS = zstd.ZstdCompressionParameters.from_level(
     LEVEL, format=_FORMAT, write_content_size=1, write_checksum=0, write_dict_id=0)
 _BLOCK, _RECORD = schema.BLOCK_PREFIX, schema.RECORD_PREFIX
+_DICT = schema.CODEC_DICT_PREFIX
+
+
+def reserved_key_error(key: bytes) -> StorageError:
+    """What a caller's write of a key in the dictionaries' family gets: the store owns it,
+    and a caller's value there would be read as a dictionary (or hidden from walks)."""
+    return StorageError(
+        f"key {key!r} is in the family {_DICT!r}, which the store keeps for its compression "
+        "dictionaries; nothing of the batch was written")
 
 
 def _dict(data: bytes) -> zstd.ZstdCompressionDict:
@@ -75,13 +84,16 @@ class ValueCodec:
     # ------------------------------------------------------------------ writing
 
     def encode(self, ops: Mapping[bytes, bytes | None]) -> list[tuple[bytes, bytes | None]]:
-        """``ops`` as stored pairs: blocks and records encoded, dictionaries added."""
+        """``ops`` as stored pairs: blocks and records encoded, dictionaries added. A key
+        in the dictionaries' own family raises ``StorageError`` (before anything is written)."""
         out: list[tuple[bytes, bytes | None]] = []
         records: list[tuple[bytes, bytes]] = []
         append = out.append
         for key, value in ops.items():
             prefix = key[:2]
             if value is None or (prefix != _RECORD and prefix != _BLOCK):
+                if prefix == _DICT:
+                    raise reserved_key_error(key)
                 append((key, value))
             elif prefix == _RECORD:
                 records.append((key, value))

@@ -116,10 +116,29 @@ def test_closed_store_refuses(store: KVStore) -> None:
         store.write(WriteBatch())
 
 
+def test_the_dictionaries_family_is_refused_and_nothing_is_written(store: KVStore) -> None:
+    b = WriteBatch()
+    b.put(b"r/a", b"record")
+    b.put(schema.CODEC_DICT_PREFIX + b"\x00" * 8, b"not a dictionary")
+    with pytest.raises(StorageError, match="compression dictionaries"):
+        store.write(b)
+    assert store.get(b"r/a") is None
+    assert list(store.iterate()) == []
+    d = WriteBatch()
+    d.delete(schema.CODEC_DICT_PREFIX)
+    with pytest.raises(StorageError, match="compression dictionaries"):
+        store.write(d)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     ops=st.lists(
-        st.tuples(st.binary(min_size=1, max_size=4), st.one_of(st.none(), st.binary(max_size=8))),
+        st.tuples(
+            st.one_of(st.binary(min_size=1, max_size=4),
+                      # now and then a key in the family the stores keep for themselves
+                      st.binary(max_size=2).map(lambda b: schema.CODEC_DICT_PREFIX + b)),
+            st.one_of(st.none(), st.binary(max_size=8)),
+        ),
         max_size=30,
     ),
     prefix=st.binary(max_size=2),
@@ -132,13 +151,21 @@ def test_stores_agree_with_a_dict(tmp_path_factory: pytest.TempPathFactory,
     try:
         for i in range(0, len(ops), 7):
             b = WriteBatch()
+            after = dict(model)
             for k, v in ops[i : i + 7]:
                 if v is None:
                     b.delete(k)
-                    model.pop(k, None)
+                    after.pop(k, None)
                 else:
                     b.put(k, v)
-                    model[k] = v
+                    after[k] = v
+            if any(k.startswith(schema.CODEC_DICT_PREFIX) for k, _ in ops[i : i + 7]):
+                # The dictionaries' family is the store's own: refused, nothing written.
+                for s in (mem, ldb):
+                    with pytest.raises(StorageError, match="compression dictionaries"):
+                        s.write(b)
+                continue
+            model = after
             mem.write(b)
             ldb.write(b, sync=False)
         want = sorted((k, v) for k, v in model.items() if k.startswith(prefix))
