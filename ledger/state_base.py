@@ -1,15 +1,18 @@
 """What every state rule shares: views, results, rejections and the signer checks.
 
 ``StateView`` is anything with ``get(key) -> bytes | None``; an ``Overlay`` layers pending
-writes over one. ``_reject`` builds a ``TxRejected`` with one of the stable ``REASONS``. The
-signer checks verify each signature at most once per apply (``SigCache``, keyed by tx id,
-and by tx id + admin key id for governance approvals). ``ledger.state`` runs the rules of
-``ledger.state_cert`` and ``ledger.state_gov`` on top of this.
+writes over one. A view may also have ``get_many(keys)``, the same answers as a list:
+``get_many(view, keys)`` uses it where present, so a batch's thousands of reads cross
+each layer once instead of once per key (about a microsecond a key). ``_reject`` builds a
+``TxRejected`` with one of the stable ``REASONS``. The signer checks verify each signature
+at most once per apply (``SigCache``, keyed by tx id, and by tx id + admin key id for
+governance approvals). ``ledger.state`` runs the rules of ``ledger.state_cert`` and
+``ledger.state_gov`` on top of this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
@@ -50,6 +53,31 @@ class StateView(Protocol):
     def get(self, key: bytes, /) -> bytes | None: ...
 
 
+def get_many(view: StateView, keys: Sequence[bytes]) -> list[bytes | None]:
+    """``[view.get(k) for k in keys]``, through ``view.get_many`` where it has one."""
+    many: Callable[[Sequence[bytes]], list[bytes | None]] | None = getattr(
+        view, "get_many", None)
+    if many is not None:
+        return many(keys)
+    get = view.get
+    return [get(k) for k in keys]
+
+
+def merged(keys: Sequence[bytes], mine: dict[bytes, bytes | None],
+           base: Callable[[Sequence[bytes]], list[bytes | None]]) -> list[bytes | None]:
+    """Answers for ``keys``: from ``mine`` where it has the key, else one ``base`` call for
+    the rest (the common case: ``mine`` holds none of them, and ``base``'s list is it)."""
+    if not mine:
+        return base(keys)
+    rest = [k for k in keys if k not in mine]
+    if len(rest) == len(keys):
+        return base(keys)
+    if not rest:
+        return [mine[k] for k in keys]
+    got = iter(base(rest))
+    return [mine[k] if k in mine else next(got) for k in keys]
+
+
 class Overlay:
     """A view plus pending writes; reads see the writes first."""
 
@@ -63,6 +91,10 @@ class Overlay:
         if key in self.updates:
             return self.updates[key]
         return self.base.get(key)
+
+    def get_many(self, keys: Sequence[bytes], /) -> list[bytes | None]:
+        base = self.base
+        return merged(keys, self.updates, lambda rest: get_many(base, rest))
 
     def put(self, key: bytes, value: bytes | None) -> None:
         self.updates[key] = value

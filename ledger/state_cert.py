@@ -11,7 +11,9 @@ no supersession) depend only on the records and on the issuer's code and granted
 so once they all pass, the decoded tx remembers that (``Transaction.memo``) under exactly
 those inputs, with the records' state keys. A later check with the same issuer code and
 types runs only what the state decides - each id still unused - and the encoding; a
-changed grant or code runs everything again.
+changed grant or code runs everything again. The ids are then looked up in one bulk read
+(``state_base.get_many``); a batch that fails it is walked record by record, as before,
+to name the first record at fault.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ledger.state_base import (
     StateView,
     _issuer_signer,
     _reject,
+    get_many,
 )
 from ledger.tx import (
     MAX_BATCH,
@@ -222,6 +225,14 @@ def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCach
     else:
         keys = _batch_keys(body, issuer)
         tx.memo[_BATCH_MEMO] = ((code, granted), keys)
+    # The usual case, read in bulk: no id pending in this overlay, none repeated, none
+    # in the state. Otherwise the loop below finds the first offending record and names it.
+    if (not any(map(upd.__contains__, keys)) and len(frozenset(keys)) == len(keys)
+            and get_many(ov.base, keys).count(None) == len(keys)):
+        upd.update(zip(keys, [
+            pack([0, a.id, a.digest, a.valid_from, a.valid_until, None, h, h, None, None,
+                  kid, tid, i]) for i, a in enumerate(body.records)], strict=True))
+        return tuple(a.id for a in body.records)
     for i, (key, a) in enumerate(zip(keys, body.records, strict=True)):
         if (upd[key] if key in upd else base_get(key)) is not None:
             raise _reject("duplicate_id", f"records[{i}]: certificate {a.id} already exists")

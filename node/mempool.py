@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.errors import LedgerError, TxRejected
@@ -65,6 +65,7 @@ from ledger.state import (
     apply_tx,
     precheck_tx,
 )
+from ledger.state_base import get_many, merged
 from ledger.tx import Transaction
 from node.errors import MempoolFull, TxTooLarge
 
@@ -94,6 +95,10 @@ class _Reads:
         self.keys.add(key)
         return self.base.get(key)
 
+    def get_many(self, keys: Sequence[bytes], /) -> list[bytes | None]:
+        self.keys.update(keys)
+        return get_many(self.base, keys)
+
 
 class _Remembered:
     """The committed state, each key read from it once per commit (a dict of the answers).
@@ -105,9 +110,10 @@ class _Remembered:
     until that commit's ``update``, is safe: a check made on it is re-run by that update
     whenever the block wrote one of the keys it read."""
 
-    __slots__ = ("_get", "_seen")
+    __slots__ = ("_base", "_get", "_seen")
 
     def __init__(self, base: StateView) -> None:
+        self._base = base
         self._get = base.get
         self._seen: dict[bytes, bytes | None] = {}
 
@@ -117,6 +123,12 @@ class _Remembered:
             return seen[key]
         value = seen[key] = self._get(key)
         return value
+
+    def get_many(self, keys: Sequence[bytes], /) -> list[bytes | None]:
+        # A batch's record ids are read once each: not kept (the dict is for the few
+        # signer and issuer records every tx reads).
+        base = self._base
+        return merged(keys, self._seen, lambda rest: get_many(base, rest))
 
 
 def _check(view: StateView, tx: Transaction, ctx: BlockContext, cache: SigCache

@@ -87,6 +87,7 @@ class _ChainView:
 
     def __init__(self, chain: Chain) -> None:
         self.get = chain.record
+        self.get_many = chain.records
 
 
 class Node:
