@@ -13,7 +13,8 @@ those inputs, with the records' state keys. A later check with the same issuer c
 types runs only what the state decides - each id still unused - and the encoding; a
 changed grant or code runs everything again. The ids are then looked up in one bulk read
 (``state_base.get_many``); a batch that fails it is walked record by record, as before,
-to name the first record at fault.
+to name the first record at fault. The packed records are remembered too, under the height
+they carry (admission and the block usually agree on it).
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def check_batch_shape(body: IssueBatchBody) -> None:
 
 
 _BATCH_MEMO: Final = "cert.issue_batch/stateless"
+_PACKED_MEMO: Final = "cert.issue_batch/packed"
 
 
 def _batch_keys(body: IssueBatchBody, issuer: IssuerRecord) -> tuple[bytes, ...]:
@@ -229,10 +231,17 @@ def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCach
     # in the state. Otherwise the loop below finds the first offending record and names it.
     if (not any(map(upd.__contains__, keys)) and len(frozenset(keys)) == len(keys)
             and get_many(ov.base, keys).count(None) == len(keys)):
-        upd.update(zip(keys, [
-            pack([0, a.id, a.digest, a.valid_from, a.valid_until, None, h, h, None, None,
-                  kid, tid, i]) for i, a in enumerate(body.records)], strict=True))
-        return tuple(a.id for a in body.records)
+        # The records' bytes depend on the tx and the height alone: a batch admitted at
+        # height h and then proposed or validated in block h is packed once.
+        packed = tx.memo.get(_PACKED_MEMO)
+        if packed is None or packed[0] != h:
+            packed = tx.memo[_PACKED_MEMO] = (h, [
+                pack([0, a.id, a.digest, a.valid_from, a.valid_until, None, h, h, None, None,
+                      kid, tid, i]) for i, a in enumerate(body.records)],
+                tuple(a.id for a in body.records))
+        upd.update(zip(keys, packed[1], strict=True))
+        ids: tuple[str, ...] = packed[2]
+        return ids
     for i, (key, a) in enumerate(zip(keys, body.records, strict=True)):
         if (upd[key] if key in upd else base_get(key)) is not None:
             raise _reject("duplicate_id", f"records[{i}]: certificate {a.id} already exists")

@@ -88,3 +88,22 @@ def test_a_verdict_remembered_for_other_inputs_is_not_used() -> None:
     with pytest.raises(Exception) as info:
         check_tx(h.state, tx, h.ctx())
     assert getattr(info.value, "reason", None) == "bad_validity"
+
+
+def test_packed_records_are_reused_only_at_the_height_they_carry() -> None:
+    """The records a batch writes carry the height; the packed bytes remembered at one
+    height are reused there and never at another."""
+    h = LedgerHarness()
+    tx = batch_tx([anchor(str(i)) for i in range(12)])
+
+    def at(tx: Transaction, height: int) -> dict[bytes, bytes | None]:
+        return apply_tx(Overlay(h.state), tx, h.ctx(height), sig_cache=h.sig_cache).updates
+
+    def fresh(height: int) -> dict[bytes, bytes | None]:
+        return at(Transaction.from_bytes(tx.to_bytes()), height)
+
+    first = at(tx, 5)
+    assert at(tx, 5) == first == fresh(5)
+    later = at(tx, 6)
+    assert later == fresh(6) and later != first
+    assert at(tx, 5) == fresh(5)  # and back
