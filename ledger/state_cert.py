@@ -232,8 +232,9 @@ def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCach
     if (not any(map(upd.__contains__, keys)) and len(frozenset(keys)) == len(keys)
             and get_many(ov.base, keys).count(None) == len(keys)):
         # The records' bytes depend on the tx and the height alone: a batch admitted at
-        # height h and then proposed or validated in block h is packed once.
-        packed = tx.memo.get(_PACKED_MEMO)
+        # height h and then proposed or validated in block h is packed once. Taken, not
+        # read, on reuse: kept only from admission to the block (~1 MB a batch).
+        packed = tx.memo.pop(_PACKED_MEMO, None)
         if packed is None or packed[0] != h:
             packed = tx.memo[_PACKED_MEMO] = (h, [
                 pack([0, a.id, a.digest, a.valid_from, a.valid_until, None, h, h, None, None,

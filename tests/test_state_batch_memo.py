@@ -107,3 +107,16 @@ def test_packed_records_are_reused_only_at_the_height_they_carry() -> None:
     later = at(tx, 6)
     assert later == fresh(6) and later != first
     assert at(tx, 5) == fresh(5)  # and back
+
+
+def test_packed_records_are_reused_once_then_released() -> None:
+    """Admission packs and keeps the records; the block's check at the same height takes
+    them (the very same bytes objects) and the tx keeps nothing after."""
+    h = LedgerHarness()
+    tx = batch_tx([anchor(str(i)) for i in range(8)])
+    first = apply_tx(Overlay(h.state), tx, h.ctx(5), sig_cache=h.sig_cache).updates
+    assert state_cert._PACKED_MEMO in tx.memo
+    second = apply_tx(Overlay(h.state), tx, h.ctx(5), sig_cache=h.sig_cache).updates
+    records = [k for k in first if k.startswith(b"cert:")]
+    assert len(records) == 8 and all(first[k] is second[k] for k in records)
+    assert state_cert._PACKED_MEMO not in tx.memo
