@@ -44,6 +44,30 @@ def crypto(as_json: bool, seconds: float) -> None:
     click.echo(report_json(crypto_bench.run(seconds)))
 
 
+@bench.command("validator")
+@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
+@click.option("--blocks", default=12, show_default=True, type=click.IntRange(3, 10_000),
+              help="Blocks to build (the first two warm up).")
+@click.option("--batches", default=3, show_default=True, type=click.IntRange(1, 100),
+              help="Batch txs per block.")
+@click.option("--per-batch", default=5000, show_default=True, type=click.IntRange(1, 20_000),
+              help="Records per batch.")
+def validator(as_json: bool, blocks: int, batches: int, per_batch: int) -> None:
+    """One validator's batch path in process: admit, validate, commit, update (us/cert).
+
+    Two chains on LevelDB in a temporary directory, no processes or sockets: the figure
+    to compare builds with (alternating runs), where the cluster bench is too noisy.
+    """
+    from node import bench_validator
+
+    start = time.monotonic()
+
+    def say(text: str) -> None:
+        click.echo(f"bench [{time.monotonic() - start:5.1f}s] {text}", err=True)
+
+    click.echo(report_json(bench_validator.run(blocks, batches, per_batch, say=say)))
+
+
 @bench.command("cluster")
 @click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
 @click.option("--seconds", default=20.0, show_default=True,

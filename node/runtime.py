@@ -82,7 +82,7 @@ def open_chain(cfg: NodeConfig, genesis: Genesis, sig_cache: dict[bytes, bool]) 
     return chain
 
 
-class _ChainView:
+class ChainView:
     """The committed state as a ``ledger.state.StateView`` (for the mempool)."""
 
     def __init__(self, chain: Chain) -> None:
@@ -125,7 +125,7 @@ class Node:
                                 batch_max_bytes=min(max_env, 4 * 1024 * 1024)))
         self.outbox = Outbox(self.chain_id, key, self.transport, SeqCounter(clock.time_ns()),
                              max_payload)
-        self.mempool = Mempool(_ChainView(chain), self.chain_id, max_txs=cfg.mempool.max_txs,
+        self.mempool = Mempool(ChainView(chain), self.chain_id, max_txs=cfg.mempool.max_txs,
                                max_bytes=cfg.mempool.max_bytes,
                                max_tx_bytes=cfg.block.max_bytes - 4096,
                                sig_cache=self.sig_cache, monotonic=clock.monotonic)
