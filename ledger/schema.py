@@ -21,13 +21,13 @@ key                   value                                written
 ``s/`` node key       SMT node (the SMT's own format)      when the tree changes
 ``i/`` issuer ``\\0`` id  empty: certificate index by issuer  when a certificate is issued
 ``v/`` set hash       canonical validator set              when a new set appears
-``x/`` dict id        a zstd dictionary (a record)         with a batch of records
+``x/`` group id       records compressed together (zstd)   with a batch of records
 ====================  ===================================  =================================
 
-In a ``LevelDBStore`` the values of ``b/`` and ``r/`` are stored encoded (zstd, records
-against a per-batch dictionary under ``x/``) and decoded on read: ``ledger/valuecodec.py``.
-The store hides ``x/`` from a walk of the whole key space, so the families above are all
-the chain and audit ever see.
+In a ``LevelDBStore`` the values of ``b/`` and ``r/`` are stored encoded (zstd; records in
+groups under ``x/``, each ``r/`` value pointing into its group) and decoded on read:
+``ledger/valuecodec.py``. The store hides ``x/`` from a walk of the whole key space, so the
+families above are all the chain and audit ever see.
 
 Why these shapes: heights are 8-byte big-endian so ``b/`` and ``c/`` iterate in height
 order; records are keyed by SM3 of the logical key, the same 32 bytes the SMT uses, so a
@@ -44,7 +44,8 @@ from collections.abc import Callable
 from certificates.hashing import sm3
 
 #: 2: blocks and records zstd-encoded in LevelDB (``ledger/valuecodec.py``), ``x/`` added.
-SCHEMA_VERSION = 2
+#: 3: records compressed in groups (``x/`` holds groups, not dictionaries).
+SCHEMA_VERSION = 3
 
 HEIGHT_SIZE = 8
 _HEIGHT = struct.Struct(">Q")
@@ -59,8 +60,8 @@ RECORD_PREFIX = b"r/"
 SMT_PREFIX = b"s/"
 ISSUER_INDEX_PREFIX = b"i/"
 VALIDATORS_PREFIX = b"v/"
-#: Internal to ``LevelDBStore``: the dictionaries its record encoding refers to.
-CODEC_DICT_PREFIX = b"x/"
+#: Internal to ``LevelDBStore``: the record groups its value encoding points into.
+CODEC_PREFIX = b"x/"
 
 #: Every family, for tools that walk the whole key space (audit, stats).
 PREFIXES = (
@@ -184,9 +185,10 @@ def record_for(logical_key: bytes) -> bytes:
 smt_node: Callable[[bytes], bytes] = SMT_PREFIX.__add__
 
 
-def codec_dict(dict_id: bytes) -> bytes:
-    """A compression dictionary of ``ledger/valuecodec.py`` (not a chain family)."""
-    return CODEC_DICT_PREFIX + dict_id
+def codec_group(group_id: bytes) -> bytes:
+    """A group of records compressed together by ``ledger/valuecodec.py`` (not a chain
+    family)."""
+    return CODEC_PREFIX + group_id
 
 
 def issuer_certificate(issuer: str, certificate_id: str) -> bytes:

@@ -15,7 +15,7 @@ data; every plyvel failure becomes ``StorageError`` (lock held, I/O) or
 ``CorruptStoreError`` (checksum or structure), with the path and what to do in the message.
 LevelDB's own compression is off: blocks and state records are zstd-encoded on write and
 decoded on read by ``ledger.valuecodec`` (why, and the format, are there), invisibly to
-callers; its dictionaries (``x/``) are left out of a walk of the whole key space, and a
+callers; its record groups (``x/``) are left out of a walk of the whole key space, and a
 caller's write into that family is refused by both stores (``StorageError``).
 """
 
@@ -102,7 +102,7 @@ class KVStore(Protocol):
     def close(self) -> None: ...
 
 
-_RESERVED = schema.CODEC_DICT_PREFIX
+_RESERVED = schema.CODEC_PREFIX
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -150,7 +150,7 @@ class MemoryStore:
 
     def write(self, batch: WriteBatch, sync: bool = True) -> None:
         self._check_open()
-        # The family LevelDB keeps for its dictionaries is refused here too, so code that
+        # The family LevelDB keeps for its record groups is refused here too, so code that
         # works on one store works on the other.
         for key in batch.ops:
             if key[:2] == _RESERVED:
@@ -314,8 +314,8 @@ class LevelDBStore:
             else:
                 it = db.iterator(start=lo, stop=end, verify_checksums=True)
             with it:
-                if family is None:  # a walk across families: decode, hide dictionaries
-                    hidden = schema.CODEC_DICT_PREFIX
+                if family is None:  # a walk across families: decode, hide the record groups
+                    hidden = schema.CODEC_PREFIX
                     for key, value in it:
                         if key[:2] != hidden:
                             yield key, decode(key, value)

@@ -116,17 +116,17 @@ def test_closed_store_refuses(store: KVStore) -> None:
         store.write(WriteBatch())
 
 
-def test_the_dictionaries_family_is_refused_and_nothing_is_written(store: KVStore) -> None:
+def test_the_codec_family_is_refused_and_nothing_is_written(store: KVStore) -> None:
     b = WriteBatch()
     b.put(b"r/a", b"record")
-    b.put(schema.CODEC_DICT_PREFIX + b"\x00" * 8, b"not a dictionary")
-    with pytest.raises(StorageError, match="compression dictionaries"):
+    b.put(schema.CODEC_PREFIX + b"\x00" * 8, b"not a group")
+    with pytest.raises(StorageError, match="record compression groups"):
         store.write(b)
     assert store.get(b"r/a") is None
     assert list(store.iterate()) == []
     d = WriteBatch()
-    d.delete(schema.CODEC_DICT_PREFIX)
-    with pytest.raises(StorageError, match="compression dictionaries"):
+    d.delete(schema.CODEC_PREFIX)
+    with pytest.raises(StorageError, match="record compression groups"):
         store.write(d)
 
 
@@ -136,7 +136,7 @@ def test_the_dictionaries_family_is_refused_and_nothing_is_written(store: KVStor
         st.tuples(
             st.one_of(st.binary(min_size=1, max_size=4),
                       # now and then a key in the family the stores keep for themselves
-                      st.binary(max_size=2).map(lambda b: schema.CODEC_DICT_PREFIX + b)),
+                      st.binary(max_size=2).map(lambda b: schema.CODEC_PREFIX + b)),
             st.one_of(st.none(), st.binary(max_size=8)),
         ),
         max_size=30,
@@ -159,10 +159,10 @@ def test_stores_agree_with_a_dict(tmp_path_factory: pytest.TempPathFactory,
                 else:
                     b.put(k, v)
                     after[k] = v
-            if any(k.startswith(schema.CODEC_DICT_PREFIX) for k, _ in ops[i : i + 7]):
-                # The dictionaries' family is the store's own: refused, nothing written.
+            if any(k.startswith(schema.CODEC_PREFIX) for k, _ in ops[i : i + 7]):
+                # The codec's family is the store's own: refused, nothing written.
                 for s in (mem, ldb):
-                    with pytest.raises(StorageError, match="compression dictionaries"):
+                    with pytest.raises(StorageError, match="record compression groups"):
                         s.write(b)
                 continue
             model = after

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import plyvel
 import pytest
+import zstandard as zstd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,7 +59,12 @@ def write(store: LevelDBStore | MemoryStore, items: dict[bytes, bytes | None]) -
     store.write(b)
 
 
-def test_a_batch_of_records_shares_one_dictionary_and_takes_less_room(tmp_path: Path) -> None:
+def pointers(path: Path) -> dict[bytes, bytes]:
+    return raw_values(path, schema.RECORD_PREFIX)
+
+
+def test_a_batch_of_records_is_stored_in_even_groups_and_takes_less_room(
+        tmp_path: Path) -> None:
     store = LevelDBStore(tmp_path / "db")
     records = {rkey(i): record(i) for i in range(200)}
     block = b"".join(records.values())
@@ -66,67 +72,124 @@ def test_a_batch_of_records_shares_one_dictionary_and_takes_less_room(tmp_path: 
     assert all(store.get(k) == v for k, v in records.items())
     assert store.get(schema.block(1)) == block
     store.close()
-    stored = raw_values(tmp_path / "db", b"r/")
-    assert {v[:1] for v in stored.values()} == {valuecodec.DICT}
-    assert len({v[1:9] for v in stored.values()}) == 1
-    assert sum(map(len, stored.values())) < 0.6 * sum(map(len, records.values()))
-    dicts = raw_values(tmp_path / "db", schema.CODEC_DICT_PREFIX)
-    assert list(dicts.values()) == [next(iter(records.values()))]
+    stored = pointers(tmp_path / "db")
+    assert {v[:1] for v in stored.values()} == {valuecodec.GROUP}
+    # 200 records: four groups of 50 (never 64 + 64 + 64 + 8), each record by its index
+    by_group: dict[bytes, list[int]] = {}
+    for v in stored.values():
+        by_group.setdefault(v[1:9], []).append(v[9])
+    assert sorted(map(sorted, by_group.values())) == [list(range(50))] * 4
+    groups = raw_values(tmp_path / "db", schema.CODEC_PREFIX)
+    assert set(groups) == {schema.codec_group(g) for g in by_group}
+    on_disk = sum(map(len, stored.values())) + sum(map(len, groups.values()))
+    assert on_disk < 0.6 * sum(map(len, records.values()))
     stored_block = raw_values(tmp_path / "db", b"b/")[schema.block(1)]
     assert stored_block[:1] == valuecodec.FRAME and len(stored_block) < len(block)
 
 
-def test_a_walk_of_the_whole_store_decodes_and_hides_the_dictionaries(ldb: LevelDBStore) -> None:
+def test_a_walk_of_the_whole_store_decodes_and_hides_the_groups(ldb: LevelDBStore) -> None:
     records = {rkey(i): record(i) for i in range(10)}
     write(ldb, {**records, b"s/x": b"node", schema.block(3): b"block bytes"})
     whole = dict(ldb.iterate())
     assert whole == {**records, b"s/x": b"node", schema.block(3): b"block bytes"}
     assert dict(ldb.iterate(schema.RECORD_PREFIX)) == records
-    assert list(ldb.iterate(schema.CODEC_DICT_PREFIX))  # asked for by name: there
+    assert list(ldb.iterate(schema.CODEC_PREFIX))  # asked for by name: there
 
 
 def test_small_batches_are_stored_raw(tmp_path: Path) -> None:
     store = LevelDBStore(tmp_path / "db")
-    few = {rkey(i): record(i) for i in range(valuecodec.MIN_DICT_RECORDS - 1)}
+    few = {rkey(i): record(i) for i in range(valuecodec.MIN_GROUP_RECORDS - 1)}
     write(store, few)
     assert dict(store.iterate(schema.RECORD_PREFIX)) == few
     store.close()
-    assert {v[:1] for v in raw_values(tmp_path / "db", b"r/").values()} == {valuecodec.RAW}
-    assert not raw_values(tmp_path / "db", schema.CODEC_DICT_PREFIX)
+    assert {v[:1] for v in pointers(tmp_path / "db").values()} == {valuecodec.RAW}
+    assert not raw_values(tmp_path / "db", schema.CODEC_PREFIX)
 
 
-def test_a_dictionary_id_taken_by_other_bytes_makes_the_batch_raw(tmp_path: Path) -> None:
+def group_key_of(first: bytes) -> bytes:
+    return schema.codec_group(sm3(first)[: valuecodec.GROUP_ID_SIZE])
+
+
+def test_a_group_id_taken_by_other_bytes_makes_the_group_raw(tmp_path: Path) -> None:
     records = {rkey(i): record(i) for i in range(8)}
-    ref = next(iter(records.values()))
-    taken = schema.codec_dict(sm3(ref)[: valuecodec.DICT_ID_SIZE])
+    taken = group_key_of(next(iter(records.values())))
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    db.put(taken, b"some other dictionary")
+    db.put(taken, b"some other group")
     db.close()
     store = LevelDBStore(tmp_path / "db")
     write(store, records)
     assert all(store.get(k) == v for k, v in records.items())
     store.close()
-    assert {v[:1] for v in raw_values(tmp_path / "db", b"r/").values()} == {valuecodec.RAW}
-    assert raw_values(tmp_path / "db", b"x/")[taken] == b"some other dictionary"
+    assert {v[:1] for v in pointers(tmp_path / "db").values()} == {valuecodec.RAW}
+    assert raw_values(tmp_path / "db", b"x/")[taken] == b"some other group"
 
 
-@pytest.mark.parametrize("damage", ["missing dictionary", "bad frame", "unknown tag"])
+def test_two_groups_of_one_batch_with_the_same_id_do_not_overwrite_each_other(
+        tmp_path: Path) -> None:
+    # Records 0 and 64 are equal, so both groups of this batch would take the same id: the
+    # second is not written yet when the first is, so the store alone cannot tell.
+    values = [record(i) for i in range(128)]
+    values[64] = values[0]
+    records = {rkey(i): v for i, v in enumerate(values)}
+    store = LevelDBStore(tmp_path / "db")
+    write(store, records)
+    assert all(store.get(k) == v for k, v in records.items())
+    store.close()
+    tags = [pointers(tmp_path / "db")[rkey(i)][:1] for i in range(128)]
+    assert tags == [valuecodec.GROUP] * 64 + [valuecodec.RAW] * 64
+    assert list(raw_values(tmp_path / "db", b"x/")) == [group_key_of(values[0])]
+
+
+def test_the_same_group_written_again_is_shared(tmp_path: Path) -> None:
+    records = {rkey(i): record(i) for i in range(8)}
+    store = LevelDBStore(tmp_path / "db")
+    write(store, records)
+    write(store, {rkey(i + 100): v for i, v in enumerate(records.values())})
+    assert [store.get(rkey(i + 100)) for i in range(8)] == list(records.values())
+    store.close()
+    assert {v[:1] for v in pointers(tmp_path / "db").values()} == {valuecodec.GROUP}
+    assert len(raw_values(tmp_path / "db", b"x/")) == 1
+
+
+def zstd_frame(data: bytes) -> bytes:
+    return zstd.ZstdCompressor(compression_params=zstd.ZstdCompressionParameters.from_level(
+        1, format=zstd.FORMAT_ZSTD1_MAGICLESS, write_content_size=1)).compress(data)
+
+
+@pytest.mark.parametrize("damage", ["missing group", "bad frame", "unknown tag",
+                                    "index past the end", "offsets past the end",
+                                    "offsets backwards", "short pointer"])
 def test_an_undecodable_value_is_corruption_naming_the_key(tmp_path: Path, damage: str) -> None:
     store = LevelDBStore(tmp_path / "db")
     write(store, {rkey(i): record(i) for i in range(8)})
     store.close()
     db = plyvel.DB(str(tmp_path / "db"))
     stored = db.get(rkey(3))
-    assert stored is not None
-    if damage == "missing dictionary":
-        db.delete(schema.codec_dict(stored[1:9]))
-        why = "compression dictionary"
+    assert stored is not None and stored[:1] == valuecodec.GROUP
+    group = schema.codec_group(stored[1:9])
+    if damage == "missing group":
+        db.delete(group)
+        why = "compression group x/.* is missing"
     elif damage == "bad frame":
-        db.put(rkey(3), stored[:9] + b"\xff" * 12)
+        db.put(group, b"\xff" * 12)
         why = "zstd frame"
-    else:
+    elif damage == "unknown tag":
         db.put(rkey(3), b"\x07" + stored[1:])
         why = "unknown encoding tag 07"
+    elif damage == "index past the end":
+        db.put(rkey(3), stored[:9] + b"\x08")
+        why = "past the end of group .*record 8 of 8"
+    elif damage == "offsets past the end":
+        db.put(group, zstd_frame(b"\x00\x02" + (3).to_bytes(4, "big") + (9).to_bytes(4, "big")
+                                 + b"abcdef"))
+        why = "is malformed"
+    elif damage == "offsets backwards":
+        db.put(group, zstd_frame(b"\x00\x02" + (5).to_bytes(4, "big") + (3).to_bytes(4, "big")
+                                 + b"abc"))
+        why = "is malformed"
+    else:
+        db.put(rkey(3), stored[:9])
+        why = "group pointer is 9 bytes, not 10"
     db.close()
     store = LevelDBStore(tmp_path / "db", create=False)
     try:
@@ -138,18 +201,38 @@ def test_an_undecodable_value_is_corruption_naming_the_key(tmp_path: Path, damag
         store.close()
 
 
-def test_audit_reports_a_store_whose_dictionary_is_gone(tmp_path: Path) -> None:
+def test_reads_of_one_group_decompress_it_once(ldb: LevelDBStore,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    records = {rkey(i): record(i) for i in range(200)}
+    write(ldb, records)
+    codec = ldb._codec
+    codec._groups.clear()
+    frames: list[bytes] = []
+    real = codec._plain
+
+    class Counting:
+        def decompress(self, data: bytes) -> bytes:
+            frames.append(data)
+            return real.decompress(data)
+
+    monkeypatch.setattr(codec, "_plain", Counting())
+    assert dict(ldb.iterate(schema.RECORD_PREFIX)) == records
+    assert [ldb.get(k) for k in records] == list(records.values())
+    assert len(frames) == 4
+
+
+def test_audit_reports_a_store_whose_group_is_gone(tmp_path: Path) -> None:
     chain = Chain.create(LevelDBStore(tmp_path / "db"), make_genesis())
     grow(chain, 3, per_block=6)
     chain.close()
     db = plyvel.DB(str(tmp_path / "db"))
-    dicts = list(db.iterator(prefix=schema.CODEC_DICT_PREFIX, include_value=False))
-    assert len(dicts) >= 3  # one per block of records
-    db.delete(dicts[0])
+    groups = list(db.iterator(prefix=schema.CODEC_PREFIX, include_value=False))
+    assert len(groups) >= 3  # one per block of records
+    db.delete(groups[0])
     db.close()
     report = audit(tmp_path / "db")
     assert not report.ok
-    assert "dictionary" in report.summary()
+    assert "compression group" in report.summary()
 
 
 @settings(max_examples=40, deadline=None)
@@ -182,7 +265,8 @@ def test_a_store_of_another_schema_version_is_refused_before_any_value_is_decode
     db.put(schema.meta_schema_version(), schema.encode_height(1))
     db.put(schema.block(1), b"\\x82 a block as version 1 stored it")  # no encoding tag
     db.close()
-    with pytest.raises(SchemaVersionError, match="schema version 1 is not 2"):
+    refused = f"schema version 1 is not {schema.SCHEMA_VERSION}"
+    with pytest.raises(SchemaVersionError, match=refused):
         LevelDBStore(tmp_path / "db", create=False)
     report = audit(tmp_path / "db")
-    assert not report.ok and "schema version 1 is not 2" in report.summary()
+    assert not report.ok and refused in report.summary()
