@@ -65,6 +65,7 @@ _PARAMS = zstd.ZstdCompressionParameters.from_level(
 _BLOCK, _RECORD = schema.BLOCK_PREFIX, schema.RECORD_PREFIX
 _RESERVED = schema.CODEC_PREFIX
 _COUNT = struct.Struct(">H")
+_END = struct.Struct(">I")
 _INDEX = [bytes([i]) for i in range(GROUP_RECORDS)]
 _POINTER_SIZE = 1 + GROUP_ID_SIZE + 1
 
@@ -96,8 +97,7 @@ class ValueCodec:
         self._lock = threading.Lock()
         self._frames = zstd.ZstdCompressor(compression_params=_PARAMS)
         self._plain = zstd.ZstdDecompressor(format=_FORMAT)
-        # group id -> (the group's records back to back, each record's (start, end))
-        self._groups: OrderedDict[bytes, tuple[bytes, list[tuple[int, int]]]] = OrderedDict()
+        self._groups: OrderedDict[bytes, bytes] = OrderedDict()  # group id -> decoded group
 
     # ------------------------------------------------------------------ writing
 
@@ -166,15 +166,7 @@ class ValueCodec:
                 if len(value) != _POINTER_SIZE:
                     raise self._corrupt(key, f"its group pointer is {len(value)} bytes, not "
                                         f"{_POINTER_SIZE}")
-                group_id = value[1 : 1 + GROUP_ID_SIZE]
-                with self._lock:
-                    data, spans = self._group(key, group_id)
-                index = value[-1]
-                if index >= len(spans):
-                    raise self._corrupt(key, f"it points past the end of group x/"
-                                        f"{group_id.hex()} (record {index} of {len(spans)})")
-                start, end = spans[index]
-                return data[start:end]
+                return self._record_in_group(key, value[1 : 1 + GROUP_ID_SIZE], value[-1])
             if tag == FRAME:
                 with self._lock:
                     return self._plain.decompress(value[1:])
@@ -182,33 +174,38 @@ class ValueCodec:
             raise self._corrupt(key, f"its zstd frame does not decode ({exc})") from exc
         raise self._corrupt(key, f"unknown encoding tag {tag.hex() or 'none'}")
 
-    def _group(self, key: bytes, group_id: bytes) -> tuple[bytes, list[tuple[int, int]]]:
-        cached = self._groups.get(group_id)
-        if cached is not None:
-            self._groups.move_to_end(group_id)
-            return cached
+    def _record_in_group(self, key: bytes, group_id: bytes, index: int) -> bytes:
+        """Record ``index`` of a group. Only the two offsets it needs are read: a random
+        proof reads one record of a group, and the checks below are all that keeps a
+        damaged group from being sliced wrong (the SMT leaf hash catches damaged bytes)."""
+        with self._lock:
+            data = self._groups.get(group_id)
+            if data is None:
+                data = self._load_group(key, group_id)
+            else:
+                self._groups.move_to_end(group_id)
+        size = len(data)
+        count = _COUNT.unpack_from(data)[0] if size >= _COUNT.size else 0
+        if index >= count:
+            raise self._corrupt(key, f"it points past the end of group x/{group_id.hex()} "
+                                f"(record {index} of {count})")
+        base = _COUNT.size + 4 * count
+        if base <= size:
+            end = base + _END.unpack_from(data, _COUNT.size + 4 * index)[0]
+            start = base + _END.unpack_from(data, _COUNT.size + 4 * index - 4)[0] if index else base
+            if base <= start <= end <= size:
+                return data[start:end]
+        raise self._corrupt(key, f"its compression group x/{group_id.hex()} is malformed")
+
+    def _load_group(self, key: bytes, group_id: bytes) -> bytes:
         frame = self._get_raw(schema.codec_group(group_id))
         if frame is None:
             raise self._corrupt(key, f"its compression group x/{group_id.hex()} is missing")
-        data = self._plain.decompress(frame)
-        spans = self._spans(key, group_id, data)
-        self._groups[group_id] = (data, spans)
+        data: bytes = self._plain.decompress(frame)
+        self._groups[group_id] = data
         if len(self._groups) > CACHED_GROUPS:
             self._groups.popitem(last=False)
-        return data, spans
-
-    def _spans(self, key: bytes, group_id: bytes, data: bytes) -> list[tuple[int, int]]:
-        """Each record's place in a decoded group, checked: offsets that run backwards or
-        past the end are damage, not records."""
-        if len(data) >= _COUNT.size:
-            (count,) = _COUNT.unpack_from(data)
-            base = _COUNT.size + 4 * count
-            if len(data) >= base:
-                ends = [base + e for e in struct.unpack_from(f">{count}I", data, _COUNT.size)]
-                starts = [base, *ends[:-1]]
-                if count and ends[-1] == len(data) and all(map(int.__le__, starts, ends)):
-                    return list(zip(starts, ends, strict=True))
-        raise self._corrupt(key, f"its compression group x/{group_id.hex()} is malformed")
+        return data
 
     def _corrupt(self, key: bytes, why: str) -> CorruptStoreError:
         return CorruptStoreError(
