@@ -55,6 +55,11 @@ from ledger.tx import (
     Transaction,
 )
 
+try:
+    from ledger import _idcheck
+except ImportError:  # built by the install where a compiler is at hand (setup.py)
+    _idcheck = None  # type: ignore[assignment]
+
 # --------------------------------------------------------------------------- identifiers
 
 def _iso_table() -> list[list[int]]:
@@ -180,8 +185,39 @@ _PACKED_MEMO: Final = "cert.issue_batch/packed"
 
 def _batch_keys(body: IssueBatchBody, issuer: IssuerRecord) -> tuple[bytes, ...]:
     """Every record's state key, after the checks that read no state (see the header);
-    raises the first record's rejection. The checks of ``_anchor_problem`` are inlined;
-    on a failure that function runs to name the reason."""
+    raises the first record's rejection."""
+    keys = _batch_keys_native(body.records, issuer)
+    return keys if keys is not None else _batch_keys_checked(body, issuer)
+
+
+def _batch_keys_native(records: tuple[Anchor, ...], issuer: IssuerRecord
+                       ) -> tuple[bytes, ...] | None:
+    """The keys of a batch whose records share one type and all pass, with the identifiers
+    checked in C (``ledger/_idcheck.c``); None when that module is not built, the types
+    differ, or any record fails (``_batch_keys_checked`` then finds and names it)."""
+    if _idcheck is None or not records:
+        return None
+    code, typ = issuer.code, records[0].type
+    if typ not in issuer.type_set:
+        return None
+    state = _id_matcher(typ, code)[1]
+    if state < 0:
+        return None
+    for a in records:
+        vu = a.valid_until
+        if (a.type != typ or a.issuer != code or a.supersedes is not None
+                or (vu is not None and a.valid_from > vu)):
+            return None
+    ids = [a.id for a in records]
+    if _idcheck.first_invalid(ids, f"{ROOT_CODE}.{typ}.{code}.".encode("ascii"), state) >= 0:
+        return None
+    return tuple([CERT_PREFIX + i.encode("ascii") for i in ids])
+
+
+def _batch_keys_checked(body: IssueBatchBody, issuer: IssuerRecord) -> tuple[bytes, ...]:
+    """``_batch_keys`` in Python, record by record, naming the first record at fault. The
+    checks of ``_anchor_problem`` are inlined; on a failure that function runs to name the
+    reason."""
     code, granted = issuer.code, issuer.type_set
     t, alphabet = _ISO_NEXT, ISO7064_ALPHABET
     matchers: dict[str, tuple[Callable[[str], re.Match[str] | None], int, int]] = {}

@@ -37,7 +37,8 @@ def _copy_repo(dst: Path) -> Path:
     # changed since the last install; in the copy that would point this checkout's
     # editable install at a temporary directory.
     stamp = ROOT / ".venv" / ".certledger-installed"
-    sources = ("pyproject.toml", "setup.py", "ledger/_smtcore.c", "ledger/_smtcore_records.h")
+    sources = ("pyproject.toml", "setup.py", "ledger/_smtcore.c", "ledger/_smtcore_records.h",
+               "ledger/_idcheck.c")
     want = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in sources)).hexdigest()
     if not stamp.is_file() or stamp.read_text().strip() != want:
         pytest.fail(".venv was not installed from the current pyproject.toml: run "
