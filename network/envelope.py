@@ -9,10 +9,22 @@ Wire form of one envelope (canonical msgpack map)::
 ``canonical.sign_bytes(DOMAIN_ENVELOPE, chain_id, {sender, seq, kind, payload})``,
 so an envelope cannot be replayed on another chain or re-labelled as another kind.
 
+Covered kinds: for some kinds the receiver must hash the payload's parts anyway (tx
+gossip: every tx's id is the SM3 of its bytes, and admission needs it). Hashing the whole
+payload once more for the signature would double that work, so for those kinds the
+signature covers ``{sender, seq, kind, covers}`` instead, where ``covers`` is what the
+kind's *cover* function derives from the payload (the list of tx ids) - bound to the
+payload as firmly as the payload itself, by SM3. Sender and receiver agree on the covered
+kinds (``seal(..., covers=...)``; ``open_envelope(..., covers={kind: cover})``); an
+envelope sealed one way and opened the other fails its signature check. A cover also
+returns the payload decoded, which the opened ``Envelope`` carries (``decoded``), so
+nothing is decoded or hashed twice.
+
 ``open_envelope`` checks, cheapest first, so junk costs no signature check:
 size (before any decoding) → canonical decoding and shape → chain id → sender in
-the validator set → signature. Each refusal is an ``EnvelopeError`` with a stable
-``reason``. Anything a peer can send raises only ``EnvelopeError``.
+the validator set → the kind's cover, if any → signature. Each refusal is an
+``EnvelopeError`` with a stable ``reason``. Anything a peer can send raises only
+``EnvelopeError``.
 
 Replay: ``ReplayGuard`` remembers the highest ``seq`` accepted per sender and
 refuses anything at or below it as ``stale`` (optionally with a small window
@@ -29,8 +41,9 @@ are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,21 +71,39 @@ class Envelope:
     kind: str
     payload: bytes
     signature: bytes
+    #: A covered kind's payload as its cover decoded it (None for other kinds).
+    decoded: Any = field(default=None, compare=False, repr=False)
 
 
-def _signed_part(chain_id: str, sender: bytes, seq: int, kind: str, payload: bytes) -> bytes:
-    body = {"sender": sender, "seq": seq, "kind": kind, "payload": payload}
+#: A covered kind's cover: the payload -> (what the signature covers instead of it, the
+#: payload decoded). It raises ``EnvelopeError`` ("malformed") for a payload it cannot read.
+Cover = Callable[[bytes], tuple[Any, Any]]
+
+_NOT_COVERED = object()
+
+
+def _signed_part(chain_id: str, sender: bytes, seq: int, kind: str, payload: bytes,
+                 covers: Any = _NOT_COVERED) -> bytes:
+    body: dict[str, Any] = {"sender": sender, "seq": seq, "kind": kind}
+    if covers is _NOT_COVERED:
+        body["payload"] = payload
+    else:
+        body["covers"] = covers
     return canonical.sign_bytes(canonical.DOMAIN_ENVELOPE, chain_id, body)
 
 
-def seal(chain_id: str, kind: str, payload: bytes, key: sm2.PrivateKey, seq: int) -> bytes:
-    """Sign and encode one envelope. Bad arguments are a programming error: ValueError."""
+def seal(chain_id: str, kind: str, payload: bytes, key: sm2.PrivateKey, seq: int, *,
+         covers: Any = _NOT_COVERED) -> bytes:
+    """Sign and encode one envelope. Bad arguments are a programming error: ValueError.
+
+    ``covers``: for a covered kind (see the header), what its cover derives from
+    ``payload``; the signature then covers that instead of the payload."""
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
         raise ValueError(f"seq must be an integer in [0, 2**63-1], got {seq!r}")
     if not kind or len(kind) > KIND_MAX_CHARS:
         raise ValueError(f"kind must be 1..{KIND_MAX_CHARS} characters, got {kind!r}")
     sender = key.public.key_id
-    sig = key.sign(_signed_part(chain_id, sender, seq, kind, bytes(payload)))
+    sig = key.sign(_signed_part(chain_id, sender, seq, kind, bytes(payload), covers))
     return canonical.encode(
         {
             "v": VERSION,
@@ -122,13 +153,15 @@ def open_envelope(
     chain_id: str,
     known_keys: Mapping[bytes, bytes],
     max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+    covers: Mapping[str, Cover] | None = None,
 ) -> Envelope:
     """Decode and authenticate one envelope.
 
     ``known_keys`` maps key id (16 bytes) to public key (65 bytes) for the
     current validator set. Raises ``EnvelopeError`` with the reason on refusal.
     The keys are trusted configuration: an invalid one in ``known_keys`` raises
-    ``InvalidKeyError`` (a setup error, not a peer's fault).
+    ``InvalidKeyError`` (a setup error, not a peer's fault). ``covers`` names the
+    covered kinds and their covers (see the header).
     """
     env = _parse(data, max_bytes)
     if env.chain_id != chain_id:
@@ -136,7 +169,12 @@ def open_envelope(
     public = known_keys.get(env.sender_key_id)
     if public is None:
         raise EnvelopeError("unknown_sender", f"key {env.sender_key_id.hex()} is not a validator")
-    message = _signed_part(chain_id, env.sender_key_id, env.seq, env.kind, env.payload)
+    cover = None if covers is None else covers.get(env.kind)
+    covered: Any = _NOT_COVERED
+    if cover is not None:
+        covered, decoded = cover(env.payload)
+        env = dataclasses.replace(env, decoded=decoded)
+    message = _signed_part(chain_id, env.sender_key_id, env.seq, env.kind, env.payload, covered)
     if not sm2.verify(public, message, env.signature):
         raise EnvelopeError("bad_signature", f"from key {env.sender_key_id.hex()}")
     return env
@@ -237,13 +275,15 @@ def open_batch(
     *,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     guard: ReplayGuard | None = None,
+    covers: Mapping[str, Cover] | None = None,
 ) -> OpenedBatch:
     """Open every envelope of a batch body; one bad envelope does not poison the rest.
 
     The body as a whole must be a canonical list of byte strings no larger than
     ``max_batch_bytes``, else ``EnvelopeError`` ("oversized"/"malformed"): with
     no list there is nothing to salvage. ``guard``, when given, is consulted
-    after the signature check so only authentic envelopes move a sender's mark.
+    after the signature check so only authentic envelopes move a sender's mark. ``covers``
+    as for ``open_envelope``.
     """
     if not isinstance(data, bytes | bytearray):
         raise EnvelopeError("malformed", f"expected bytes, got {type(data).__name__}")
@@ -260,7 +300,7 @@ def open_batch(
         try:
             if not isinstance(item, bytes):
                 raise EnvelopeError("malformed", "batch item is not a byte string")
-            env = open_envelope(item, chain_id, known_keys, max_bytes)
+            env = open_envelope(item, chain_id, known_keys, max_bytes, covers)
             if guard is not None:
                 guard.check(env)
         except EnvelopeError as exc:

@@ -48,7 +48,8 @@ class Busy(MempoolError):
 
 class Admission:
     def __init__(self, mempool: Mempool, *, add_client: Callable[[bytes], AddResult],
-                 add_peer: Callable[[bytes], None], count_drop: Callable[[str, int], None],
+                 add_peer: Callable[[bytes, bytes], None],
+                 count_drop: Callable[[str, int], None],
                  backlog_txs: int, backlog_bytes: int, max_waiting: int = 2,
                  peer_queue_txs: int = 20_000, retry_after_s: float = 0.1) -> None:
         self._mempool = mempool
@@ -58,7 +59,7 @@ class Admission:
         self._gate = threading.Lock()
         self._cond = threading.Condition()
         self._waiting = 0
-        self._peer: deque[bytes] = deque()
+        self._peer: deque[tuple[bytes, bytes]] = deque()  # (raw tx, its id)
         self._peer_limit = peer_queue_txs
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="peer-tx-admission", daemon=True)
@@ -93,8 +94,9 @@ class Admission:
 
     # ------------------------------------------------------------------ peers
 
-    def offer_peer_txs(self, txs: list[bytes]) -> None:
-        """Queue txs gossiped by a peer; never blocks (the HTTP handler returns at once)."""
+    def offer_peer_txs(self, txs: list[tuple[bytes, bytes]]) -> None:
+        """Queue txs gossiped by a peer, each with its id (SM3 of its bytes, computed when its
+        envelope was checked); never blocks (the HTTP handler returns at once)."""
         with self._cond:
             room = self._peer_limit - len(self._peer)
             if room < len(txs):
@@ -125,9 +127,9 @@ class Admission:
                     self._cond.wait()
                 if self._stopped:
                     return
-                raw = self._peer.popleft()
+                raw, tx_id = self._peer.popleft()
             try:
                 with self._gate:
-                    self._add_peer(raw)
+                    self._add_peer(raw, tx_id)
             except Exception:  # a bug in one tx's handling must not end peer admission
                 log.exception("admitting a peer's transaction failed")

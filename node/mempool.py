@@ -197,15 +197,20 @@ class Mempool:
 
     # ------------------------------------------------------------------ admission
 
-    def add(self, raw: bytes, ctx: BlockContext, *, gossip: bool) -> AddResult:
+    def add(self, raw: bytes, ctx: BlockContext, *, gossip: bool,
+            tx_id: bytes | None = None) -> AddResult:
         """Admit ``raw`` or raise ``MalformedTxError`` / ``TxRejected`` / ``MempoolError``.
 
-        ``ctx`` is the context of the next block (chain id, its height, now).
+        ``ctx`` is the context of the next block (chain id, its height, now). ``tx_id``:
+        SM3 of ``raw`` when the caller has computed it already (a peer's gossip, whose
+        envelope signature covers the ids); it is not hashed again.
         """
         if len(raw) > self.max_tx_bytes:
             raise TxTooLarge(f"transaction is {len(raw)} bytes; a block holds at most "
                              f"{self.max_tx_bytes}")
         tx = Transaction.from_bytes(raw)
+        if tx_id is not None:
+            tx.__dict__["id"] = tx_id  # Transaction.id is a cached SM3 of these very bytes
         if tx.id in self._entries:
             return AddResult(tx.id, False)
         try:

@@ -12,7 +12,8 @@ envelope is split across several.
 checks each envelope (size, shape, chain id, sender in the validator set,
 signature, replay) and drops bad ones with a reason; authentic payloads are
 decoded (``node.wire``) and handed on - consensus messages to the consensus
-queue, transactions to the mempool. Every drop is counted by reason. Nothing a
+queue, transactions (with the ids their envelope's signature covers, so admission does
+not hash them again) to the mempool. Every drop is counted by reason. Nothing a
 peer sends raises anything but ``EnvelopeError`` for a batch that is junk as a
 whole, which the API answers with a 4xx.
 """
@@ -24,6 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from certificates import canonical, sm2
 from network.envelope import ReplayGuard, SeqCounter, open_batch, seal
@@ -32,7 +34,7 @@ from network.transport import Transport
 from node.consensus import codec
 from node.consensus.messages import Message
 from node.errors import WireError
-from node.wire import KIND_CONSENSUS, KIND_TXS, decode_messages, decode_txs, encode_txs
+from node.wire import KIND_CONSENSUS, KIND_TXS, decode_messages, encode_txs, tx_cover, tx_ids
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,10 @@ class Outbox:
         self._max_payload = max_payload_bytes
         self._lock = threading.Lock()
 
-    def _send(self, kind: str, payload: bytes, to: Collection[str] | None = None) -> None:
+    def _send(self, kind: str, payload: bytes, to: Collection[str] | None = None,
+              **covers: Any) -> None:
         with self._lock:
-            env = seal(self._chain_id, kind, payload, self._key, self._seq.next())
+            env = seal(self._chain_id, kind, payload, self._key, self._seq.next(), **covers)
             if to is None:
                 self._transport.broadcast(env)
             else:
@@ -79,9 +82,12 @@ class Outbox:
         # node.wire's list framing
         self._send(KIND_CONSENSUS, canonical.encode(encoded), to)
 
-    def broadcast_txs(self, txs: Sequence[bytes]) -> None:
+    def broadcast_txs(self, txs: Sequence[bytes], ids: Sequence[bytes] | None = None) -> None:
+        """Gossip raw txs; ``ids``, their ids when known (``node.wire.tx_ids`` otherwise),
+        are what the envelope's signature covers."""
         if txs:
-            self._send(KIND_TXS, encode_txs(txs))
+            ids = tx_ids(txs) if ids is None else list(ids)
+            self._send(KIND_TXS, encode_txs(txs), covers=ids)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class Received:
 class Inbox:
     def __init__(self, chain_id: str, known_keys: Callable[[], Mapping[bytes, bytes]],
                  on_messages: Callable[[list[Message]], None],
-                 on_txs: Callable[[list[bytes]], None],
+                 on_txs: Callable[[list[tuple[bytes, bytes]]], None],
                  count_drop: Callable[[str, int], None], *,
                  max_envelope_bytes: int, max_batch_bytes: int) -> None:
         self._chain_id = chain_id
@@ -106,12 +112,14 @@ class Inbox:
         # A small window: senders seal in order (Outbox), but a retried HTTP batch may
         # arrive after a newer one on a fresh connection.
         self.guard = ReplayGuard(window=256)
+        self._covers = {KIND_TXS: tx_cover(max_envelope_bytes)}
 
     def receive(self, body: bytes) -> Received:
         """Open and dispatch a batch; ``EnvelopeError`` if the body is junk as a whole."""
         try:
             batch = open_batch(body, self._chain_id, self._known_keys(), self._max_env,
-                               max_batch_bytes=self._max_batch, guard=self.guard)
+                               max_batch_bytes=self._max_batch, guard=self.guard,
+                               covers=self._covers)
         except EnvelopeError as exc:
             self._count(f"envelope_{exc.reason}", 1)
             raise
@@ -121,7 +129,7 @@ class Inbox:
                 if env.kind == KIND_CONSENSUS:
                     self._on_messages(decode_messages(env.payload, self._max_env))
                 elif env.kind == KIND_TXS:
-                    self._on_txs(decode_txs(env.payload, self._max_env))
+                    self._on_txs(env.decoded)  # [(raw tx, its id)], decoded by the cover
                 else:
                     rejected["unknown_kind"] += 1
             except WireError as exc:

@@ -31,6 +31,7 @@ import threading
 from typing import Any
 
 from certificates import sm2
+from certificates.hashing import sm3
 from ledger.chain import Chain
 from ledger.errors import LedgerError, MalformedTxError, StorageError, TxRejected
 from ledger.genesis import Genesis
@@ -240,9 +241,9 @@ class Node:
             self.metrics.received_txs.inc(1, "client")
         return res
 
-    def _admit_peer(self, raw: bytes) -> None:
+    def _admit_peer(self, raw: bytes, tx_id: bytes) -> None:
         try:
-            if self.mempool.add(raw, self._ctx(), gossip=False).added:
+            if self.mempool.add(raw, self._ctx(), gossip=False, tx_id=tx_id).added:
                 self.metrics.received_txs.inc(1, "peer")
         except TxRejected as exc:
             self.metrics.rejected_txs.inc(1, exc.reason)
@@ -264,7 +265,8 @@ class Node:
             txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5,
                                            self.cfg.mempool.gossip_linger_ms / 1000)
             if txs:
-                self.outbox.broadcast_txs(txs)
+                # The pool knows their ids (a dict lookup; a tx committed meanwhile is hashed)
+                self.outbox.broadcast_txs(txs, [self.mempool.id_of(t) or sm3(t) for t in txs])
 
     # ------------------------------------------------------------------ views
 

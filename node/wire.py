@@ -7,7 +7,12 @@ validator; its payload is one of these):
   ``node.consensus.codec`` encoding of a ``Proposal`` or ``Vote``. Every message
   also carries its author's signature, which the core checks: a relayed message
   (gossip forwards other validators' votes) is as good as one from its author.
-* ``txs/v1``: a canonical list of raw transactions (mempool gossip).
+* ``txs/v2``: a canonical list of raw transactions (mempool gossip). A covered kind
+  (``network.envelope``): the envelope's signature covers the list of the txs' ids
+  (SM3 of each), which the receiver computes anyway to admit them (``tx_cover``), instead
+  of the whole payload, which it would hash once more. (``txs/v1`` signed the payload;
+  the kind name changed with the signature so that a node of either kind refuses the
+  other's gossip as an unknown kind.)
 
 Sync (``GET /v1/sync/blocks``): a canonical map ``{"head": int, "blocks":
 [[block bytes, commit bytes], ...]}``. Nothing in it is trusted: the receiver
@@ -23,16 +28,19 @@ from typing import Any
 
 from certificates import canonical
 from certificates.errors import CertificatesError
+from certificates.hashing import sm3
 from ledger.block import Block, decode_commit, encode_commit
 from ledger.commit import CommitCertificate
 from ledger.errors import LedgerError
+from network.envelope import Cover
+from network.errors import EnvelopeError
 from node.consensus import codec
 from node.consensus.errors import ConsensusError
 from node.consensus.messages import Message, Proposal, Vote
 from node.errors import WireError
 
 KIND_CONSENSUS = "consensus/v1"
-KIND_TXS = "txs/v1"
+KIND_TXS = "txs/v2"
 
 
 def _list_of_bytes(payload: bytes, what: str, max_len: int) -> list[bytes]:
@@ -68,6 +76,24 @@ def encode_txs(txs: Sequence[bytes]) -> bytes:
 
 def decode_txs(payload: bytes, max_len: int) -> list[bytes]:
     return _list_of_bytes(payload, "tx payload", max_len)
+
+
+def tx_ids(txs: Sequence[bytes]) -> list[bytes]:
+    """What a ``txs/v2`` envelope's signature covers: each tx's id, SM3 of its bytes (as
+    ``ledger.tx.Transaction.id``)."""
+    return [sm3(t) for t in txs]
+
+
+def tx_cover(max_len: int) -> Cover:
+    """The cover of ``txs/v2`` (see the header): payload -> (tx ids, [(raw tx, its id)])."""
+    def cover(payload: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+        try:
+            txs = decode_txs(payload, max_len)
+        except WireError as exc:
+            raise EnvelopeError("malformed", str(exc)) from exc
+        ids = tx_ids(txs)
+        return ids, list(zip(txs, ids, strict=True))
+    return cover
 
 
 def encode_sync(head: int, blocks: Sequence[tuple[bytes, CommitCertificate]]) -> bytes:

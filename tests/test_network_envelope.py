@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certificates import canonical, sm2
+from certificates.hashing import sm3
 from network.envelope import (
     Envelope,
     ReplayGuard,
@@ -260,3 +261,70 @@ def test_batches_of_junk_only_raise_envelope_error(items: list[bytes]) -> None:
     out = open_batch(seal_batch(items), CHAIN, KNOWN, MAX)
     assert len(out.accepted) + len(out.rejected) == len(items)
     assert len(out.accepted) >= items.count(GOOD)
+
+
+# ---------------------------------------------------------------- covered kinds
+
+
+def parts_cover(payload: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    """A cover like tx gossip's: the payload is a list of parts, the signature covers
+    their hashes, and the parts come back with their hashes."""
+    try:
+        parts = canonical.decode(payload)
+    except Exception as exc:
+        raise EnvelopeError("malformed", "not a list of parts") from exc
+    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+        raise EnvelopeError("malformed", "not a list of parts")
+    ids = [sm3(p) for p in parts]
+    return ids, list(zip(parts, ids, strict=True))
+
+
+PARTS = [b"tx one", b"tx two", b"tx three"]
+COVERS = {"parts": parts_cover}
+
+
+def covered(parts: list[bytes], covers: list[bytes] | None = None, seq: int = 5,
+            key: sm2.PrivateKey = KEY_A) -> bytes:
+    return seal(CHAIN, "parts", canonical.encode(parts), key, seq,
+                covers=[sm3(p) for p in parts] if covers is None else covers)
+
+
+def test_a_covered_kind_is_signed_over_its_cover_and_carries_the_decoded_payload() -> None:
+    env = open_envelope(covered(PARTS), CHAIN, KNOWN, MAX, COVERS)
+    assert env.decoded == [(p, sm3(p)) for p in PARTS]
+    assert env.payload == canonical.encode(PARTS)
+
+
+def test_a_covered_payload_changed_after_sealing_fails_its_signature() -> None:
+    # the sender's covers name the original parts; the payload carries another
+    forged = covered([b"tx one", b"tx 2", b"tx three"], covers=[sm3(p) for p in PARTS])
+    with pytest.raises(EnvelopeError) as info:
+        open_envelope(forged, CHAIN, KNOWN, MAX, COVERS)
+    assert info.value.reason == "bad_signature"
+
+
+def test_sealed_one_way_and_opened_the_other_fails_its_signature() -> None:
+    plain = seal(CHAIN, "parts", canonical.encode(PARTS), KEY_A, 5)
+    for data, covers in ((plain, COVERS), (covered(PARTS), None)):
+        with pytest.raises(EnvelopeError) as info:
+            open_envelope(data, CHAIN, KNOWN, MAX, covers)
+        assert info.value.reason == "bad_signature"
+    assert open_envelope(plain, CHAIN, KNOWN, MAX).decoded is None  # not covered: no decode
+
+
+def test_a_cover_runs_only_for_a_known_sender_and_its_refusal_is_malformed() -> None:
+    calls: list[bytes] = []
+
+    def spy(payload: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+        calls.append(payload)
+        return parts_cover(payload)
+
+    outsider = covered(PARTS, key=OUTSIDER)
+    with pytest.raises(EnvelopeError) as info:
+        open_envelope(outsider, CHAIN, KNOWN, MAX, {"parts": spy})
+    assert info.value.reason == "unknown_sender" and calls == []
+    junk = seal(CHAIN, "parts", b"\xc1", KEY_A, 6, covers=[])
+    batch = open_batch(seal_batch([junk, covered(PARTS, seq=7)]), CHAIN, KNOWN, MAX,
+                       covers={"parts": spy})
+    assert batch.rejected == ["malformed"] and len(batch.accepted) == 1
+    assert batch.accepted[0].decoded == [(p, sm3(p)) for p in PARTS]

@@ -58,8 +58,9 @@ class Recorder:
             self.client.append(raw)
         return AddResult(raw.ljust(32, b"\0"), True)
 
-    def add_peer(self, raw: bytes) -> None:
+    def add_peer(self, raw: bytes, tx_id: bytes) -> None:
         self.release.wait(10)
+        assert tx_id == b"id:" + raw  # handed on with its tx
         self.peer.append(raw)
 
     def count(self, reason: str, n: int) -> None:
@@ -125,9 +126,9 @@ def test_peer_txs_are_admitted_by_the_worker_and_overflow_counted() -> None:
     rec.release.clear()
     adm.start()
     try:
-        adm.offer_peer_txs([b"p1"])  # returns at once although admission is blocked
+        adm.offer_peer_txs([(b"p1", b"id:p1")])  # returns at once although admission blocks
         wait_until(lambda: adm.peer_backlog() == 0, 5, 0.01, "worker took p1")
-        adm.offer_peer_txs([b"p2", b"p3", b"p4", b"p5"])  # room for 3
+        adm.offer_peer_txs([(p, b"id:" + p) for p in (b"p2", b"p3", b"p4", b"p5")])  # room: 3
         assert rec.drops == {"peer_txs_backlog": 1}
         rec.release.set()
         wait_until(lambda: len(rec.peer) == 4, 5, 0.01, "peer txs admitted")

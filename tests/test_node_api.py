@@ -198,10 +198,14 @@ def test_junk_is_refused_counted_and_harmless(net: Net) -> None:
     assert codes[0][0] == 400 and codes[6] == (413, "too_large") and codes[7][0] == 405
     assert codes[4] == (400, "rejected") and codes[12] == (415, "unsupported_media_type")
     assert codes[13] == (413, "too_large") and codes[15] == (404, "unknown_tx")
-    # A validly enveloped but undecodable payload from a real validator is counted too.
+    # A validly enveloped but undecodable payload from a real validator is counted too;
+    # tx gossip that does not decode cannot even be authenticated (its signature covers
+    # the txs' ids): malformed.
     ok = net.post("/v1/consensus", data=seal_batch(
-        [seal(chain_id, KIND_TXS, b"\xc1", net.key, 2**40)]))
-    assert ok.status_code == 202 and ok.json()["rejected"] == {"bad_payload": 1}
+        [seal(chain_id, KIND_CONSENSUS, b"\xc1", net.key, 2**40),
+         seal(chain_id, KIND_TXS, b"\xc1", net.key, 2**40 + 1, covers=[])]))
+    assert ok.status_code == 202
+    assert ok.json()["rejected"] == {"bad_payload": 1, "malformed": 1}
     # A forged transaction: bad signature, the ledger's reason code.
     good = net.helper.issue_tx("FORGED")
     forged = replace(good, signature=bytes(64 - 1) + b"\x01")

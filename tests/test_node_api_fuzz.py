@@ -25,14 +25,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certificates import canonical
+from certificates.hashing import sm3
 from ledger.state import BlockContext
 from network.envelope import seal, seal_batch
 from node.api import MSGPACK, ApiDeps, create_app
 from node.consensus.messages import Proposal, Vote
+from node.errors import WireError
 from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 from node.peers import Inbox
-from node.wire import KIND_CONSENSUS, KIND_TXS, encode_messages, encode_txs
+from node.wire import KIND_CONSENSUS, KIND_TXS, decode_txs, encode_messages, encode_txs, tx_ids
 from tests.fuzzing import at, places, values
 from tests.ledger_fixtures import (
     CHAIN_ID,
@@ -59,7 +61,7 @@ class Node:
         self.pool = Mempool(_View(self.chain), CHAIN_ID, max_txs=10_000, max_bytes=1 << 26,
                             max_tx_bytes=1 << 20, sig_cache={}, monotonic=lambda: 0.0)
         self.heard: list[Any] = []
-        self.peer_txs: list[bytes] = []
+        self.peer_txs: list[tuple[bytes, bytes]] = []  # (raw tx, its id) from the inbox
         self.validators = {key(n).public.key_id: key(n).public.data for n in VALIDATOR_NAMES}
         self.inbox = Inbox(CHAIN_ID, lambda: self.validators, self.heard.extend,
                            self.peer_txs.extend, lambda reason, n: None,
@@ -78,7 +80,14 @@ class Node:
 
     def sealed(self, kind: str, payload: bytes) -> bytes:
         self.seq += 1
-        return seal(CHAIN_ID, kind, payload, key(VALIDATOR_NAMES[self.seq % 4]), self.seq)
+        covers: dict[str, Any] = {}
+        if kind == KIND_TXS:  # covered by the txs' ids: as a peer would seal it, if it can
+            try:
+                covers["covers"] = tx_ids(decode_txs(payload, 1 << 21))
+            except WireError:
+                covers["covers"] = []
+        return seal(CHAIN_ID, kind, payload, key(VALIDATOR_NAMES[self.seq % 4]), self.seq,
+                    **covers)
 
 
 class _View:
@@ -163,6 +172,8 @@ def test_sealed_junk_from_a_validator_is_accepted_or_refused(
         [node.sealed(kind, payload), *junk]), content_type="application/octet-stream")
     _answer_ok(resp)
     assert all(isinstance(m, Proposal | Vote) for m in node.heard[before:])
+    # gossiped txs are handed on only with the ids their envelope's signature covered
+    assert all(tx_id == sm3(raw) for raw, tx_id in node.peer_txs)
 
 
 def _change_canonical(v: Any, data: st.DataObject) -> Any:
