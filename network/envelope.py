@@ -75,17 +75,16 @@ class Envelope:
     decoded: Any = field(default=None, compare=False, repr=False)
 
 
-#: A covered kind's cover: the payload -> (what the signature covers instead of it, the
-#: payload decoded). It raises ``EnvelopeError`` ("malformed") for a payload it cannot read.
+#: A covered kind's cover: the payload -> (what the signature covers instead of it, never
+#: None; the payload decoded). It raises ``EnvelopeError`` ("malformed") for a payload it
+#: cannot read.
 Cover = Callable[[bytes], tuple[Any, Any]]
-
-_NOT_COVERED = object()
 
 
 def _signed_part(chain_id: str, sender: bytes, seq: int, kind: str, payload: bytes,
-                 covers: Any = _NOT_COVERED) -> bytes:
+                 covers: Any = None) -> bytes:
     body: dict[str, Any] = {"sender": sender, "seq": seq, "kind": kind}
-    if covers is _NOT_COVERED:
+    if covers is None:
         body["payload"] = payload
     else:
         body["covers"] = covers
@@ -93,11 +92,12 @@ def _signed_part(chain_id: str, sender: bytes, seq: int, kind: str, payload: byt
 
 
 def seal(chain_id: str, kind: str, payload: bytes, key: sm2.PrivateKey, seq: int, *,
-         covers: Any = _NOT_COVERED) -> bytes:
+         covers: Any = None) -> bytes:
     """Sign and encode one envelope. Bad arguments are a programming error: ValueError.
 
     ``covers``: for a covered kind (see the header), what its cover derives from
-    ``payload``; the signature then covers that instead of the payload."""
+    ``payload``; the signature then covers that instead of the payload (None: the payload
+    itself)."""
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
         raise ValueError(f"seq must be an integer in [0, 2**63-1], got {seq!r}")
     if not kind or len(kind) > KIND_MAX_CHARS:
@@ -170,7 +170,7 @@ def open_envelope(
     if public is None:
         raise EnvelopeError("unknown_sender", f"key {env.sender_key_id.hex()} is not a validator")
     cover = None if covers is None else covers.get(env.kind)
-    covered: Any = _NOT_COVERED
+    covered: Any = None
     if cover is not None:
         covered, decoded = cover(env.payload)
         env = dataclasses.replace(env, decoded=decoded)

@@ -53,9 +53,10 @@ class Outbox:
         self._lock = threading.Lock()
 
     def _send(self, kind: str, payload: bytes, to: Collection[str] | None = None,
-              **covers: Any) -> None:
+              covers: Any = None) -> None:
         with self._lock:
-            env = seal(self._chain_id, kind, payload, self._key, self._seq.next(), **covers)
+            env = seal(self._chain_id, kind, payload, self._key, self._seq.next(),
+                       covers=covers)
             if to is None:
                 self._transport.broadcast(env)
             else:

@@ -80,14 +80,14 @@ class Node:
 
     def sealed(self, kind: str, payload: bytes) -> bytes:
         self.seq += 1
-        covers: dict[str, Any] = {}
+        covers: list[bytes] | None = None
         if kind == KIND_TXS:  # covered by the txs' ids: as a peer would seal it, if it can
             try:
-                covers["covers"] = tx_ids(decode_txs(payload, 1 << 21))
+                covers = tx_ids(decode_txs(payload, 1 << 21))
             except WireError:
-                covers["covers"] = []
+                covers = []
         return seal(CHAIN_ID, kind, payload, key(VALIDATOR_NAMES[self.seq % 4]), self.seq,
-                    **covers)
+                    covers=covers)
 
 
 class _View:
