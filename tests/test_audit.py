@@ -15,7 +15,8 @@ from ledger.audit import audit, audit_main
 from ledger.chain import Chain
 from ledger.errors import CorruptStoreError
 from ledger.records import cert_key
-from ledger.store import LevelDBStore, WriteBatch
+from ledger.smt import SparseMerkleTree
+from ledger.store import LevelDBStore, MemoryStore, WriteBatch
 from tests.crash_child import grow, serial
 from tests.ledger_fixtures import ISSUER_A, cert_id, make_genesis
 
@@ -139,6 +140,54 @@ def test_damage_at_the_head_is_refused_at_open_and_by_audit(built: Built, case: 
     open_height = HEAD - 1 if case == "head height moved back" else HEAD
     assert_refused_at_open(built.path, open_height)
     assert_audit_fails_at(built.path, HEAD)
+
+
+def _moved_nodes(before: dict[bytes, bytes], after: dict[bytes, bytes], root: bytes
+                 ) -> set[bytes]:
+    """SMT nodes the head block wrote that no path of a key it changed reads."""
+    written = {k for k, v in after.items()
+               if k.startswith(schema.SMT_PREFIX) and before.get(k) != v}
+    footprint = after[schema.meta_head_footprint()]
+    read: set[bytes] = set()
+
+    def get(key: bytes) -> bytes | None:
+        read.add(key)
+        return after.get(key)
+
+    tree = SparseMerkleTree(get, schema.smt_node, root, cache_depth=-1)
+    for i in range(0, len(footprint), 32):
+        tree.get_value(footprint[i : i + 32])
+    return written - read
+
+
+def test_a_node_the_head_block_moved_off_every_changed_path_is_checked_at_open() -> None:
+    """An insert that splits the edge above a branch moves that branch's node down, off
+    every changed key's path (``tests/test_smt.py::
+    test_check_paths_finds_a_moved_node_that_no_path_reads``). Most blocks here move one."""
+    store = MemoryStore()
+    chain = Chain.create(store, make_genesis())
+    moved: set[bytes] = set()
+    for _ in range(20):
+        before = dict(store.iterate())
+        grow(chain, 1, per_block=5)
+        after = dict(store.iterate())
+        moved = _moved_nodes(before, after, chain.state_root)
+        if moved:
+            break
+    assert moved, "no block of 20 moved a node: the test data no longer exercises this"
+    head = chain.head_height
+    for key in moved:
+        for damaged_value in (None, flip(after[key], 40)):
+            damaged = MemoryStore()
+            b = WriteBatch()
+            for k, v in after.items():
+                if k != key:
+                    b.put(k, v)
+            if damaged_value is not None:
+                b.put(key, damaged_value)
+            damaged.write(b)
+            with pytest.raises(CorruptStoreError, match=f"height {head}"):
+                Chain.open(damaged)
 
 
 def test_block_above_the_head(built: Built) -> None:

@@ -635,3 +635,33 @@ def test_large_random_batches_against_reference() -> None:
     for i in range(200):
         key = probe[i % 2]()
         verify_proof(tree.root, key, model.get(key), tree.prove(key))
+
+
+def test_check_paths_finds_a_moved_node_that_no_path_reads() -> None:
+    """A and B meet at depth 2, below a chain from the root; C splits that chain at depth 1,
+    so the record of the branch of A and B moves down to depth 2, off C's path. Opening
+    checks the changed keys' paths (C's): only ``check_paths`` reads the moved record."""
+    a, b, c = ((top << 252).to_bytes(32, "big") for top in (0b0000, 0b0010, 0b0100))
+    store, tree = build({a: b"\x01" * 32, b: b"\x02" * 32})
+    before = set(store)
+    _, writes = tree.update({c: b"\x03" * 32})
+    persist(store, writes)
+    tree.commit()
+    moved = node_key(b"\x04")  # depth 2, bits 00: heap index 0b100
+    assert moved in store and moved not in before
+    assert SparseMerkleTree(store.get, node_key, tree.root).check_paths([c]) == 1
+    for damage in ("deleted", "changed"):
+        damaged = dict(store)
+        if damage == "deleted":
+            del damaged[moved]
+        else:
+            rec = bytearray(damaged[moved])
+            rec[40] ^= 1
+            damaged[moved] = bytes(rec)
+        reopened = SparseMerkleTree(damaged.get, node_key, tree.root)
+        reopened.check_root()  # what opening checked before: all of it passes
+        assert reopened.get_value(c) == b"\x03" * 32
+        verify_proof(tree.root, c, b"\x03" * 32, reopened.prove(c))
+        with pytest.raises(SMTError, match="missing from storage" if damage == "deleted"
+                           else "does not hash"):
+            reopened.check_paths([c])
