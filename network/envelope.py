@@ -14,7 +14,10 @@ gossip: every tx's id is the SM3 of its bytes, and admission needs it). Hashing 
 payload once more for the signature would double that work, so for those kinds the
 signature covers ``{sender, seq, kind, covers}`` instead, where ``covers`` is what the
 kind's *cover* function derives from the payload (the list of tx ids) - bound to the
-payload as firmly as the payload itself, by SM3. Sender and receiver agree on the covered
+payload as firmly as the payload itself, by SM3. A cover may leave out a part that the
+receiver binds another way before using it: consensus messages leave out a proposal's
+value (a whole block), which must hash to the signed value id (``node.wire``), and hashing
+it for that is the work the cover saves. Sender and receiver agree on the covered
 kinds (``seal(..., covers=...)``; ``open_envelope(..., covers={kind: cover})``); an
 envelope sealed one way and opened the other fails its signature check. A cover also
 returns the payload decoded, which the opened ``Envelope`` carries (``decoded``), so

@@ -10,17 +10,17 @@ envelope is split across several.
 
 ``Inbox.receive`` handles the body of ``POST /v1/consensus``: ``open_batch``
 checks each envelope (size, shape, chain id, sender in the validator set,
-signature, replay) and drops bad ones with a reason; authentic payloads are
-decoded (``node.wire``) and handed on - consensus messages to the consensus
-queue, transactions (with the ids their envelope's signature covers, so admission does
-not hash them again) to the mempool. Every drop is counted by reason. Nothing a
-peer sends raises anything but ``EnvelopeError`` for a batch that is junk as a
-whole, which the API answers with a 4xx.
+signature, replay) and drops bad ones with a reason. Both kinds are covered
+(``node.wire``): a payload is decoded for its cover, before the signature check, so one
+that does not decode is refused as malformed; authentic ones are handed on decoded -
+consensus messages to the consensus queue, transactions (with the ids their envelope's
+signature covers, so admission does not hash them again) to the mempool. Every drop is
+counted by reason. Nothing a peer sends raises anything but ``EnvelopeError`` for a batch
+that is junk as a whole, which the API answers with a 4xx.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -33,10 +33,15 @@ from network.errors import EnvelopeError
 from network.transport import Transport
 from node.consensus import codec
 from node.consensus.messages import Message
-from node.errors import WireError
-from node.wire import KIND_CONSENSUS, KIND_TXS, decode_messages, encode_txs, tx_cover, tx_ids
-
-log = logging.getLogger(__name__)
+from node.wire import (
+    KIND_CONSENSUS,
+    KIND_TXS,
+    consensus_cover,
+    encode_txs,
+    message_cover,
+    tx_cover,
+    tx_ids,
+)
 
 #: Envelope bytes beyond the payload (fields, signature); generous.
 ENVELOPE_OVERHEAD = 1024
@@ -68,20 +73,23 @@ class Outbox:
         """Send consensus messages to every peer (or the peers ``to``), in as few
         envelopes as fit."""
         chunk: list[bytes] = []
+        covers: list[bytes] = []
         size = 0
         for m in msgs:
             data = codec.encode(m)
             if chunk and size + len(data) > self._max_payload:
-                self._send_encoded(chunk, to)
-                chunk, size = [], 0
+                self._send_encoded(chunk, covers, to)
+                chunk, covers, size = [], [], 0
             chunk.append(data)
+            covers.append(message_cover(data, m))
             size += len(data) + 8
         if chunk:
-            self._send_encoded(chunk, to)
+            self._send_encoded(chunk, covers, to)
 
-    def _send_encoded(self, encoded: list[bytes], to: Collection[str] | None) -> None:
-        # node.wire's list framing
-        self._send(KIND_CONSENSUS, canonical.encode(encoded), to)
+    def _send_encoded(self, encoded: list[bytes], covers: list[bytes],
+                      to: Collection[str] | None) -> None:
+        # node.wire's list framing; the signature covers the messages minus proposals' values
+        self._send(KIND_CONSENSUS, canonical.encode(encoded), to, covers=covers)
 
     def broadcast_txs(self, txs: Sequence[bytes], ids: Sequence[bytes] | None = None) -> None:
         """Gossip raw txs; ``ids``, their ids when known (``node.wire.tx_ids`` otherwise),
@@ -113,7 +121,8 @@ class Inbox:
         # A small window: senders seal in order (Outbox), but a retried HTTP batch may
         # arrive after a newer one on a fresh connection.
         self.guard = ReplayGuard(window=256)
-        self._covers = {KIND_TXS: tx_cover(max_envelope_bytes)}
+        self._covers = {KIND_TXS: tx_cover(max_envelope_bytes),
+                        KIND_CONSENSUS: consensus_cover(max_envelope_bytes)}
 
     def receive(self, body: bytes) -> Received:
         """Open and dispatch a batch; ``EnvelopeError`` if the body is junk as a whole."""
@@ -125,18 +134,15 @@ class Inbox:
             self._count(f"envelope_{exc.reason}", 1)
             raise
         rejected = Counter(batch.rejected)
+        # Both kinds are covered: their payloads were decoded before the signature check,
+        # and one that does not decode was refused there (malformed).
         for env in batch.accepted:
-            try:
-                if env.kind == KIND_CONSENSUS:
-                    self._on_messages(decode_messages(env.payload, self._max_env))
-                elif env.kind == KIND_TXS:
-                    self._on_txs(env.decoded)  # [(raw tx, its id)], decoded by the cover
-                else:
-                    rejected["unknown_kind"] += 1
-            except WireError as exc:
-                # Authentic but undecodable: a bug or a Byzantine validator; say who.
-                log.warning("bad payload from validator %s: %s", env.sender_key_id.hex(), exc)
-                rejected["bad_payload"] += 1
+            if env.kind == KIND_CONSENSUS:
+                self._on_messages(env.decoded)  # [Message], decoded by the cover
+            elif env.kind == KIND_TXS:
+                self._on_txs(env.decoded)  # [(raw tx, its id)], decoded by the cover
+            else:
+                rejected["unknown_kind"] += 1
         for reason, n in rejected.items():
             self._count(f"envelope_{reason}", n)
         return Received(len(batch.accepted), dict(rejected))

@@ -3,10 +3,18 @@
 Envelope kinds (``network.envelope``: the envelope is signed by the sending
 validator; its payload is one of these):
 
-* ``consensus/v1``: a canonical list of consensus messages, each the
+* ``consensus/v2``: a canonical list of consensus messages, each the
   ``node.consensus.codec`` encoding of a ``Proposal`` or ``Vote``. Every message
   also carries its author's signature, which the core checks: a relayed message
   (gossip forwards other validators' votes) is as good as one from its author.
+  A covered kind (``consensus_cover``): the envelope's signature covers each
+  message's encoding, but a proposal's without its value (the whole block, up to
+  several MB). The value is bound anyway: the proposer signs its ``value_id`` (the
+  block hash, which the envelope covers too), and the core drops a proposal whose
+  value does not hash to it (``value_id_of``) before using the value. So a block is
+  hashed once on receipt (decoding it for its id), not twice, and not once more by
+  its sender for each envelope. (``consensus/v1`` signed the payload; as with the
+  txs, the kind name changed with the signature.)
 * ``txs/v2``: a canonical list of raw transactions (mempool gossip). A covered kind
   (``network.envelope``): the envelope's signature covers the list of the txs' ids
   (SM3 of each), which the receiver computes anyway to admit them (``tx_cover``), instead
@@ -39,7 +47,7 @@ from node.consensus.errors import ConsensusError
 from node.consensus.messages import Message, Proposal, Vote
 from node.errors import WireError
 
-KIND_CONSENSUS = "consensus/v1"
+KIND_CONSENSUS = "consensus/v2"
 KIND_TXS = "txs/v2"
 
 
@@ -57,17 +65,46 @@ def encode_messages(msgs: Sequence[Message]) -> bytes:
     return canonical.encode([codec.encode(m) for m in msgs])
 
 
+def _decode_message(item: bytes) -> Message:
+    try:
+        m = codec.decode(item)
+    except ConsensusError as exc:
+        raise WireError(f"consensus message: {exc}") from exc
+    if not isinstance(m, Proposal | Vote):
+        raise WireError(f"consensus payload holds a {type(m).__name__}, not a message")
+    return m
+
+
 def decode_messages(payload: bytes, max_len: int) -> list[Message]:
-    out: list[Message] = []
-    for item in _list_of_bytes(payload, "consensus payload", max_len):
+    return [_decode_message(i) for i in _list_of_bytes(payload, "consensus payload", max_len)]
+
+
+def message_cover(item: bytes, m: Message) -> bytes:
+    """What a ``consensus/v2`` envelope's signature covers for message ``m`` (encoded as
+    ``item``): a vote's encoding, a proposal's encoding without its value."""
+    if isinstance(m, Proposal):
+        fields = codec.to_value(m)
+        del fields["value"]
+        return canonical.encode(fields)
+    return item
+
+
+def cover_messages(msgs: Sequence[Message]) -> list[bytes]:
+    """The covers of ``msgs`` as ``encode_messages(msgs)`` carries them (for a sealer)."""
+    return [message_cover(codec.encode(m), m) for m in msgs]
+
+
+def consensus_cover(max_len: int) -> Cover:
+    """The cover of ``consensus/v2`` (see the header): payload -> (each message's cover,
+    the messages)."""
+    def cover(payload: bytes) -> tuple[list[bytes], list[Message]]:
         try:
-            m = codec.decode(item)
-        except ConsensusError as exc:
-            raise WireError(f"consensus message: {exc}") from exc
-        if not isinstance(m, Proposal | Vote):
-            raise WireError(f"consensus payload holds a {type(m).__name__}, not a message")
-        out.append(m)
-    return out
+            items = _list_of_bytes(payload, "consensus payload", max_len)
+            msgs = [_decode_message(i) for i in items]
+        except WireError as exc:
+            raise EnvelopeError("malformed", str(exc)) from exc
+        return [message_cover(i, m) for i, m in zip(items, msgs, strict=True)], msgs
+    return cover
 
 
 def encode_txs(txs: Sequence[bytes]) -> bytes:

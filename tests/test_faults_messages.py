@@ -12,8 +12,9 @@ the cluster committing:
   sealed once by a validator's own key (from the network directory) and sent
   three times - the first copy is authentic (its vote is old: ``consensus_old_height``),
   the other two are replays (``envelope_stale``);
-* malformed bodies (``envelope_malformed``) and an authentic envelope whose payload
-  does not decode (``envelope_bad_payload``);
+* malformed bodies (``envelope_malformed``), among them an envelope sealed by a
+  validator's key around a payload that does not decode (the signature covers what is
+  decoded from the payload, so it cannot be authenticated: ``envelope_malformed``);
 * an oversized body (413, ``envelope_oversized``) and an oversized envelope inside
   a batch (``envelope_oversized``).
 
@@ -35,7 +36,7 @@ from certificates import canonical, sm2
 from ledger.commit import vote_sign_bytes
 from network.envelope import seal, seal_batch
 from node.consensus.messages import Vote
-from node.wire import KIND_CONSENSUS, encode_messages
+from node.wire import KIND_CONSENSUS, cover_messages, encode_messages
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -161,7 +162,7 @@ def test_replayed_old_vote_and_bad_relayed_votes(cluster: Cluster) -> None:
     captured = Vote("precommit", old, commit["round"], bytes.fromhex(commit["block_hash"]),
                     bytes.fromhex(sig["key_id"]), bytes.fromhex(sig["signature"]))
     envelope = seal(c.chain_id, KIND_CONSENSUS, encode_messages([captured]), key,
-                    time.time_ns())
+                    time.time_ns(), covers=cover_messages([captured]))
 
     before = drops(c)
     first = send(c, seal_batch([envelope]))
@@ -180,18 +181,22 @@ def test_replayed_old_vote_and_bad_relayed_votes(cluster: Cluster) -> None:
     node1 = c.validator_key("node-1")
     before = drops(c)
     bad = [
-        encode_messages([vote(c, outsider, h)]),  # a vote by a key outside the set
-        encode_messages([vote(c, node1, h, round_=0, value_id=b"\x07" * 32, forge=True)]),
-        b"\xc1 no such msgpack",  # the payload does not decode
+        [vote(c, outsider, h)],  # a vote by a key outside the set
+        [vote(c, node1, h, round_=0, value_id=b"\x07" * 32, forge=True)],
     ]
-    for payload in bad:
-        r = send(c, seal_batch([seal(c.chain_id, KIND_CONSENSUS, payload, key,
-                                     time.time_ns())]))
+    for msgs in bad:
+        r = send(c, seal_batch([seal(c.chain_id, KIND_CONSENSUS, encode_messages(msgs), key,
+                                     time.time_ns(), covers=cover_messages(msgs))]))
         assert r.status_code == 202, r.text  # the envelope itself is authentic
-    got = drops_reach(c, before, {"consensus_not_validator": 1, "consensus_bad_signature": 1})
+    # A payload that does not decode, sealed by the same key: its cover cannot be taken.
+    r = send(c, seal_batch([seal(c.chain_id, KIND_CONSENSUS, b"\xc1 no such msgpack", key,
+                                 time.time_ns(), covers=[])]))
+    assert r.status_code == 400 and "malformed" in r.text, r.text
+    got = drops_reach(c, before, {"consensus_not_validator": 1, "consensus_bad_signature": 1,
+                                  "envelope_malformed": 1})
     assert got.get("consensus_not_validator", 0) >= 1, got
     assert got.get("consensus_bad_signature", 0) >= 1, got
-    assert got.get("envelope_bad_payload") == 1, got
+    assert got.get("envelope_malformed") == 1, got
     keeps_committing(c)
 
     # The sealer comes back with fresh sequence numbers; the four of them go on.

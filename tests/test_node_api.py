@@ -34,7 +34,7 @@ from node.clock import SystemClock
 from node.config import load_config
 from node.netinit import IssuerSpec, NetworkPlan, init_network, with_consensus
 from node.runtime import Node
-from node.wire import KIND_CONSENSUS, KIND_TXS
+from node.wire import KIND_CONSENSUS, KIND_TXS, encode_txs
 from tests.cluster import FAST, ISSUER, PASSPHRASE, TYPE, Cluster
 
 MSGPACK = {"Content-Type": "application/msgpack"}
@@ -198,14 +198,15 @@ def test_junk_is_refused_counted_and_harmless(net: Net) -> None:
     assert codes[0][0] == 400 and codes[6] == (413, "too_large") and codes[7][0] == 405
     assert codes[4] == (400, "rejected") and codes[12] == (415, "unsupported_media_type")
     assert codes[13] == (413, "too_large") and codes[15] == (404, "unknown_tx")
-    # A validly enveloped but undecodable payload from a real validator is counted too;
-    # tx gossip that does not decode cannot even be authenticated (its signature covers
-    # the txs' ids): malformed.
+    # An undecodable payload sealed by a real validator's key is counted too. Both kinds
+    # are covered (their signatures cover what is decoded from the payload), so it cannot
+    # even be authenticated: malformed, beside an authentic envelope that is accepted.
     ok = net.post("/v1/consensus", data=seal_batch(
-        [seal(chain_id, KIND_CONSENSUS, b"\xc1", net.key, 2**40),
-         seal(chain_id, KIND_TXS, b"\xc1", net.key, 2**40 + 1, covers=[])]))
+        [seal(chain_id, KIND_CONSENSUS, b"\xc1", net.key, 2**40, covers=[]),
+         seal(chain_id, KIND_TXS, b"\xc1", net.key, 2**40 + 1, covers=[]),
+         seal(chain_id, KIND_TXS, encode_txs([]), net.key, 2**40 + 2, covers=[])]))
     assert ok.status_code == 202
-    assert ok.json()["rejected"] == {"bad_payload": 1, "malformed": 1}
+    assert ok.json() == {"accepted": 1, "rejected": {"malformed": 2}}
     # A forged transaction: bad signature, the ledger's reason code.
     good = net.helper.issue_tx("FORGED")
     forged = replace(good, signature=bytes(64 - 1) + b"\x01")
@@ -213,7 +214,7 @@ def test_junk_is_refused_counted_and_harmless(net: Net) -> None:
         422, "bad_signature")
     text = net.get("/metrics").text
     for label in ("envelope_malformed", "envelope_unknown_sender", "envelope_wrong_chain",
-                  "envelope_oversized", "envelope_bad_payload", "http_404", "http_405"):
+                  "envelope_oversized", "http_404", "http_405"):
         assert f'certledger_dropped_messages_total{{reason="{label}"}}' in text, label
     for label in ("malformed", "bad_signature", "unsupported_media_type", "too_large"):
         assert f'certledger_rejected_txs_total{{reason="{label}"}}' in text, label

@@ -34,7 +34,16 @@ from node.errors import WireError
 from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 from node.peers import Inbox
-from node.wire import KIND_CONSENSUS, KIND_TXS, decode_txs, encode_messages, encode_txs, tx_ids
+from node.wire import (
+    KIND_CONSENSUS,
+    KIND_TXS,
+    cover_messages,
+    decode_messages,
+    decode_txs,
+    encode_messages,
+    encode_txs,
+    tx_ids,
+)
 from tests.fuzzing import at, places, values
 from tests.ledger_fixtures import (
     CHAIN_ID,
@@ -81,11 +90,13 @@ class Node:
     def sealed(self, kind: str, payload: bytes) -> bytes:
         self.seq += 1
         covers: list[bytes] | None = None
-        if kind == KIND_TXS:  # covered by the txs' ids: as a peer would seal it, if it can
-            try:
+        try:  # both kinds are covered: seal as a peer would, where the payload decodes
+            if kind == KIND_TXS:
                 covers = tx_ids(decode_txs(payload, 1 << 21))
-            except WireError:
-                covers = []
+            elif kind == KIND_CONSENSUS:
+                covers = cover_messages(decode_messages(payload, 1 << 21))
+        except WireError:
+            covers = []
         return seal(CHAIN_ID, kind, payload, key(VALIDATOR_NAMES[self.seq % 4]), self.seq,
                     covers=covers)
 

@@ -23,7 +23,7 @@ from certificates import canonical, sm2
 from ledger.tx import Transaction
 from network.envelope import seal, seal_batch
 from network.testing import free_port
-from node.wire import KIND_CONSENSUS
+from node.wire import KIND_CONSENSUS, encode_messages
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_four_validator_cluster(tmp_path: Path) -> None:
             c.post(victim, "/v1/consensus", data=seal_batch([canonical.encode({
                 "v": 1, "chain": c.chain_id, "sender": bytes.fromhex(
                     c.summary["validators"][0]["key_id"]), "seq": 7, "kind": KIND_CONSENSUS,
-                "payload": b"", "sig": b"\x01" * 64})])),  # a validator's id, forged signature
+                "payload": encode_messages([]), "sig": b"\x01" * 64})])),  # a forged signature
             c.post(victim, "/v1/transactions", data=b"\x80", headers=MSGPACK),
             c.post(victim, "/v1/transactions", data=b"[]",
                    headers={"Content-Type": "application/json"}),

@@ -43,9 +43,12 @@ from node.ledger_app import LedgerApp
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.peers import Outbox
-from node.wire import decode_messages
+from node.wire import KIND_CONSENSUS, consensus_cover
 from tests.crash_child import sign_commit
 from tests.ledger_fixtures import CHAIN_ID, GENESIS_TIME, anchor, issue_tx, key, make_genesis
+
+#: Consensus envelopes are a covered kind (node.wire).
+COVERS = {KIND_CONSENSUS: consensus_cover(1 << 22)}
 
 
 class Recorder:
@@ -129,7 +132,7 @@ class Harness:
         keys = {v.key_id: v.public_key for v in self.vs.validators}
         for kind, data in self.rec.events:
             if kind == "send":
-                out += decode_messages(open_envelope(data, CHAIN_ID, keys).payload, 1 << 22)
+                out += open_envelope(data, CHAIN_ID, keys, covers=COVERS).decoded
         return out
 
     def my_vote(self, height: int, kind: str) -> Vote | None:
@@ -190,7 +193,7 @@ def test_wal_before_broadcast(h: Harness) -> None:
         if kind == "wal":
             walled += 1
         else:
-            msgs = decode_messages(open_envelope(data, CHAIN_ID, keys).payload, 1 << 22)
+            msgs = open_envelope(data, CHAIN_ID, keys, covers=COVERS).decoded
             own_sent += sum(isinstance(m, Vote) and m.validator == h.me.key_id for m in msgs)
             # RoundStarted entries are in the WAL too, so it is ahead: never behind.
             assert walled >= own_sent

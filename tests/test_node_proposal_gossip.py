@@ -37,10 +37,13 @@ from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.peers import Outbox
 from node.resend import ProposalResends
-from node.wire import decode_messages
+from node.wire import KIND_CONSENSUS, consensus_cover
 from tests.ledger_fixtures import CHAIN_ID, GENESIS_TIME, key, make_genesis
 
 GOSSIP_S = 1.0
+
+#: Consensus envelopes are a covered kind (node.wire).
+COVERS = {KIND_CONSENSUS: consensus_cover(1 << 22)}
 
 
 class PeerRecorder:
@@ -108,7 +111,7 @@ class Harness:
         keys = {v.key_id: v.public_key for v in self.vs.validators}
         out: dict[str, list[Message]] = {v.name: [] for v in self.others}
         for peer, data in self.rec.sent:
-            out[peer] += decode_messages(open_envelope(data, CHAIN_ID, keys).payload, 1 << 22)
+            out[peer] += open_envelope(data, CHAIN_ID, keys, covers=COVERS).decoded
         self.rec.sent.clear()
         return out
 
