@@ -44,6 +44,6 @@ class TxTooLarge(MempoolError):
 
 
 class WireError(NodeError):
-    """An authenticated envelope carries a payload that does not decode."""
+    """A peer's bytes (an envelope's payload, a sync response) do not decode."""
 
     code = "bad_payload"

@@ -412,15 +412,18 @@ def test_corrupt_storage_is_detected() -> None:
         rec[5] ^= 1
         damaged[nid] = bytes(rec)
         reopened = SparseMerkleTree(damaged.get, node_key, tree.root)
-        reopened.check_root()  # only the root record is checked on open
+        reopened.check_root()  # only the root record is re-hashed by this check
         with pytest.raises(SMTError, match="hashes to"):
             reopened.audit()
+        with pytest.raises(SMTError, match="does not hash to the hash its parent holds"):
+            reopened.check_paths(POOL)  # every node is on a path to some key of the pool
     damaged = dict(store)
     rec = bytearray(damaged[root_key])
     rec[5] ^= 1
     damaged[root_key] = bytes(rec)
     with pytest.raises(SMTError, match="root node hashes to"):
         SparseMerkleTree(damaged.get, node_key, tree.root).check_root()
+    assert SparseMerkleTree(store.get, node_key, tree.root).check_paths(POOL) == len(store) - 1
     missing = SparseMerkleTree(fresh()[0].get, node_key, tree.root)
     for call in (missing.check_root, lambda: missing.prove(POOL[0])):
         with pytest.raises(SMTError, match="missing from storage"):
