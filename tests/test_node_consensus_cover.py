@@ -18,6 +18,7 @@ from node.peers import Inbox, Outbox
 from node.wire import KIND_CONSENSUS, consensus_cover, cover_messages, encode_messages
 from tests.ledger_fixtures import key
 from tests.sim.script import proposal, value, vid, vote
+from tests.test_node_tx_gossip import Sent
 
 CHAIN = "certledger-test"
 SENDER = key("validator-consensus-cover")
@@ -25,17 +26,6 @@ KNOWN = {SENDER.public.key_id: SENDER.public.data}
 MAX = 1 << 22
 COVERS = {KIND_CONSENSUS: consensus_cover(MAX)}
 BIG = value(3, b"B") + bytes(1 << 20)  # a value the size of a block of batches
-
-
-class Sent:
-    def __init__(self) -> None:
-        self.envelopes: list[bytes] = []
-
-    def broadcast(self, env: bytes) -> None:
-        self.envelopes.append(env)
-
-    def send(self, peer: str, env: bytes) -> None:
-        self.envelopes.append(env)
 
 
 def messages() -> list[Message]:
