@@ -13,8 +13,11 @@ validator; its payload is one of these):
   block hash, which the envelope covers too), and the core drops a proposal whose
   value does not hash to it (``value_id_of``) before using the value. So a block is
   hashed once on receipt (decoding it for its id), not twice, and not once more by
-  its sender for each envelope. (``consensus/v1`` signed the payload; as with the
-  txs, the kind name changed with the signature.)
+  its sender for each envelope. A value changed on the way is therefore caught by the
+  core, not by the envelope: the proposal is dropped (``consensus_malformed``) and the
+  proposer's re-send brings it again - what dropping it on the way would have done.
+  (``consensus/v1`` signed the payload; as with the txs, the kind name changed with the
+  signature.)
 * ``txs/v2``: a canonical list of raw transactions (mempool gossip). A covered kind
   (``network.envelope``): the envelope's signature covers the list of the txs' ids
   (SM3 of each), which the receiver computes anyway to admit them (``tx_cover``), instead
