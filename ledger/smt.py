@@ -331,6 +331,7 @@ class SparseMerkleTree:
         root = self._root_record()
         if root is None or len(root) == 64:
             return 0
+        _decode(root)  # its children are checked below, each before it is read
         ks = sorted({_key_int(k) for k in keys})
         read, nbytes, id_bytes = self._read, _NBYTES, _ID_BYTES
         hashed = 0

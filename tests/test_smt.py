@@ -668,3 +668,11 @@ def test_check_paths_finds_a_moved_node_that_no_path_reads() -> None:
         with pytest.raises(SMTError, match="missing from storage" if damage == "deleted"
                            else "does not hash"):
             reopened.check_paths([c])
+
+
+def test_check_paths_refuses_a_corrupt_root_record_with_an_smt_error() -> None:
+    store, tree = build({k: b"\x01" * 32 for k in POOL[:6]})
+    damaged = dict(store)
+    damaged[node_key(b"\x01")] = store[node_key(b"\x01")][:-1]
+    with pytest.raises(SMTError, match="corrupt SMT branch record"):
+        SparseMerkleTree(damaged.get, node_key, tree.root).check_paths(POOL[:6])
