@@ -210,8 +210,12 @@ class LevelDBStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         opts: dict[str, Any] = {
             # Larger tables and a block cache keep 1M-certificate stores at a few dozen
-            # files and keep the SMT's upper nodes in memory across blocks.
-            "write_buffer_size": 64 * 1024 * 1024,
+            # files and keep the SMT's upper nodes in memory across blocks. A 32 MiB write
+            # buffer applies 1M certificates as fast as 64 (16-256 were measured: a larger
+            # one moves CPU from compaction to the write), leaves less uncompacted data on
+            # disk (381 against 423 B per certificate at 1M), and half the log to replay
+            # after a crash.
+            "write_buffer_size": 32 * 1024 * 1024,
             "max_file_size": 32 * 1024 * 1024,
             "lru_cache_size": 128 * 1024 * 1024,
             "bloom_filter_bits": 10,
@@ -375,8 +379,8 @@ class LevelDBStore:
         if self._db is not None:
             if self._written:
                 # LevelDB replays its log into a table at the next open, before anything is
-                # served: at 1M certificates up to a 64 MiB memtable. Write it out now; a
-                # compaction of a range that holds no key does only that.
+                # served: up to a 32 MiB memtable. Write it out now; a compaction of a range
+                # that holds no key does only that.
                 with suppress(plyvel.Error):  # the log still holds it all
                     self._db.compact_range(start=_NO_KEY, stop=_NO_KEY + b"\x00")
             self._db.close()
