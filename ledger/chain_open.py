@@ -12,9 +12,10 @@
    decode, match its tx_root, state_root, block-hash index and parent hash, and its
    commit must verify against its stored validator set;
 4. no block is stored above the head;
-5. the head's *footprint* (``m/u``, every state key the head block wrote): each key's
-   SMT leaf must hold SM3 of its stored record, and a sample gets full proofs against
-   the root, whose node is re-hashed first.
+5. the head's *footprint* (``m/u``, every state key the head block wrote): the root
+   node is re-hashed, every SMT node on the keys' paths and beside them must hash to what
+   its parent holds (``SparseMerkleTree.check_paths``: also the nodes the block moved),
+   and each key's leaf must hold SM3 of its stored record.
 
 Cost is O(head block) plus the one pass over the SMT records, not O(store): older damage
 is ``ledger.audit``'s to find. The chain opens on what this returns (``Opened``).
@@ -39,7 +40,7 @@ from ledger.errors import (
 )
 from ledger.genesis import Genesis
 from ledger.records import validator_set_from_value
-from ledger.smt import CACHE_ALL, SMTError, SparseMerkleTree, verify_proof
+from ledger.smt import CACHE_ALL, SMTError, SparseMerkleTree
 from ledger.store import KVStore
 
 # SMT records kept in memory by the chain's tree, read once (open, first touch) and then
@@ -49,8 +50,6 @@ SMT_CACHE_DEPTH = CACHE_ALL
 # The record view's filter keeps this many leading bytes of each record's key hash: about
 # 60 bytes of memory per record; a false positive (1 in 2**64 per lookup) costs one read.
 KNOWN_BYTES = 8
-#: Keys of the head block whose full SMT proof is checked at open (the rest: leaf values).
-_FOOTPRINT_PROOFS = 256
 
 
 class Opened(NamedTuple):
@@ -168,9 +167,9 @@ def _check_footprint(store: KVStore, chain_tree: SparseMerkleTree, head: int,
     block changed, and beside them, must be stored and hash to what its parent holds for
     it (``check_paths``: each node hashed once, ~0.3 s for a 5,000-record block on a tree
     of 1M); that covers every node the block wrote, also those an insert moved below a new
-    branch, off every changed key's path. Every key's leaf must hold SM3 of its stored
-    record (a missing or changed record fails); a sample of keys also gets a full proof
-    checked against the root.
+    branch, off every changed key's path. So the nodes a key's leaf is read from are
+    authenticated up to the root, and the leaf must hold SM3 of the key's stored record (a
+    missing or changed record fails).
     """
     data = _meta(store, schema.meta_head_footprint(), "head footprint", head)
     if len(data) % 32:
@@ -187,14 +186,11 @@ def _check_footprint(store: KVStore, chain_tree: SparseMerkleTree, head: int,
         tree.check_paths(keys)
     except SMTError as exc:
         raise corrupt(head, f"the SMT nodes the head block wrote: {exc}") from exc
-    step = max(1, len(keys) // _FOOTPRINT_PROOFS)
-    for i, kh in enumerate(keys):
+    for kh in keys:
         rec = get(schema.record(kh))
         value = None if rec is None else sm3(rec)
         try:
-            if i % step == 0:
-                verify_proof(root, kh, value, tree.prove(kh))
-            elif tree.get_value(kh) != value:
+            if tree.get_value(kh) != value:
                 raise SMTError("its leaf does not hold the hash of the stored record")
         except SMTError as exc:
             state = "missing" if rec is None else "present"
