@@ -58,7 +58,7 @@ from ledger.errors import (
     TxRejected,
 )
 from ledger.genesis import Genesis
-from ledger.records import CERT_PREFIX, CertRecord, cert_key
+from ledger.records import CERT_PREFIX, ISSUER_PREFIX, KEY_PREFIX, CertRecord, cert_key
 from ledger.smt import (
     EMPTY_ROOT,
     SMTProof,
@@ -93,12 +93,24 @@ def verify_state_proof(logical_key: bytes, record: bytes | None, proof: SMTProof
 #: Bound on the record view's remembered key hashes (~130 bytes each): a few blocks of
 #: 5,000-record batches, the gap between a batch's admission and its block.
 HASHES_KEPT: Final = 1 << 17
+#: Bound on the membership and governance records the record view keeps (a few hundred
+#: bytes each; a registry has tens of issuers with a few keys each).
+HOT_RECORDS: Final = 4096
+_HOT_FAMILIES: Final = (ISSUER_PREFIX, KEY_PREFIX, b"gov:")
+_MISSING: Final = object()
 
 
 class _RecordView:
-    """``StateView`` over the committed records: logical key -> ``r/`` + SM3(key)."""
+    """``StateView`` over the committed records: logical key -> ``r/`` + SM3(key).
 
-    __slots__ = ("_get", "_known", "_store", "hashes")
+    Membership and governance records (issuers, their keys, validators, admins) are read for
+    every tx a validator admits or applies - about ten store reads and group decodes per
+    single certificate - and change rarely. They are kept once read (``HOT_RECORDS`` at
+    most) and dropped by ``forget`` when a block that wrote them is stored. A reader that
+    raced that block's commit may hold the old bytes: it caches them only if no commit
+    finished while it read (``_generation``), so the cache never outlives a write."""
+
+    __slots__ = ("_generation", "_get", "_hot", "_hot_lock", "_known", "_store", "hashes")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
@@ -112,6 +124,9 @@ class _RecordView:
         #: block), a ~1 us SM3 call each. Any thread may add (an entry is a pure function
         #: of its key); the chain starts it afresh at a stage once it holds HASHES_KEPT.
         self.hashes: dict[bytes, bytes] = {}
+        self._hot: dict[bytes, bytes | None] = {}
+        self._hot_lock = threading.Lock()
+        self._generation = 0
 
     def set_filter(self, known: Iterable[bytes]) -> None:
         """The leading ``KNOWN_BYTES`` of the key hash of every record that exists."""
@@ -123,6 +138,19 @@ class _RecordView:
             self._known.update(dict.fromkeys(h[:KNOWN_BYTES] for h in key_hashes))
 
     def get(self, key: bytes, /) -> bytes | None:
+        hot = self._hot.get(key, _MISSING)
+        if hot is not _MISSING:
+            return hot  # type: ignore[return-value]
+        if key.startswith(_HOT_FAMILIES):
+            generation = self._generation
+            value = self._read(key)
+            with self._hot_lock:
+                if generation == self._generation and len(self._hot) < HOT_RECORDS:
+                    self._hot[key] = value
+            return value
+        return self._read(key)
+
+    def _read(self, key: bytes) -> bytes | None:
         h = self.hashes.get(key)
         if h is None:
             h = self.hashes[key] = sm3(key)
@@ -132,6 +160,16 @@ class _RecordView:
         if known is not None and h[:KNOWN_BYTES] not in known:
             return None
         return self._get(schema.RECORD_PREFIX + h)
+
+    def forget(self, keys: Iterable[bytes]) -> None:
+        """A block that wrote ``keys`` is stored: later reads must see it."""
+        with self._hot_lock:
+            self._generation += 1
+            hot = self._hot
+            if hot:
+                for key in keys:
+                    if key in hot:
+                        del hot[key]
 
     def get_many(self, keys: Sequence[bytes], /) -> list[bytes | None]:
         """``get`` of each key, in one loop (a batch's record ids)."""
@@ -521,6 +559,7 @@ class Chain:
             self._tree.commit()
             self._pending = None
             interrupted = self._await_write(written)
+            self._view.forget(staged.effects.updates.keys())
             self._head_height, self._head_header, self._head_commit = height, block.header, commit
             self._root = staged.root
             if interrupted is not None:

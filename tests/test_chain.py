@@ -24,11 +24,19 @@ from ledger.errors import (
     StorageError,
     TxRejected,
 )
-from ledger.records import VALIDATORS_KEY, ValidatorsRecord, cert_key
+from ledger.records import VALIDATORS_KEY, IssuerRecord, ValidatorsRecord, cert_key, issuer_key
 from ledger.smt import ProofError
 from ledger.store import LevelDBStore, MemoryStore, WriteBatch
 from ledger.tx import Transaction
-from tests.crash_child import block_txs, commit_next, grow, next_block, serial, sign_commit
+from tests.crash_child import (
+    block_txs,
+    commit_next,
+    grow,
+    next_block,
+    proposer_id,
+    serial,
+    sign_commit,
+)
 from tests.ledger_fixtures import (
     CHAIN_ID,
     ISSUER_A,
@@ -206,6 +214,64 @@ def test_proposer_drops_failing_txs(chain: Chain) -> None:
     assert chain.certificate(cert_id("GOOD1")) is not None
 
 
+class _CountingStore(MemoryStore):
+    """A memory store that counts reads of each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[bytes, int] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key)
+
+
+def test_membership_records_are_read_from_the_store_once_until_a_block_writes_them() -> None:
+    store = _CountingStore()
+    chain = Chain.create(store, make_genesis())
+    store.reads.clear()  # opening checks the store directly
+    stored = schema.record_for(issuer_key(ISSUER_A))
+    commit_next(chain, [issue_tx(anchor("HOT1"))])
+    commit_next(chain, [issue_tx(anchor("HOT2")), issue_tx(anchor("HOT3"))])
+    assert store.reads.get(stored) == 1  # three txs checked, one read
+    # A block deactivates the issuer: the next read sees it, and so do the rules.
+    commit_next(chain, [gov("set_issuer_active", {"code": ISSUER_A, "active": False})])
+    record = chain.record(issuer_key(ISSUER_A))
+    assert record is not None and not IssuerRecord.from_bytes(record).active
+    assert store.reads[stored] == 2
+    rejected: list[str] = []
+    block = chain.propose_block([issue_tx(anchor("HOT4"))], 0, proposer_id(chain),
+                                on_reject=lambda tid, e: rejected.append(e.reason))
+    assert block.txs == () and rejected == ["issuer_inactive"]
+
+
+def test_a_record_read_while_a_block_was_stored_is_not_kept(chain: Chain) -> None:
+    """A reader that got the bytes before a commit finished must not keep them: the block
+    may have changed them. Here the block is stored in the middle of the reader's read."""
+    key_ = issuer_key(ISSUER_A)
+    stored = schema.record_for(key_)
+    view = chain._view
+    store_get = view._get
+    old = view.get(key_)
+    view.forget([key_])  # as if a block wrote it: the next get reads the store
+    fired = False
+
+    def racing_get(k: bytes) -> bytes | None:
+        nonlocal fired
+        got = store_get(k)  # the old bytes...
+        if k == stored and not fired:
+            fired = True
+            commit_next(chain, [gov("set_issuer_active", {"code": ISSUER_A, "active": False})])
+        return got  # ...handed back after the block that changed them was stored
+
+    view._get = racing_get
+    assert view.get(key_) == old
+    assert fired
+    view._get = store_get
+    fresh = view.get(key_)
+    assert fresh is not None and fresh != old and not IssuerRecord.from_bytes(fresh).active
+
+
 def test_reopened_chain_still_refuses_an_existing_id(tmp_path: Path) -> None:
     """The record view's existence filter is rebuilt from the store at open."""
     chain = Chain.create(LevelDBStore(tmp_path / "db"), make_genesis())
@@ -236,12 +302,12 @@ def test_new_ids_are_checked_without_reading_records(chain: Chain) -> None:
     fresh = {schema.record_for(cert_key(cert_id(f"FRESH{i}"))) for i in range(20)}
     block = next_block(chain, [batch_tx([anchor(f"FRESH{i}") for i in range(20)])])
     assert len(block.txs) == 1
-    assert reads and not fresh & set(reads)  # other records (issuer, ...) were read
+    assert not fresh & set(reads)  # (the issuer's records come from the view's cache)
     rejected: list[str] = []
     chain.propose_block([issue_tx(anchor("SEEN"))], 0, validator_set().proposer(2, 0).key_id,
                         on_reject=lambda tid, e: rejected.append(e.reason))
     assert rejected == ["duplicate_id"]
-    assert schema.record_for(cert_key(cert_id("SEEN"))) in reads
+    assert schema.record_for(cert_key(cert_id("SEEN"))) in reads  # the hook sees reads
 
 
 def test_the_record_filter_is_not_walked_by_the_garbage_collector(chain: Chain) -> None:
