@@ -61,6 +61,7 @@ from ledger.tx import Transaction
 from network.errors import EnvelopeError
 from node.admission import Busy
 from node.errors import MempoolError
+from node.fastpath import FastPaths, Outcome
 from node.mempool import AddResult
 from node.metrics import NodeMetrics
 from node.peers import Inbox
@@ -156,26 +157,46 @@ def submit_tx() -> Any:
         else:
             raise ApiError(415, "unsupported_media_type",
                            f"send application/json or {MSGPACK}, not {ctype}")
-        res = deps.submit(raw)
     except MalformedTxError as exc:
         deps.metrics.rejected_txs.inc(1, "malformed")
         raise ApiError(400, "malformed", str(exc), field=exc.field) from exc
-    except TxRejected as exc:
-        deps.metrics.rejected_txs.inc(1, exc.reason)
-        raise ApiError(409 if exc.reason in _CONFLICT else 422, exc.reason, exc.detail) from exc
-    except Busy as exc:
-        # Back-pressure, not a verdict on the tx: the client should send it again soon.
-        resp = _error(429, exc.code, str(exc))
-        resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        resp.headers["X-Retry-After-Ms"] = str(int(exc.retry_after * 1000))
-        return resp
-    except MempoolError as exc:
-        deps.metrics.rejected_txs.inc(1, exc.code)
-        raise ApiError(exc.status, exc.code, str(exc)) from exc
     except ApiError as exc:
         deps.metrics.rejected_txs.inc(1, exc.code)
         raise
-    return jsonify(tx_id=res.tx_id.hex(), status="pending", new=res.added), 202
+    return _respond(*submit_outcome(deps, raw))
+
+
+def submit_outcome(deps: ApiDeps, raw: bytes) -> Outcome:
+    """Status, JSON body and extra headers of submitting ``raw`` (this route and its fast
+    path, ``node.fastpath``, answer alike)."""
+    try:
+        res = deps.submit(raw)
+    except MalformedTxError as exc:
+        deps.metrics.rejected_txs.inc(1, "malformed")
+        return _failure(400, "malformed", str(exc), field=exc.field)
+    except TxRejected as exc:
+        deps.metrics.rejected_txs.inc(1, exc.reason)
+        return _failure(409 if exc.reason in _CONFLICT else 422, exc.reason, exc.detail)
+    except Busy as exc:
+        # Back-pressure, not a verdict on the tx: the client should send it again soon.
+        status, body, _ = _failure(429, exc.code, str(exc))
+        return status, body, {"Retry-After": str(max(1, math.ceil(exc.retry_after))),
+                              "X-Retry-After-Ms": str(int(exc.retry_after * 1000))}
+    except MempoolError as exc:
+        deps.metrics.rejected_txs.inc(1, exc.code)
+        return _failure(exc.status, exc.code, str(exc))
+    return 202, {"tx_id": res.tx_id.hex(), "status": "pending", "new": res.added}, {}
+
+
+def _failure(status: int, code: str, message: str, **extra: Any) -> Outcome:
+    return status, {"error": {"code": code, "message": message}, **extra}, {}
+
+
+def _respond(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response:
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.headers.update(headers)
+    return resp
 
 
 @public.get("/v1/transactions/<tx_id>")
@@ -347,15 +368,20 @@ def consensus() -> Any:
     except ApiError:
         deps.metrics.dropped.inc(1, "envelope_oversized")
         raise
+    return _respond(*consensus_outcome(deps, data))
+
+
+def consensus_outcome(deps: ApiDeps, data: bytes) -> Outcome:
+    """Status, JSON body and headers of handing a peer's envelopes to the inbox."""
     try:
         got = deps.inbox.receive(data)
     except EnvelopeError as exc:
-        raise ApiError(400, exc.reason, str(exc)) from exc
+        return _failure(400, exc.reason, str(exc))
     if got.accepted == 0:
         reasons = ", ".join(f"{k} x{v}" for k, v in sorted(got.rejected.items()))
-        raise ApiError(400, "rejected" if reasons else "empty_batch",
-                       f"no envelope accepted ({reasons or 'empty batch'})")
-    return jsonify(accepted=got.accepted, rejected=got.rejected), 202
+        return _failure(400, "rejected" if reasons else "empty_batch",
+                        f"no envelope accepted ({reasons or 'empty batch'})")
+    return 202, {"accepted": got.accepted, "rejected": got.rejected}, {}
 
 
 @internal.get("/v1/sync/blocks")
@@ -389,7 +415,8 @@ def create_app(deps: ApiDeps) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(public)
     app.register_blueprint(internal)
-    app.wsgi_app = _FastBatch(app.wsgi_app, deps.chain)  # type: ignore[method-assign]
+    app.wsgi_app = FastPaths(  # type: ignore[method-assign]
+        _FastBatch(app.wsgi_app, deps.chain), deps, submit_outcome, consensus_outcome)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
