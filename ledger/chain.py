@@ -537,18 +537,22 @@ class Chain:
                                     f"state after its transactions ({staged.root.hex()[:16]}…)")
         return staged
 
-    def commit_block(self, block: Block, commit: CommitCertificate) -> KeysView[bytes]:
+    def commit_block(self, block: Block, commit: CommitCertificate, *,
+                     signatures_checked: bool = False) -> KeysView[bytes]:
         """Verify ``commit`` for ``block``, validate it, and persist it in one synced batch.
 
-        Returns the logical state keys the block wrote (the mempool re-checks only the
-        pending txs that read one of them)."""
+        ``signatures_checked``: the caller verified every signature of ``commit`` over its
+        sign bytes (a node's consensus core does, for the votes it counts and for a
+        synced block's commit); its signers, their quorum, height and block hash are
+        still checked here. Returns the logical state keys the block wrote (the mempool
+        re-checks only the pending txs that read one of them)."""
         with self._lock:
             height = self._head_height + 1
             if block.height != height:
                 raise InvalidBlockError(
                     f"block {block.height}: height is not the next height {height}", "height")
             commit.verify(self.chain_id, validators_at(self._view, height), height=height,
-                          block_hash=block.hash)
+                          block_hash=block.hash, signatures=not signatures_checked)
             staged = self._validate(block)
             batch = self._batch(block, commit, staged)
             # Before the write: the filter may over-report (harmless), never under-report.

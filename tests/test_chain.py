@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from certificates.hashing import sm3
+from ledger import commit as ledger_commit
 from ledger import schema
 from ledger.block import Block, compute_tx_root
 from ledger.chain import Chain, verify_state_proof
@@ -597,6 +598,36 @@ def test_commit_rules(candidate: tuple[Chain, Block]) -> None:
         assert chain.head_height == 2
     chain.commit_block(block, sign_commit(block, VALIDATOR_NAMES[1:]))  # any 3 of 4
     assert chain.head_height == 3
+
+
+def test_a_commit_whose_signatures_the_caller_checked_is_not_verified_again(
+        candidate: tuple[Chain, Block], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's consensus core verified every signature of the certificate it commits:
+    ``signatures_checked`` skips only the SM2 checks; every other commit rule holds."""
+    chain, block = candidate
+    good = sign_commit(block, VALIDATOR_NAMES[:3])
+    outsider = key("outsider")
+    msg = vote_sign_bytes(CHAIN_ID, "precommit", block.height, 0, block.hash)
+    verified: list[bytes] = []
+    real = ledger_commit.sm2.verify
+    monkeypatch.setattr(ledger_commit.sm2, "verify",
+                        lambda pk, m, sig: verified.append(m) or real(pk, m, sig))
+    for match, commit in {
+        "has 2 signatures, needs 3": sign_commit(block, VALIDATOR_NAMES[:2]),
+        "not in the validator set": _resign(good, [*good.signatures[:2], CommitSig(
+            outsider.public.key_id, outsider.sign(msg))]),
+        "twice": _resign(good, [*good.signatures[:2], good.signatures[1]]),
+        "is for block": make_commit(block.height, 0, b"\x01" * 32, [
+            (s.key_id, s.signature) for s in good.signatures]),
+    }.items():
+        with pytest.raises(CommitError, match=match):
+            chain.commit_block(block, commit, signatures_checked=True)
+    assert chain.head_height == 2
+    chain.commit_block(block, good, signatures_checked=True)
+    assert chain.head_height == 3 and msg not in verified
+    # Without it, the commit's signatures are verified, as test_commit_rules shows.
+    chain.commit_block(nxt := next_block(chain), sign_commit(nxt))
+    assert vote_sign_bytes(CHAIN_ID, "precommit", 4, 0, nxt.hash) in verified
 
 
 def test_commit_of_a_block_at_the_wrong_height(candidate: tuple[Chain, Block]) -> None:

@@ -25,10 +25,12 @@ import requests
 
 import ledger.block
 import ledger.chain
+import ledger.commit
 from certificates import keystore
 from certificates.hashing import sm3
 from ledger.block import Block
 from ledger.chain import Chain
+from ledger.errors import CommitError
 from ledger.state import BlockContext
 from ledger.store import MemoryStore
 from network.testing import wait_until
@@ -283,3 +285,21 @@ def test_only_the_last_few_committed_blocks_are_kept(tmp_path: Path) -> None:
         value, _ = n.app.build(height, 0, [], PROPOSER)
         n.app.commit(value, sign_commit(Block.decode(value), ["val-0", "val-1", "val-2"]))
     assert [h for h in range(1, 8) if n.app.recent_block(h) is not None] == [4, 5, 6, 7]
+
+
+def test_the_app_commits_without_verifying_the_certificate_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core verified each signature of a certificate it decided on (or synced):
+    ``LedgerApp.commit`` lets the chain skip those SM2 checks, and no other rule."""
+    n = Node(tmp_path)
+    verified: list[bytes] = []
+    real = ledger.commit.sm2.verify
+    monkeypatch.setattr(ledger.commit.sm2, "verify",
+                        lambda pk, m, sig: verified.append(m) or real(pk, m, sig))
+    value, _ = n.app.build(1, 0, [], PROPOSER)
+    n.app.commit(value, sign_commit(Block.decode(value), ["val-0", "val-1", "val-2"]))
+    assert n.chain.head_height == 1 and verified == []
+    n.now_ms += 1000
+    value, _ = n.app.build(2, 0, [], PROPOSER)
+    with pytest.raises(CommitError, match="needs 3"):
+        n.app.commit(value, sign_commit(Block.decode(value), ["val-0", "val-1"]))
