@@ -11,7 +11,9 @@ Public blueprint::
     POST /v1/transactions            JSON Transaction.to_json(), or raw canonical bytes
                                      with Content-Type application/msgpack
                                      -> 202 {"tx_id", "status": "pending"}; 429 ``busy``
-                                     with Retry-After when the backlog is full
+                                     with Retry-After when the backlog is full; the
+                                     msgpack form is served ahead of Flask
+                                     (``node.fastpath``, same answers)
     GET  /v1/transactions/<id>       pending | committed (height, index) | 404
     GET  /v1/blocks/<height|latest>  header (+ its bytes), tx ids, commit
     GET  /v1/certificates/<id>       record + SMT proof + header + commit + validators;
@@ -30,6 +32,7 @@ Public blueprint::
 Internal blueprint (validator to validator)::
 
     POST /v1/consensus               a batch of signed envelopes -> 202 {"accepted", ...}
+                                     (served ahead of Flask, ``node.fastpath``)
     GET  /v1/sync/blocks?from=H&limit=N   committed blocks + commits (msgpack)
 
 Every error is a 4xx (or, for a bug, 500) with ``{"error": {"code", "message"}}``;
