@@ -186,6 +186,12 @@ class Block:
         return block
 
     def computed_tx_root(self) -> bytes:
+        return self._computed_tx_root
+
+    @cached_property
+    def _computed_tx_root(self) -> bytes:
+        # Cached: a node checks it when it first takes a proposal's value for its id
+        # (node.ledger_app.value_id_of), then again in validate_block.
         return compute_tx_root(self.tx_ids)
 
     def encode(self) -> bytes:

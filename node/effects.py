@@ -261,6 +261,11 @@ class ConsensusLoop:
         if p.proposer != expected:
             self.metrics.dropped.inc(1, "consensus_wrong_proposer")
             return
+        if self.app.value_id_of(p.value) != p.value_id:
+            # A value changed on the way (its signature does not cover it) must not take
+            # the slot the real proposal, re-sent, would need.
+            self.metrics.dropped.inc(1, "held_malformed")
+            return
         self._held.setdefault((p.round, p.value_id), p)
 
     def _gossip(self) -> None:

@@ -3,8 +3,9 @@
 The core sees values as opaque bytes; this adapter gives it what ``Context``
 asks for, backed by the node's ``ledger.chain.Chain``:
 
-* ``value_id_of(value)``: the block hash (a value that does not decode gets an id
-  no signed proposal can name honestly, so it is dropped or voted nil). A block is
+* ``value_id_of(value)``: the block hash (a value that does not decode, or whose txs
+  are not the ones its header's tx_root commits to, gets an id no signed proposal can
+  name honestly, so the core drops it; see the method). A block is
   decoded once; the ids of its txs that are pending here come from the mempool
   (``known_id``, by their bytes) rather than from SM3 over ~1 MB each again;
 * ``valid(height, value)``: decodes and runs ``Chain.validate_block`` (which leaves
@@ -77,8 +78,17 @@ class LedgerApp:
         return block
 
     def value_id_of(self, value: bytes) -> bytes:
+        """The block hash - if the block's txs are the ones its header commits to.
+
+        A proposal's signature covers its value id, not the value (``node.wire``): a value
+        changed on the way, txs swapped under the real header, must not pass for the
+        proposal, or the core would find it invalid and prevote nil where the real one,
+        re-sent, could still have won the round. Such a value gets an id no header has,
+        and the core drops it (``consensus_malformed``) as it drops an undecodable one."""
         block = self.decode(value)
-        return block.hash if block is not None else sm3(b"certledger/undecodable-block" + value)
+        if block is None or block.computed_tx_root() != block.header.tx_root:
+            return sm3(b"certledger/not-a-block" + value)
+        return block.hash
 
     # ------------------------------------------------------------------ validity
 

@@ -10,8 +10,9 @@ validator; its payload is one of these):
   A covered kind (``consensus_cover``): the envelope's signature covers each
   message's encoding, but a proposal's without its value (the whole block, up to
   several MB). The value is bound anyway: the proposer signs its ``value_id`` (the
-  block hash, which the envelope covers too), and the core drops a proposal whose
-  value does not hash to it (``value_id_of``) before using the value. So a block is
+  block hash, which the envelope covers too, and commits to the txs through its
+  tx_root), and the core drops a proposal whose value does not hash to it, txs
+  included (``value_id_of``), before using the value. So a block is
   hashed once on receipt (decoding it for its id), not twice, and not once more by
   its sender for each envelope. A value changed on the way is therefore caught by the
   core, not by the envelope: the proposal is dropped (``consensus_malformed``) and the

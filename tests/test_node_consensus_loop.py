@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from ledger.block import Block
 from ledger.chain import Chain
 from ledger.commit import Validator
 from ledger.state import BlockContext
@@ -247,3 +248,39 @@ def test_a_transaction_starts_the_held_back_timeout(h: Harness) -> None:
     _run_timers(h, 0.2)
     nil = h.my_vote(1, "prevote")  # the proposer never proposed: nil, as before
     assert nil is not None and nil.value_id is None
+
+
+def _swapped(p: Proposal, txs: list[bytes]) -> Proposal:
+    """``p`` with other txs under its block's header, as changed on the way: the
+    signature (over the value id, not the value) still holds."""
+    block = Block.decode(p.value)
+    return dataclasses.replace(p, value=Block(block.header, tuple(txs)).encode())
+
+
+def test_a_proposal_whose_txs_were_swapped_is_dropped_not_voted_nil(h: Harness) -> None:
+    """Judged invalid, it would make us prevote nil for the round; dropped, the real one
+    (re-sent) still gets our prevote."""
+    real = h.proposal(1, [issue_tx(anchor("SWAP1")).to_bytes()])
+    h.loop.handle(ProposalReceived(_swapped(real, [issue_tx(anchor("SWAP2")).to_bytes()])))
+    assert h.my_vote(1, "prevote") is None
+    assert h.loop.snapshot.stats.get("malformed") == 1
+    h.loop.handle(ProposalReceived(real))
+    mine = h.my_vote(1, "prevote")
+    assert mine is not None and mine.value_id == real.value_id
+
+
+def test_a_next_height_proposal_with_swapped_txs_is_not_held(h: Harness) -> None:
+    """Held first, it would keep the slot of the real one, which arrives after it."""
+    p1 = h.proposal(1, [])
+    h.replica_commit(p1)
+    p2 = h.proposal(2, [issue_tx(anchor("SWAP3")).to_bytes()])
+    h.loop.handle(ProposalReceived(p1))
+    h.loop.handle(ProposalReceived(_swapped(p2, [issue_tx(anchor("SWAP4")).to_bytes()])))
+    assert h.metrics.dropped.value("held_malformed") == 1
+    h.loop.handle(ProposalReceived(p2))
+    for kind in ("prevote", "precommit"):
+        for v in h.others()[:2]:
+            h.loop.handle(VoteReceived(h.vote(v, kind, p1)))
+    assert h.chain.head_height == 1
+    prevote2 = h.my_vote(2, "prevote")
+    assert prevote2 is not None and prevote2.value_id == p2.value_id
