@@ -25,7 +25,7 @@ Public blueprint::
                                      (1..256 keys) -> one header + commit + validators and,
                                      per key in request order, record bytes + SMT proof
                                      (an absence proof for an unknown one); the usual
-                                     request is served ahead of Flask (``_FastBatch``)
+                                     request is served ahead of Flask (``node.fastpath``)
     GET  /v1/status                  height, round, step, hashes, validators, peers, mempool
     GET  /metrics                    Prometheus text
 
@@ -42,7 +42,6 @@ the code of a refused transaction is the ledger's reason (``bad_signature``,
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import re
@@ -195,8 +194,9 @@ def _failure(status: int, code: str, message: str, **extra: Any) -> Outcome:
     return status, {"error": {"code": code, "message": message}, **extra}, {}
 
 
-def _respond(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response:
-    resp = jsonify(body)
+def _respond(status: int, body: dict[str, Any] | bytes, headers: dict[str, str]) -> Response:
+    resp = Response(body, content_type="application/json") if isinstance(body, bytes) \
+        else jsonify(body)
     resp.status_code = status
     resp.headers.update(headers)
     return resp
@@ -316,36 +316,12 @@ def state_batch() -> Any:
     return Response(out, content_type="application/json")
 
 
-class _FastBatch:
-    """``POST /v1/state/batch`` ahead of Flask: a verifier sends one per batch of
-    verifications, and Flask's per-request machinery cost as much as the proofs.
-
-    Only the usual request (JSON, declared length within the limit) that is answered
-    200 is served here; any other, or any refusal, goes to Flask with the body put
-    back, whose route answers it - the route only reads, so running it again is safe.
-    """
-
-    def __init__(self, flask_wsgi: Any, chain: Chain) -> None:
-        self.flask_wsgi, self.chain = flask_wsgi, chain
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") != "/v1/state/batch" \
-                or environ.get("REQUEST_METHOD") != "POST":
-            return self.flask_wsgi(environ, start_response)
-        length = environ.get("CONTENT_LENGTH") or ""
-        mime = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
-        if not (length.isascii() and length.isdigit()) or int(length) > _BATCH_BODY \
-                or mime != "application/json":
-            return self.flask_wsgi(environ, start_response)
-        data = environ["wsgi.input"].read(int(length))
-        try:
-            out = _batch_answer(self.chain, data)
-        except ApiError:
-            environ["wsgi.input"] = io.BytesIO(data)
-            return self.flask_wsgi(environ, start_response)
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(out)))])
-        return [out]
+def batch_outcome(deps: ApiDeps, data: bytes) -> Outcome:
+    """``POST /v1/state/batch`` for a JSON body already read (its fast path's answer)."""
+    try:
+        return 200, _batch_answer(deps.chain, data), {}
+    except ApiError as exc:
+        return _failure(exc.status, exc.code, exc.message, **exc.extra)
 
 
 @public.get("/v1/status")
@@ -418,8 +394,11 @@ def create_app(deps: ApiDeps) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(public)
     app.register_blueprint(internal)
-    app.wsgi_app = FastPaths(  # type: ignore[method-assign]
-        _FastBatch(app.wsgi_app, deps.chain), deps, submit_outcome, consensus_outcome)
+    app.wsgi_app = FastPaths(app.wsgi_app, deps, {  # type: ignore[method-assign]
+        "/v1/transactions": (submit_outcome, deps.max_tx_body, MSGPACK),
+        "/v1/consensus": (consensus_outcome, deps.max_consensus_body, None),
+        "/v1/state/batch": (batch_outcome, _BATCH_BODY, "application/json"),
+    })
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:

@@ -2,8 +2,9 @@
 
 Two apps over the same scripted dependencies: the node's app, and the same app with the
 fast paths taken off. Every outcome of a tx submission and of a peer's envelopes - each
-refusal, back-pressure, a bug - must give the same status, body, headers and metrics
-through both, and the usual requests must not reach Flask at all.
+refusal, back-pressure, a bug - and a state batch's refusals must give the same status,
+body, headers and metrics through both, and the usual requests must not reach Flask at
+all. (A state batch that is answered needs a chain: ``tests/test_node_state_batch.py``.)
 """
 
 from __future__ import annotations
@@ -128,3 +129,17 @@ def test_other_requests_go_to_flask_and_get_its_answer(
     got = _answer(fast, path, body, headers)
     assert got == _answer(plain, path, body, headers)
     assert got[0] == status and reached == [path]
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b"not json", 400),
+    (b'{"certificates": []}', 400),
+    (b'{"certificates": ["not an id"]}', 400),
+    (b'{"other": 1}', 400),
+])
+def test_a_refused_state_batch_gets_the_flask_routes_answer(body: bytes, status: int) -> None:
+    fast, plain, reached = _apps()
+    json_ = {"Content-Type": "application/json"}
+    got = _answer(fast, "/v1/state/batch", body, json_)
+    assert got == _answer(plain, "/v1/state/batch", body, json_)
+    assert reached == [] and got[0] == status and "error" in got[1]
