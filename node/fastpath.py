@@ -36,7 +36,7 @@ _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 class FastPaths:
-    """WSGI middleware: the routes above here, everything else to ``flask_wsgi``."""
+    """WSGI middleware: ``routes`` served here, everything else by ``flask_wsgi``."""
 
     def __init__(self, flask_wsgi: Any, deps: Any, routes: Routes) -> None:
         self.flask_wsgi, self.deps, self._routes = flask_wsgi, deps, routes
