@@ -312,8 +312,7 @@ def state_batch() -> Any:
     """Many state look-ups in one answer (a verifier coalescing concurrent verifications)."""
     if (request.mimetype or "application/json").lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json")
-    out = _batch_answer(_deps().chain, _body(_BATCH_BODY))
-    return Response(out, content_type="application/json")
+    return _respond(*batch_outcome(_deps(), _body(_BATCH_BODY)))
 
 
 def batch_outcome(deps: ApiDeps, data: bytes) -> Outcome:
@@ -381,9 +380,7 @@ def sync_blocks() -> Any:
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> Response:
-    resp = jsonify(error={"code": code, "message": message}, **extra)
-    resp.status_code = status
-    return resp
+    return _respond(*_failure(status, code, message, **extra))
 
 
 def create_app(deps: ApiDeps) -> Flask:
