@@ -28,7 +28,8 @@ Layout (every section but ``[node]`` and ``[api]`` may be left out)::
     max_bytes = 67108864
     backlog_txs = 2000                  # beyond it clients get 429 busy (back-pressure)
     backlog_bytes = 8388608
-    gossip_linger_ms = 50               # spacing of tx gossip envelopes to the peers
+    gossip_linger_ms = 50               # spacing of tx gossip envelopes to the next proposers
+    gossip_spread_ms = 500              # every peer gets them this often (0: every envelope)
 
     [block]
     max_txs = 2000
@@ -104,12 +105,15 @@ class MempoolConfig:
     #: backlog beyond a block or two only adds latency and starves consensus of the GIL.
     backlog_txs: int = 2_000
     backlog_bytes: int = 8 * 1024 * 1024
-    #: Clients' txs go to the peers in signed envelopes at most one per this many ms (a
-    #: tx after a quiet spell goes at once). Each envelope costs every peer an SM2 check,
-    #: so longer means less CPU under load and more commit latency: at half the cluster
-    #: bench's peak, 50 ms gave a p50 of 347 ms against 444 ms at 100 ms, for ~4 % fewer
-    #: single txs per second (docs/benchmarks.md, eighth session).
+    #: Clients' txs go to the next proposers in signed envelopes at most one per this
+    #: many ms (a tx after a quiet spell goes at once). Each envelope costs its receivers
+    #: an SM2 check, so longer means less CPU under load and more commit latency: at half
+    #: the cluster bench's peak, 50 ms gave a p50 of 347 ms against 444 ms at 100 ms, for
+    #: ~4 % fewer single txs per second (docs/benchmarks.md, eighth session).
     gossip_linger_ms: int = 50
+    #: ... and to every peer that has not had them at most this many ms after they came
+    #: (node.txgossip). 0: every envelope goes to every peer.
+    gossip_spread_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,8 @@ _API = {"host": _str, "port": _int(0, 65535), "threads": _int(1, 256),
         "max_body_bytes": _int(1024)}
 _CONSENSUS = {f.name: _int(1, 3_600_000) for f in fields(ConsensusConfig)}
 _MEMPOOL = {"max_txs": _int(1), "max_bytes": _int(1024), "backlog_txs": _int(1),
-            "backlog_bytes": _int(1024), "gossip_linger_ms": _int(0, 1000)}
+            "backlog_bytes": _int(1024), "gossip_linger_ms": _int(0, 1000),
+            "gossip_spread_ms": _int(0, 10_000)}
 _BLOCK = {"max_txs": _int(1), "max_bytes": _int(1024), "smt_worker": _bool}
 _NODE_REQUIRED = ("name", "data_dir", "key_file", "genesis")
 _NODE_OPTIONAL = ("passphrase_env", "log_level", "log_file")

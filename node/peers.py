@@ -91,12 +91,14 @@ class Outbox:
         # node.wire's list framing; the signature covers the messages minus proposals' values
         self._send(KIND_CONSENSUS, canonical.encode(encoded), to, covers=covers)
 
-    def broadcast_txs(self, txs: Sequence[bytes], ids: Sequence[bytes] | None = None) -> None:
-        """Gossip raw txs; ``ids``, their ids when known (``node.wire.tx_ids`` otherwise),
-        are what the envelope's signature covers."""
+    def broadcast_txs(self, txs: Sequence[bytes], ids: Sequence[bytes] | None = None,
+                      to: Collection[str] | None = None) -> None:
+        """Gossip raw txs to every peer (or the peers ``to``) in one envelope; ``ids``,
+        their ids when known (``node.wire.tx_ids`` otherwise), are what its signature
+        covers."""
         if txs:
             ids = tx_ids(txs) if ids is None else list(ids)
-            self._send(KIND_TXS, encode_txs(txs), covers=ids)
+            self._send(KIND_TXS, encode_txs(txs), to, covers=ids)
 
 
 @dataclass(frozen=True)

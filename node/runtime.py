@@ -9,9 +9,10 @@ Threads and who owns what:
   into the mempool, hand peer envelopes to the inbox;
 * ``peer-sender-*`` (``network.transport``): one per peer, batching and back-off;
 * ``block-sync`` (``node.sync``): fetches blocks we missed;
-* ``tx-gossip``: sends transactions admitted from clients to the other validators,
-  at most one envelope per ``mempool.gossip_linger_ms`` (50), so that under load one
-  signed envelope carries many;
+* ``tx-gossip``: sends transactions admitted from clients to the next proposers, at
+  most one envelope per ``mempool.gossip_linger_ms`` (50), so that under load one
+  signed envelope carries many, and to every other peer each
+  ``mempool.gossip_spread_ms`` (500; ``node.txgossip``);
 * ``peer-tx-admission`` (``node.admission``): admits peers' txs through the same
   one-at-a-time gate as client txs, which get 429 ``busy`` past a backlog.
 
@@ -55,6 +56,7 @@ from node.peers import ENVELOPE_OVERHEAD, Inbox, Outbox
 from node.server import HttpServer
 from node.sync import BlockSync
 from node.threadcpu import cpu_seconds_by_role
+from node.txgossip import TxGossip, next_proposers
 
 log = logging.getLogger("certledger.node")
 
@@ -160,6 +162,9 @@ class Node:
             max_body=self.max_consensus_body + 1024 * 1024)
         self._stop = threading.Event()
         self._fatal_error: BaseException | None = None
+        self.tx_gossip = TxGossip(self.outbox, sorted(cfg.peers), self._gossip_targets,
+                                  clock.monotonic, cfg.mempool.gossip_spread_ms / 1000,
+                                  _TX_GOSSIP_BYTES)
         self._gossip_thread = threading.Thread(target=self._gossip_txs, name="tx-gossip",
                                                daemon=True)
         self._stopped = False
@@ -261,12 +266,20 @@ class Node:
         self.metrics.dropped.inc(n, reason)
 
     def _gossip_txs(self) -> None:
+        linger = self.cfg.mempool.gossip_linger_ms / 1000
         while not self._stop.is_set():
-            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, 0.5,
-                                           self.cfg.mempool.gossip_linger_ms / 1000)
-            if txs:
-                # The pool knows their ids (a dict lookup; a tx committed meanwhile is hashed)
-                self.outbox.broadcast_txs(txs, [self.mempool.id_of(t) or sm3(t) for t in txs])
+            txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, self.tx_gossip.wait_s(0.5), linger)
+            # The pool knows their ids (a dict lookup; a tx committed meanwhile is hashed)
+            self.tx_gossip.step([(t, self.mempool.id_of(t) or sm3(t)) for t in txs])
+        self.tx_gossip.spread()  # what the next proposers alone had, before we go
+
+    def _gossip_targets(self) -> list[str]:
+        snap, head = self.loop.snapshot, self.chain.head_height
+        # The snapshot can lag a commit by an item; then the next height's first round.
+        height, round_ = (snap.height, snap.round) if snap.height == head + 1 else (head + 1, 0)
+        return next_proposers(self.chain.validator_set(height),
+                              self.chain.validator_set(height + 1), height, round_,
+                              self.cfg.peers)
 
     # ------------------------------------------------------------------ views
 

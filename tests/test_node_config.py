@@ -55,6 +55,7 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     ("[consensus]\nprevote_timeout_ms = 0\n", "consensus.prevote_timeout_ms must be"),
     ("[mempool]\nmax_txs = -1\n", "mempool.max_txs must be"),
     ("[mempool]\ngossip_linger_ms = 5000\n", "mempool.gossip_linger_ms must be an integer in [0"),
+    ("[mempool]\ngossip_spread_ms = 20000\n", "mempool.gossip_spread_ms must be an integer in [0"),
     ("[block]\nmax_bytes = 1.5\n", "block.max_bytes must be"),
     ("[block]\nsmt_worker = \"yes\"\n", "block.smt_worker must be true or false"),
     ("[peers]\nn2 = \"ftp://x\"\n", "peers.n2 must be an http(s) base URL"),
@@ -95,6 +96,13 @@ def test_gossip_linger_defaults_to_50_ms_and_can_be_set(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL + "[mempool]\ngossip_linger_ms = 0\n"))
     assert cfg.mempool.gossip_linger_ms == 0
     assert "gossip_linger_ms = 0" in render_config(cfg, tmp_path)
+
+
+def test_gossip_spread_defaults_to_500_ms_and_0_turns_the_tiers_off(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).mempool.gossip_spread_ms == 500
+    cfg = load_config(write(tmp_path, MINIMAL + "[mempool]\ngossip_spread_ms = 0\n"))
+    assert cfg.mempool.gossip_spread_ms == 0
+    assert "gossip_spread_ms = 0" in render_config(cfg, tmp_path)
 
 
 def test_missing_and_unknown_node_keys(tmp_path: Path) -> None:

@@ -1,0 +1,121 @@
+"""Clients' transactions to the peers, in two tiers.
+
+How it works: before a tx is in a block, only a proposer needs it: every other validator
+gets it inside the proposal and checks its signature there, once, as it would have on
+admission. So the ``tx-gossip`` thread (``node.runtime``) hands each take of client txs
+(one per ``mempool.gossip_linger_ms``) to ``TxGossip.step``, which sends it at once to the
+*next proposers* only - of the round being decided and of the one after it, which is also
+the next height's first (``next_proposers``) - and keeps it. Every
+``mempool.gossip_spread_ms`` it *spreads* what it kept to every peer that has not been
+sent it yet, a few large envelopes: a tx must outlive its entry node and reach the later
+proposers if the next two leave it out (a full block, a failed round, a crash), and the
+mempools stay alike.
+
+Why: each envelope costs every receiver an SM2 check (and an HTTP request), and at the
+cluster bench's load an envelope every 50 ms carried four or five txs, so the peers spent
+nearly one SM2 check per committed tx on envelopes alone. The fast tier reaches one or two
+peers instead of all, at the same latency; the spread adds a few checks a second.
+
+``spread_s = 0`` turns the tiers off: every take goes to every peer (the behaviour before
+the tiers). Sending runs on the caller's thread; the outbox signs and queues (the
+per-peer senders do the network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger.commit import ValidatorSet
+
+
+class TxSender(Protocol):
+    def broadcast_txs(self, txs: Sequence[bytes], ids: Sequence[bytes] | None = None,
+                      to: Collection[str] | None = None) -> None: ...
+
+
+def next_proposers(current: ValidatorSet, following: ValidatorSet, height: int,
+                   round_: int, peers: Collection[str]) -> list[str]:
+    """The peers among the proposers of ``(height, round_)``, ``(height, round_ + 1)``
+    and ``(height + 1, 0)``; ``current`` signs ``height``, ``following`` the next one.
+    With an unchanged set the last two are the same validator (round-robin)."""
+    names = {current.proposer(height, round_).name,
+             current.proposer(height, round_ + 1).name,
+             following.proposer(height + 1, 0).name}
+    return sorted(n for n in names if n in peers)
+
+
+@dataclass
+class _Kept:
+    raw: bytes
+    tx_id: bytes
+    sent: set[str] = field(default_factory=set)
+
+
+class TxGossip:
+    """The two tiers' state (see the module header); one thread calls it."""
+
+    def __init__(self, sender: TxSender, peers: Sequence[str],
+                 targets: Callable[[], Collection[str]], monotonic: Callable[[], float],
+                 spread_s: float, max_bytes: int) -> None:
+        self._sender = sender
+        self._peers = list(peers)
+        self._targets = targets
+        self._monotonic = monotonic
+        self._spread_s = spread_s
+        self._max_bytes = max_bytes
+        self._kept: list[_Kept] = []
+        self._last_spread = monotonic()
+
+    def wait_s(self, idle: float) -> float:
+        """How long the caller may wait for new txs before ``step`` is due anyway."""
+        if not self._kept or self._spread_s <= 0:
+            return idle
+        return max(0.0, min(idle, self._last_spread + self._spread_s - self._monotonic()))
+
+    def step(self, txs: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send a take of ``(raw tx, id)`` to the next proposers, and spread if it is due."""
+        if self._spread_s <= 0:
+            if txs:
+                self._sender.broadcast_txs([t for t, _ in txs], [i for _, i in txs])
+            return
+        if txs:
+            to = [p for p in self._targets() if p in self._peers]
+            if to:
+                self._sender.broadcast_txs([t for t, _ in txs], [i for _, i in txs], to)
+            if not self._kept:
+                # The spread interval counts from the first tx kept, so that a tx waits at
+                # most ``spread_s`` for it whenever it came.
+                self._last_spread = self._monotonic()
+            self._kept.extend(_Kept(raw, tid, set(to)) for raw, tid in txs)
+        if self._kept and self._monotonic() - self._last_spread >= self._spread_s:
+            self.spread()
+
+    def spread(self) -> None:
+        """Send every kept tx to each peer that has not had it, and forget them."""
+        kept, self._kept = self._kept, []
+        self._last_spread = self._monotonic()
+        # Peers missing the same txs share envelopes (one signature for all of them).
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for peer in self._peers:
+            missing = tuple(i for i, k in enumerate(kept) if peer not in k.sent)
+            if missing:
+                groups.setdefault(missing, []).append(peer)
+        for missing, to in groups.items():
+            for chunk in _chunks((kept[i] for i in missing), self._max_bytes):
+                self._sender.broadcast_txs([k.raw for k in chunk], [k.tx_id for k in chunk], to)
+
+
+def _chunks(items: Iterable[_Kept], max_bytes: int) -> Iterable[list[_Kept]]:
+    """Runs of at most ``max_bytes`` of txs (a larger tx goes alone)."""
+    chunk: list[_Kept] = []
+    size = 0
+    for k in items:
+        if chunk and size + len(k.raw) > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(k)
+        size += len(k.raw)
+    if chunk:
+        yield chunk
