@@ -2,8 +2,10 @@
 
 How it works:
 
-* **Admission** (``add``) decodes the tx, refuses one larger than a block could hold,
-  answers an id already pending as a duplicate (idempotent), then checks it with
+* **Admission** (``add``) refuses a tx larger than a block could hold, and a peer's tx
+  (whose id its gossip envelope gave) that a block has carried, before decoding it;
+  decodes the tx, answers an id already pending as a duplicate (idempotent), then
+  checks it with
   ``ledger.state.apply_tx`` against the *committed state plus every pending tx*
   (an ``Overlay`` holding their effects), so two pending txs issuing one id, or a
   revocation of a certificate issued by a pending tx, are judged as the block will
@@ -41,8 +43,9 @@ How it works:
   written keys (``written=None``) everything is re-checked.
 * **Gossip**: txs admitted from clients are queued for the gossip thread
   (``take_gossip``: envelopes go at most one per ``linger``, so under load one signed
-  envelope carries many txs, while a tx after a quiet spell goes at once);
-  txs that came from peers are not re-sent (the mesh is full).
+  envelope carries many txs, while a tx after a quiet spell goes at once;
+  ``node.txgossip`` decides who gets them when); txs that came from peers are not
+  re-sent (the mesh is full).
 
 Thread-safety: one lock guards the pool; the consensus thread reaps and updates,
 HTTP and peer threads add.
@@ -56,6 +59,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.errors import LedgerError, TxRejected
+from ledger.records import tx_key
 from ledger.state import (
     BlockContext,
     Overlay,
@@ -208,6 +212,12 @@ class Mempool:
         if len(raw) > self.max_tx_bytes:
             raise TxTooLarge(f"transaction is {len(raw)} bytes; a block holds at most "
                              f"{self.max_tx_bytes}")
+        if tx_id is not None and tx_id not in self._entries and self._view.get(
+                tx_key(tx_id)) is not None:
+            # A peer's spread (node.txgossip) often brings what a block has carried since:
+            # refuse it as the rules would, but before decoding (a batch is ~1 MB to decode).
+            raise TxRejected("duplicate_tx", "this transaction was already applied (replay)",
+                             tx_id=tx_id)
         tx = Transaction.from_bytes(raw)
         if tx_id is not None:
             tx.__dict__["id"] = tx_id  # Transaction.id is a cached SM3 of these very bytes

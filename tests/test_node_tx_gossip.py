@@ -11,6 +11,7 @@ import pytest
 
 import ledger.tx
 from certificates.hashing import sm3
+from ledger.errors import TxRejected
 from network.envelope import SeqCounter, open_envelope, seal, seal_batch
 from node.peers import Inbox, Outbox
 from node.wire import KIND_TXS, encode_txs, tx_cover
@@ -100,3 +101,29 @@ def test_a_peer_tx_admitted_with_its_id_is_not_hashed_again(hashed: list[int]) -
     assert pool.add(other, ctx(h), gossip=False).tx_id == sm3(other)
     assert len(other) in hashed  # without an id it hashes, as before
     assert pool.decoded(tx_id) is not None and pool.id_of(raw) == tx_id
+
+
+def test_a_peer_tx_a_block_has_carried_is_refused_before_it_is_decoded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    h = LedgerHarness()
+    pool = make(h, max_tx_bytes=1 << 20)
+    done, fresh = batch_tx([anchor(f"D{i}") for i in range(20)]), issue_tx(anchor("D99"))
+    h.commit(done)
+    decoded: list[int] = []
+    real = ledger.tx.Transaction.from_bytes.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, raw: bytes) -> ledger.tx.Transaction:
+        decoded.append(len(raw))
+        return real(cls, raw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(ledger.tx.Transaction, "from_bytes", classmethod(counting))
+    raw = done.to_bytes()
+    with pytest.raises(TxRejected) as exc:
+        pool.add(raw, ctx(h), gossip=False, tx_id=done.id)
+    assert exc.value.reason == "duplicate_tx" and decoded == []
+    # Without the id (a client's submission) the rules find the same, after decoding.
+    with pytest.raises(TxRejected) as exc:
+        pool.add(raw, ctx(h), gossip=False)
+    assert exc.value.reason == "duplicate_tx" and decoded == [len(raw)]
+    assert pool.add(fresh.to_bytes(), ctx(h), gossip=False, tx_id=fresh.id).added
+    assert len(pool) == 1
