@@ -163,8 +163,8 @@ class Node:
         self._stop = threading.Event()
         self._fatal_error: BaseException | None = None
         self.tx_gossip = TxGossip(self.outbox, sorted(cfg.peers), self._gossip_targets,
-                                  clock.monotonic, cfg.mempool.gossip_spread_ms / 1000,
-                                  _TX_GOSSIP_BYTES)
+                                  self.mempool.__contains__, clock.monotonic,
+                                  cfg.mempool.gossip_spread_ms / 1000, _TX_GOSSIP_BYTES)
         self._gossip_thread = threading.Thread(target=self._gossip_txs, name="tx-gossip",
                                                daemon=True)
         self._stopped = False

@@ -6,10 +6,11 @@ admission. So the ``tx-gossip`` thread (``node.runtime``) hands each take of cli
 (one per ``mempool.gossip_linger_ms``) to ``TxGossip.step``, which sends it at once to the
 *next proposers* only - of the round being decided and of the one after it, which is also
 the next height's first (``next_proposers``) - and keeps it. Every
-``mempool.gossip_spread_ms`` it *spreads* what it kept to every peer that has not been
-sent it yet, a few large envelopes: a tx must outlive its entry node and reach the later
-proposers if the next two leave it out (a full block, a failed round, a crash), and the
-mempools stay alike.
+``mempool.gossip_spread_ms`` it *spreads* what it kept and is still pending here to every
+peer that has not been sent it yet, a few large envelopes: a tx must outlive its entry node
+and reach the later proposers if the next two leave it out (a full block, a failed round, a
+crash), and the mempools stay alike. What a block has carried by then needs no spread
+(under load, most of it).
 
 Why: each envelope costs every receiver an SM2 check (and an HTTP request), and at the
 cluster bench's load an envelope every 50 ms carried four or five txs, so the peers spent
@@ -57,11 +58,12 @@ class TxGossip:
     """The two tiers' state (see the module header); one thread calls it."""
 
     def __init__(self, sender: TxSender, peers: Sequence[str],
-                 targets: Callable[[], Collection[str]], monotonic: Callable[[], float],
-                 spread_s: float, max_bytes: int) -> None:
+                 targets: Callable[[], Collection[str]], pending: Callable[[bytes], bool],
+                 monotonic: Callable[[], float], spread_s: float, max_bytes: int) -> None:
         self._sender = sender
         self._peers = list(peers)
         self._targets = targets
+        self._pending = pending
         self._monotonic = monotonic
         self._spread_s = spread_s
         self._max_bytes = max_bytes
@@ -93,8 +95,10 @@ class TxGossip:
             self.spread()
 
     def spread(self) -> None:
-        """Send every kept tx to each peer that has not had it, and forget them."""
-        kept, self._kept = self._kept, []
+        """Send every kept tx still pending to each peer that has not had it, and forget
+        them all."""
+        kept = [k for k in self._kept if self._pending(k.tx_id)]
+        self._kept = []
         self._last_spread = self._monotonic()
         # Peers missing the same txs share envelopes (one signature for all of them).
         groups: dict[tuple[int, ...], list[str]] = {}

@@ -47,9 +47,11 @@ def take(*names: str) -> list[tuple[bytes, bytes]]:
 
 
 def gossip(sender: Sender, clock: Clock, targets: list[list[str]], spread_s: float = 0.5,
-           max_bytes: int = 1 << 20) -> TxGossip:
-    """A gossip whose next proposers are ``targets[0]`` (replace it to move them)."""
-    return TxGossip(sender, PEERS, lambda: targets[0], clock, spread_s, max_bytes)
+           max_bytes: int = 1 << 20, committed: Collection[bytes] = ()) -> TxGossip:
+    """A gossip whose next proposers are ``targets[0]`` (replace it to move them), and
+    whose pool no longer holds the txs whose ids are in ``committed``."""
+    return TxGossip(sender, PEERS, lambda: targets[0], lambda tid: tid not in committed,
+                    clock, spread_s, max_bytes)
 
 
 def test_a_take_goes_to_the_next_proposers_only_until_the_spread() -> None:
@@ -105,6 +107,21 @@ def test_the_spread_is_counted_from_the_first_tx_it_keeps() -> None:
     clock.now += 0.01
     g.step([])
     assert sender.take() == [([b"t1", b"t2"], ["b", "c"])]
+
+
+def test_what_a_block_carried_before_the_spread_is_not_spread() -> None:
+    sender, clock, targets, committed = Sender(), Clock(), [["a"]], set()
+    g = gossip(sender, clock, targets, committed=committed)
+    g.step(take("t1", "t2"))
+    committed.add(sm3(b"t1"))  # the next proposer's block carried t1
+    clock.now += 0.5
+    g.step([])
+    assert sender.take() == [([b"t1", b"t2"], ["a"]), ([b"t2"], ["b", "c"])]
+    g.step(take("t3"))
+    committed.add(sm3(b"t3"))
+    clock.now += 0.5
+    g.step([])
+    assert sender.take() == [([b"t3"], ["a"])]  # nothing left to spread: no envelope
 
 
 def test_the_spread_splits_its_envelopes_at_the_byte_limit() -> None:
