@@ -5,12 +5,12 @@ gets it inside the proposal and checks its signature there, once, as it would ha
 admission. So the ``tx-gossip`` thread (``node.runtime``) hands each take of client txs
 (one per ``mempool.gossip_linger_ms``) to ``TxGossip.step``, which sends it at once to the
 *next proposers* only - of the round being decided and of the one after it, which is also
-the next height's first (``next_proposers``) - and keeps it. Every
+the next height's first (``next_proposers``) - and keeps it; when the height or round
+moves on, the new next proposers get the kept txs still pending that they lack. Every
 ``mempool.gossip_spread_ms`` it *spreads* what it kept and is still pending here to every
-peer that has not been sent it yet, a few large envelopes: a tx must outlive its entry node
-and reach the later proposers if the next two leave it out (a full block, a failed round, a
-crash), and the mempools stay alike. What a block has carried by then needs no spread
-(under load, most of it).
+peer that lacks it, in a few large envelopes, and forgets it: a tx must outlive its entry
+node, and the mempools stay alike. What a block has carried by then needs no spread (under
+load, most of it).
 
 Why: each envelope costs every receiver an SM2 check (and an HTTP request), and at the
 cluster bench's load an envelope every 50 ms carried four or five txs, so the peers spent
@@ -77,38 +77,47 @@ class TxGossip:
         return max(0.0, min(idle, self._last_spread + self._spread_s - self._monotonic()))
 
     def step(self, txs: Sequence[tuple[bytes, bytes]]) -> None:
-        """Send a take of ``(raw tx, id)`` to the next proposers, and spread if it is due."""
+        """Take in ``(raw tx, id)`` pairs; send the next proposers the pending txs they
+        lack, and spread if it is due."""
         if self._spread_s <= 0:
             if txs:
                 self._sender.broadcast_txs([t for t, _ in txs], [i for _, i in txs])
             return
         if txs:
-            to = [p for p in self._targets() if p in self._peers]
-            if to:
-                self._sender.broadcast_txs([t for t, _ in txs], [i for _, i in txs], to)
             if not self._kept:
                 # The spread interval counts from the first tx kept, so that a tx waits at
                 # most ``spread_s`` for it whenever it came.
                 self._last_spread = self._monotonic()
-            self._kept.extend(_Kept(raw, tid, set(to)) for raw, tid in txs)
-        if self._kept and self._monotonic() - self._last_spread >= self._spread_s:
+            self._kept.extend(_Kept(raw, tid) for raw, tid in txs)
+        if not self._kept:
+            return
+        if self._monotonic() - self._last_spread >= self._spread_s:
             self.spread()
+        else:
+            # New txs, and the older ones a proposer that has just become next lacks (it
+            # may have to carry a tx the one before left out).
+            self._send_missing([p for p in self._targets() if p in self._peers])
 
     def spread(self) -> None:
-        """Send every kept tx still pending to each peer that has not had it, and forget
-        them all."""
-        kept = [k for k in self._kept if self._pending(k.tx_id)]
+        """Send every kept tx still pending to each peer that lacks it; forget them all."""
+        self._send_missing(self._peers)
         self._kept = []
         self._last_spread = self._monotonic()
+
+    def _send_missing(self, peers: Sequence[str]) -> None:
+        self._kept = [k for k in self._kept if self._pending(k.tx_id)]
         # Peers missing the same txs share envelopes (one signature for all of them).
         groups: dict[tuple[int, ...], list[str]] = {}
-        for peer in self._peers:
-            missing = tuple(i for i, k in enumerate(kept) if peer not in k.sent)
+        for peer in peers:
+            missing = tuple(i for i, k in enumerate(self._kept) if peer not in k.sent)
             if missing:
                 groups.setdefault(missing, []).append(peer)
         for missing, to in groups.items():
-            for chunk in _chunks((kept[i] for i in missing), self._max_bytes):
+            sent = [self._kept[i] for i in missing]
+            for chunk in _chunks(sent, self._max_bytes):
                 self._sender.broadcast_txs([k.raw for k in chunk], [k.tx_id for k in chunk], to)
+            for k in sent:
+                k.sent.update(to)
 
 
 def _chunks(items: Iterable[_Kept], max_bytes: int) -> Iterable[list[_Kept]]:

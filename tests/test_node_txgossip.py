@@ -72,27 +72,43 @@ def test_a_take_goes_to_the_next_proposers_only_until_the_spread() -> None:
     assert sender.sent == [] and g.wait_s(1.0) == 1.0  # nothing kept: nothing due
 
 
-def test_the_spread_sends_each_peer_only_what_it_lacks() -> None:
+def test_each_peer_gets_each_tx_once_whoever_is_next() -> None:
     sender, clock, targets = Sender(), Clock(), [["a"]]
     g = gossip(sender, clock, targets)
     g.step(take("t1"))
     targets[0] = ["b", "c"]  # the next height's proposers
     clock.now += 0.1
     g.step(take("t2"))
+    # t1 is still pending: the new next proposers get it with t2, in one envelope.
+    assert sender.take() == [([b"t1"], ["a"]), ([b"t1", b"t2"], ["b", "c"])]
     targets[0] = []  # we propose next: nobody gets t3 before the spread
     clock.now += 0.1
     g.step(take("t3"))
-    assert sender.received() == {"a": [b"t1"], "b": [b"t2"], "c": [b"t2"]}
+    assert sender.sent == []
     clock.now += 0.25
     g.step([])
-    assert len(sender.sent) == 2  # not due yet
+    assert sender.sent == []  # not due yet
     clock.now += 0.1
     g.step([])
-    got = sender.received()
-    assert {p: sorted(txs) for p, txs in got.items()} == {
-        p: [b"t1", b"t2", b"t3"] for p in PEERS}  # every peer has each tx exactly once
-    ids = {tx: tid for txs, tids, _ in sender.sent for tx, tid in zip(txs, tids, strict=True)}
-    assert ids == {t: sm3(t) for t in (b"t1", b"t2", b"t3")}
+    assert sender.take() == [([b"t2", b"t3"], ["a"]), ([b"t3"], ["b", "c"])]
+    clock.now += 5
+    g.step([])
+    assert sender.sent == []
+
+
+def test_a_proposer_that_becomes_next_gets_only_what_is_still_pending() -> None:
+    sender, clock, targets, committed = Sender(), Clock(), [["a"]], set()
+    g = gossip(sender, clock, targets, committed=committed)
+    g.step(take("t1", "t2"))
+    assert sender.take() == [([b"t1", b"t2"], ["a"])]
+    g.step([])
+    assert sender.sent == []  # a has them: nothing again
+    committed.add(sm3(b"t1"))  # a's block carried t1 and left t2 out
+    targets[0] = ["b"]
+    clock.now += 0.05
+    g.step([])
+    ids = [tid for _, tids, _ in sender.sent for tid in tids]
+    assert sender.take() == [([b"t2"], ["b"])] and ids == [sm3(b"t2")]
 
 
 def test_the_spread_is_counted_from_the_first_tx_it_keeps() -> None:
@@ -118,10 +134,11 @@ def test_what_a_block_carried_before_the_spread_is_not_spread() -> None:
     g.step([])
     assert sender.take() == [([b"t1", b"t2"], ["a"]), ([b"t2"], ["b", "c"])]
     g.step(take("t3"))
+    assert sender.take() == [([b"t3"], ["a"])]
     committed.add(sm3(b"t3"))
     clock.now += 0.5
     g.step([])
-    assert sender.take() == [([b"t3"], ["a"])]  # nothing left to spread: no envelope
+    assert sender.sent == []  # nothing left to spread: no envelope
 
 
 def test_the_spread_splits_its_envelopes_at_the_byte_limit() -> None:
