@@ -269,9 +269,15 @@ class Node:
         linger = self.cfg.mempool.gossip_linger_ms / 1000
         while not self._stop.is_set():
             txs = self.mempool.take_gossip(_TX_GOSSIP_BYTES, self.tx_gossip.wait_s(0.5), linger)
-            # The pool knows their ids (a dict lookup; a tx committed meanwhile is hashed)
-            self.tx_gossip.step([(t, self.mempool.id_of(t) or sm3(t)) for t in txs])
-        self.tx_gossip.spread()  # what the next proposers alone had, before we go
+            try:
+                # The pool knows their ids (a dict lookup; a tx committed meanwhile is hashed)
+                self.tx_gossip.step([(t, self.mempool.id_of(t) or sm3(t)) for t in txs])
+            except Exception:  # a bug in one step must not end gossip for good
+                log.exception("tx gossip failed")
+        try:
+            self.tx_gossip.spread()  # what the next proposers alone had, before we go
+        except Exception:
+            log.exception("tx gossip failed")
 
     def _gossip_targets(self) -> list[str]:
         snap, head = self.loop.snapshot, self.chain.head_height
