@@ -11,7 +11,15 @@ Values are encoded as msgpack after a normalising pass:
   canonical form, or no place in a certificate.
 
 ``decode`` accepts only canonical input: it re-encodes and compares, so a peer
-cannot smuggle two encodings of one value past a signature check.
+cannot smuggle two encodings of one value past a signature check. A large input made of
+few, large parts (a block holds a few ~1 MB transactions; a proposal, its envelope and the
+batch of envelopes each wrap one block) is instead checked by walking its containers:
+every header must have its shortest form, map keys must be canonical strings in strictly
+increasing UTF-8 order, every ``bin`` must carry its shortest length header, and every
+other item must equal its own canonical encoding. That accepts exactly what re-encoding
+accepts without copying the large byte strings twice more (re-encoding a 3 MB proposal
+took ~2 ms at each of five nested layers); anything it does not accept, or an input with
+too many parts for the walk to pay, goes the general way, which names the fault.
 
 ``sign_bytes(domain, chain_id, value)`` prefixes a domain tag and the chain id
 so a signature made for one purpose or chain is worthless in any other.
@@ -122,6 +130,10 @@ def decode(data: bytes, *, max_len: int = 64 * 1024 * 1024) -> Any:
         raise EncodingError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_len:
         raise EncodingError(f"encoded value is {len(data)} bytes, limit is {max_len}")
+    if len(data) >= WALK_MIN_BYTES:
+        walked = _walk(bytes(data))
+        if walked is not _NOT_WALKED:
+            return walked
     try:
         value = msgpack.unpackb(
             bytes(data),
@@ -133,6 +145,72 @@ def decode(data: bytes, *, max_len: int = 64 * 1024 * 1024) -> Any:
         raise EncodingError(f"not valid msgpack ({type(exc).__name__}: {exc})") from exc
     if encode(value) != bytes(data):
         raise EncodingError("encoding is not canonical (key order, NFC or integer width)")
+    return value
+
+
+#: Inputs from this size on are first tried by the container walk (see the header).
+WALK_MIN_BYTES = 64 * 1024
+#: The walk's budget: this many items, plus one per this many bytes of input. Past it the
+#: items are small, and msgpack's re-encoding in C is the cheaper check.
+_WALK_ITEMS, _WALK_BYTES_PER_ITEM = 64, 4096
+_NOT_WALKED: Any = object()
+_ARRAY_HEADS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
+_MAP_HEADS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+
+
+def _container_header_len(n: int) -> int:
+    return 1 if n < 16 else 3 if n < 0x10000 else 5
+
+
+def _bin_header_len(n: int) -> int:
+    return 2 if n < 0x100 else 3 if n < 0x10000 else 5
+
+
+def _walk(data: bytes) -> Any:
+    """``data``'s value if the container walk accepts it, else ``_NOT_WALKED``."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True,
+                                max_buffer_size=len(data))
+    unpacker.feed(data)
+    budget = [_WALK_ITEMS + len(data) // _WALK_BYTES_PER_ITEM]
+    try:
+        value = _walk_item(unpacker, data, budget)
+    except Exception:  # any doubt (junk, not canonical, unencodable) goes the general
+        return _NOT_WALKED  # way, which gives the error its proper message
+    return value if unpacker.tell() == len(data) else _NOT_WALKED
+
+
+def _walk_item(unpacker: msgpack.Unpacker, data: bytes, budget: list[int]) -> Any:
+    budget[0] -= 1
+    start = unpacker.tell()
+    head = data[start]
+    if head in _ARRAY_HEADS or head in _MAP_HEADS:
+        is_map = head in _MAP_HEADS
+        n = unpacker.read_map_header() if is_map else unpacker.read_array_header()
+        if n > budget[0] or unpacker.tell() - start != _container_header_len(n):
+            raise _Slow
+        if not is_map:
+            return [_walk_item(unpacker, data, budget) for _ in range(n)]
+        out: dict[str, Any] = {}
+        previous = b""
+        for i in range(n):
+            key_start = unpacker.tell()
+            key = unpacker.unpack()
+            if type(key) is not str:
+                raise _Slow
+            key_bytes = key.encode("utf-8")
+            # Strictly increasing: sorted as encode sorts, and no key twice.
+            if (i and key_bytes <= previous) or encode(key) != data[key_start:unpacker.tell()]:
+                raise _Slow
+            previous = key_bytes
+            out[key] = _walk_item(unpacker, data, budget)
+        return out
+    value = unpacker.unpack()
+    end = unpacker.tell()
+    if type(value) is bytes:
+        if end - start - len(value) != _bin_header_len(len(value)):
+            raise _Slow
+    elif encode(value) != data[start:end]:
+        raise _Slow
     return value
 
 
