@@ -41,10 +41,12 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=.venv/.certledger-installed
-want="$(cat pyproject.toml setup.py ledger/_smtcore.c ledger/_smtcore_records.h ledger/_idcheck.c |
+want="$(cat pyproject.toml setup.py ledger/_smtcore.c ledger/_smtcore_records.h ledger/_idcheck.c \
+          ledger/_anchors.c |
         sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] ||
-   ! compgen -G "ledger/_smtcore*.so" >/dev/null || ! compgen -G "ledger/_idcheck*.so" >/dev/null; then
+   ! compgen -G "ledger/_smtcore*.so" >/dev/null || ! compgen -G "ledger/_idcheck*.so" >/dev/null ||
+   ! compgen -G "ledger/_anchors*.so" >/dev/null; then
   log=.venv/install.log
   echo "setting up .venv (log: $log)" >&2
   if ! { python -m pip install --disable-pip-version-check --upgrade pip &&
