@@ -13,8 +13,11 @@ those inputs, with the records' state keys. A later check with the same issuer c
 types runs only what the state decides - each id still unused - and the encoding; a
 changed grant or code runs everything again. The ids are then looked up in one bulk read
 (``state_base.get_many``); a batch that fails it is walked record by record, as before,
-to name the first record at fault. The packed records are remembered too, under the height
-they carry (admission and the block usually agree on it).
+to name the first record at fault. The records' encoding is remembered too, in parts: a
+record is ``encode_cert``'s 13-element array, and all of it but the two heights it carries
+(issued, status) is fixed by the tx, so the parts before and after them are packed once and
+each check joins them around its height (0.13 us a record, against 0.84 for packing it
+whole; admission and the block often run at different heights).
 """
 
 from __future__ import annotations
@@ -180,7 +183,9 @@ def check_batch_shape(body: IssueBatchBody) -> None:
 
 
 _BATCH_MEMO: Final = "cert.issue_batch/stateless"
-_PACKED_MEMO: Final = "cert.issue_batch/packed"
+_PARTS_MEMO: Final = "cert.issue_batch/parts"
+#: The header of encode_cert's 13-element array (a fixarray), in place of a 6-element one.
+_RECORD_HEAD: Final = b"\x9d"
 
 
 def _batch_keys(body: IssueBatchBody, issuer: IssuerRecord) -> tuple[bytes, ...]:
@@ -267,17 +272,21 @@ def _issue_batch(ov: Overlay, tx: Transaction, ctx: BlockContext, cache: SigCach
     # in the state. Otherwise the loop below finds the first offending record and names it.
     if (not any(map(upd.__contains__, keys)) and len(frozenset(keys)) == len(keys)
             and get_many(ov.base, keys).count(None) == len(keys)):
-        # The records' bytes depend on the tx and the height alone: a batch admitted at
-        # height h and then proposed or validated in block h is packed once. Taken, not
-        # read, on reuse: kept only from admission to the block (~1 MB a batch).
-        packed = tx.memo.pop(_PACKED_MEMO, None)
-        if packed is None or packed[0] != h:
-            packed = tx.memo[_PACKED_MEMO] = (h, [
-                pack([0, a.id, a.digest, a.valid_from, a.valid_until, None, h, h, None, None,
-                      kid, tid, i]) for i, a in enumerate(body.records)],
+        # Each record is pack([0, id, digest, valid_from, valid_until, None, h, h, None,
+        # None, kid, tid, i]): a msgpack array is its header and its items' encodings one
+        # after the other, so the parts around the heights are packed once (see the header).
+        parts = tx.memo.get(_PARTS_MEMO)
+        if parts is None:
+            after = pack(None) + pack(None) + pack(kid) + pack(tid)
+            parts = tx.memo[_PARTS_MEMO] = (
+                [_RECORD_HEAD + pack([0, a.id, a.digest, a.valid_from, a.valid_until, None])[1:]
+                 for a in body.records],
+                [after + pack(i) for i in range(len(body.records))],
                 tuple(a.id for a in body.records))
-        upd.update(zip(keys, packed[1], strict=True))
-        ids: tuple[str, ...] = packed[2]
+        heights = pack(h) * 2
+        upd.update(zip(keys, [b + heights + e for b, e in zip(parts[0], parts[1], strict=True)],
+                       strict=True))
+        ids: tuple[str, ...] = parts[2]
         return ids
     for i, (key, a) in enumerate(zip(keys, body.records, strict=True)):
         if (upd[key] if key in upd else base_get(key)) is not None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import pytest
 
 import ledger.state_cert as state_cert
+from ledger.records import CertRecord, encode_cert
 from ledger.state import Overlay, apply_tx, check_tx
 from ledger.tx import Transaction
 from tests.ledger_fixtures import (
+    GENESIS_TIME,
     ISSUER_A,
     TYPE_DIPLOMA,
     LedgerHarness,
@@ -90,9 +92,9 @@ def test_a_verdict_remembered_for_other_inputs_is_not_used() -> None:
     assert getattr(info.value, "reason", None) == "bad_validity"
 
 
-def test_packed_records_are_reused_only_at_the_height_they_carry() -> None:
-    """The records a batch writes carry the height; the packed bytes remembered at one
-    height are reused there and never at another."""
+def test_remembered_records_follow_the_height_they_carry() -> None:
+    """The records a batch writes carry the height: what a tx remembers from a check at one
+    height gives a fresh decode's records there and at any other."""
     h = LedgerHarness()
     tx = batch_tx([anchor(str(i)) for i in range(12)])
 
@@ -109,14 +111,26 @@ def test_packed_records_are_reused_only_at_the_height_they_carry() -> None:
     assert at(tx, 5) == fresh(5)  # and back
 
 
-def test_packed_records_are_reused_once_then_released() -> None:
-    """Admission packs and keeps the records; the block's check at the same height takes
-    them (the very same bytes objects) and the tx keeps nothing after."""
+@pytest.mark.parametrize("height", [5, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32])
+def test_records_joined_from_their_parts_are_encode_cert_at_any_height(height: int) -> None:
+    """The parts are packed once per tx; every record joined from them at a height is the
+    very bytes ``encode_cert`` gives, whatever width msgpack uses for the height and for
+    the record's index (300 records: indexes past 127 and 255)."""
     h = LedgerHarness()
-    tx = batch_tx([anchor(str(i)) for i in range(8)])
-    first = apply_tx(Overlay(h.state), tx, h.ctx(5), sig_cache=h.sig_cache).updates
-    assert state_cert._PACKED_MEMO in tx.memo
-    second = apply_tx(Overlay(h.state), tx, h.ctx(5), sig_cache=h.sig_cache).updates
-    records = [k for k in first if k.startswith(b"cert:")]
-    assert len(records) == 8 and all(first[k] is second[k] for k in records)
-    assert state_cert._PACKED_MEMO not in tx.memo
+    records = [anchor(str(i), valid_until=None if i % 3 else GENESIS_TIME + i) for i in range(300)]
+    tx = batch_tx(records)
+    first = effects_at(h, tx, 7)
+    parts = tx.memo[state_cert._PARTS_MEMO]
+    got = effects_at(h, tx, height)
+    assert tx.memo[state_cert._PARTS_MEMO] is parts  # not packed again
+    for i, a in enumerate(records):
+        key = b"cert:" + a.id.encode()
+        assert got[key] == encode_cert(a.id, a.digest, a.valid_from, a.valid_until, None,
+                                       "issued", height, height, None, None,
+                                       tx.signer_key_id, tx.id, i)
+        assert CertRecord.from_bytes(got[key]).issued_height == height
+        assert CertRecord.from_bytes(first[key]).issued_height == 7
+
+
+def effects_at(h: LedgerHarness, tx: Transaction, height: int) -> dict[bytes, bytes | None]:
+    return apply_tx(Overlay(h.state), tx, h.ctx(height), sig_cache=h.sig_cache).updates
