@@ -162,6 +162,12 @@ _SCALAR_SIZE = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0
                 0xD1: 3, 0xD2: 5, 0xD3: 9} | dict.fromkeys([*range(0x80), *range(0xE0, 0x100)], 1)
 
 
+#: (kind, width of the length) of the sized items whose first byte is not a fix- form:
+#: arrays 16/32, maps 16/32, bin 8/16/32, str 8/16/32 (kinds as ``_sized`` gives them).
+_SIZED = {0xDC: (0, 2), 0xDD: (0, 4), 0xDE: (1, 2), 0xDF: (1, 4), 0xC4: (2, 1), 0xC5: (2, 2),
+          0xC6: (2, 4), 0xD9: (3, 1), 0xDA: (3, 2), 0xDB: (3, 4)}
+
+
 def _header_len(n: int) -> int:
     """The shortest header of an array or map of ``n`` items (fix, 16, 32)."""
     return 1 if n < 16 else 3 if n < 0x10000 else 5
@@ -179,10 +185,6 @@ def _sized(data: bytes, pos: int) -> tuple[int, int, int]:
     if width == 1:
         return kind, data[pos + 1], 2
     return kind, (_U16 if width == 2 else _U32).unpack_from(data, pos + 1)[0], 1 + width
-
-
-_SIZED = {0xDC: (0, 2), 0xDD: (0, 4), 0xDE: (1, 2), 0xDF: (1, 4), 0xC4: (2, 1), 0xC5: (2, 2),
-          0xC6: (2, 4), 0xD9: (3, 1), 0xDA: (3, 2), 0xDB: (3, 4)}
 
 
 def _walk(data: bytes) -> Any:
@@ -204,7 +206,7 @@ def _walk_item(data: bytes, pos: int, budget: list[int]) -> tuple[Any, int]:
         if end > len(data) or head != (2 if n < 0x100 else 3 if n < 0x10000 else 5):
             raise _Slow
         return data[pos + head:end], end
-    if kind == 0 or kind == 1:
+    if kind in (0, 1):
         if n > budget[0] or head != _header_len(n):
             raise _Slow
         pos += head
