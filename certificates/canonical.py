@@ -132,20 +132,21 @@ def decode(data: bytes, *, max_len: int = 64 * 1024 * 1024) -> Any:
         raise EncodingError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_len:
         raise EncodingError(f"encoded value is {len(data)} bytes, limit is {max_len}")
+    data = bytes(data)  # once: a bytearray would be copied at every use below
     if len(data) >= WALK_MIN_BYTES:
-        walked = _walk(bytes(data))
+        walked = _walk(data)
         if walked is not _NOT_WALKED:
             return walked
     try:
         value = msgpack.unpackb(
-            bytes(data),
+            data,
             raw=False,
             strict_map_key=True,
             use_list=True,
         )
     except Exception as exc:  # msgpack raises several unrelated types on junk
         raise EncodingError(f"not valid msgpack ({type(exc).__name__}: {exc})") from exc
-    if encode(value) != bytes(data):
+    if encode(value) != data:
         raise EncodingError("encoding is not canonical (key order, NFC or integer width)")
     return value
 

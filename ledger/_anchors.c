@@ -185,6 +185,7 @@ load_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyTypeObject *type;
     cursor c;
 
+    (void)self;
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "load_batch takes 5 arguments");
         return NULL;
