@@ -24,6 +24,17 @@ How it works
   header h carries the hash of the set that signs h and of the one that signs h+1; every set
   named by a header is stored under ``v/`` + hash, so old commits stay checkable.
 
+* **Pipelined commits** (``commit_block(..., durable=False)``, for applying blocks in bulk):
+  the block's batch is prepared on the caller's thread and written (synced, atomic) by the
+  writer thread while the caller applies the next block; the head moves at once. At most
+  one write is in flight: the next commit, ``wait_durable`` and every read of stored
+  blocks, indexes or proofs wait for it first, and the record view reads the batch in
+  flight before the store, so applying the next block sees this one. A write that fails
+  takes the chain back to the last durable block (dropping a block staged on top) and is
+  raised by whichever of those waits. The store still moves one whole block at a time, in
+  order. A commit is pipelined only while the SMT's cache holds every record: otherwise
+  the tree would read nodes from a store the block has not reached yet.
+
 Threads: one lock serialises commits with the reads that must see one version (proofs).
 Proofs read the committed tree through the chain tree's record cache (every SMT record is
 kept in memory and refreshed by each commit). The record view answers "does this key
@@ -110,7 +121,8 @@ class _RecordView:
     raced that block's commit may hold the old bytes: it caches them only if no commit
     finished while it read (``_generation``), so the cache never outlives a write."""
 
-    __slots__ = ("_generation", "_get", "_hot", "_hot_lock", "_known", "_store", "hashes")
+    __slots__ = ("_generation", "_get", "_hot", "_hot_lock", "_known", "_store", "hashes",
+                 "inflight")
 
     def __init__(self, store: KVStore) -> None:
         self._store = store
@@ -127,6 +139,9 @@ class _RecordView:
         self._hot: dict[bytes, bytes | None] = {}
         self._hot_lock = threading.Lock()
         self._generation = 0
+        #: The ops of a pipelined block's write still in flight (storage key -> value, None
+        #: a delete), read before the store; None when nothing is in flight.
+        self.inflight: dict[bytes, bytes | None] | None = None
 
     def set_filter(self, known: Iterable[bytes]) -> None:
         """The leading ``KNOWN_BYTES`` of the key hash of every record that exists."""
@@ -159,7 +174,13 @@ class _RecordView:
         known = self._known
         if known is not None and h[:KNOWN_BYTES] not in known:
             return None
-        return self._get(schema.RECORD_PREFIX + h)
+        skey = schema.RECORD_PREFIX + h
+        inflight = self.inflight
+        if inflight is not None:
+            value = inflight.get(skey, _MISSING)
+            if value is not _MISSING:
+                return value  # type: ignore[return-value]
+        return self._get(skey)
 
     def forget(self, keys: Collection[bytes]) -> None:
         """A block that wrote ``keys`` is stored: later reads must see it. (The few kept
@@ -173,14 +194,20 @@ class _RecordView:
     def get_many(self, keys: Sequence[bytes], /) -> list[bytes | None]:
         """``get`` of each key, in one loop (a batch's record ids)."""
         hashes, known, get, prefix = self.hashes, self._known, self._get, schema.RECORD_PREFIX
+        inflight = self.inflight
         out: list[bytes | None] = []
         append = out.append
         for key in keys:
             h = hashes.get(key)
             if h is None:
                 h = hashes[key] = sm3(key)
-            append(None if known is not None and h[:KNOWN_BYTES] not in known
-                   else get(prefix + h))
+            if known is not None and h[:KNOWN_BYTES] not in known:
+                append(None)
+            elif inflight is None:
+                append(get(prefix + h))
+            else:
+                value = inflight.get(prefix + h, _MISSING)
+                append(get(prefix + h) if value is _MISSING else value)  # type: ignore[arg-type]
         return out
 
 
@@ -193,6 +220,17 @@ class _Prepared:
     root: bytes
     smt_writes: Writes
     key_hashes: dict[bytes, bytes]  # logical key -> SM3(logical key)
+
+
+class _Inflight(NamedTuple):
+    """A pipelined block's write, and the durable head to go back to if it fails."""
+
+    written: Future[None]
+    keys: KeysView[bytes]  # the logical keys the block wrote
+    height: int
+    header: BlockHeader | None
+    commit: CommitCertificate | None
+    root: bytes
 
 
 def _encode_validators(vs: ValidatorSet) -> bytes:
@@ -215,6 +253,7 @@ class Chain:
         self._view = _RecordView(store)
         self._sig_cache: dict[bytes, bool] = {} if sig_cache is None else sig_cache
         self._pending: _Prepared | None = None
+        self._inflight: _Inflight | None = None
         # Runs each block's synced write while this thread refreshes the SMT's record cache
         # (LevelDB releases the GIL for the write; the refresh is ~5% of a block's apply).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="chain-write")
@@ -323,7 +362,7 @@ class Chain:
         return self._root
 
     def block(self, height: int) -> Block | None:
-        data = self._store.get(schema.block(height)) if height >= 1 else None
+        data = self.block_bytes(height)
         return None if data is None else Block.decode(data)
 
     def header(self, height: int) -> BlockHeader | None:
@@ -332,17 +371,21 @@ class Chain:
         return None if data is None else decode_header_of_block(data)
 
     def block_bytes(self, height: int) -> bytes | None:
+        self._stored()
         return self._store.get(schema.block(height)) if height >= 1 else None
 
     def commit(self, height: int) -> CommitCertificate | None:
+        self._stored()
         data = self._store.get(schema.commit(height)) if height >= 1 else None
         return None if data is None else decode_commit(data)
 
     def height_of(self, block_hash: bytes) -> int | None:
+        self._stored()
         data = self._store.get(schema.block_hash(block_hash))
         return None if data is None else schema.decode_height(data)
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        self._stored()
         data = self._store.get(schema.tx(tx_id))
         return None if data is None else schema.decode_tx_location(data)
 
@@ -366,6 +409,7 @@ class Chain:
                                limit: int = 100) -> list[str]:
         prefix = schema.issuer_certificates_prefix(issuer)
         first = None if start is None else schema.issuer_certificate(issuer, start)
+        self._stored()
         out = []
         for key, _ in self._store.iterate(prefix, first):
             out.append(schema.certificate_id_from_issuer_key(key))
@@ -380,6 +424,7 @@ class Chain:
     def prove_many(self, logical_keys: Sequence[bytes]) -> list[StateProof]:
         """``prove`` for each key, all under the same head (one hold of the lock)."""
         with self._lock:
+            self._settle()
             header, commit = self._head_header, self._head_commit
             if header is None or commit is None:
                 raise LedgerError("no block is committed yet: nothing to prove against")
@@ -401,7 +446,7 @@ class Chain:
         with self._lock:
             head = self._head_height
             if 1 <= height <= head:
-                header = self.header(height)
+                header = self.header(height)  # waits for a write in flight (stored reads)
                 if header is None:
                     raise corrupt(height, "block is missing")
                 return stored_validators(self._store, header.validators_hash, height)
@@ -537,15 +582,18 @@ class Chain:
         return staged
 
     def commit_block(self, block: Block, commit: CommitCertificate, *,
-                     signatures_checked: bool = False) -> KeysView[bytes]:
+                     signatures_checked: bool = False, durable: bool = True) -> KeysView[bytes]:
         """Verify ``commit`` for ``block``, validate it, and persist it in one synced batch.
 
         ``signatures_checked``: the caller verified every signature of ``commit`` over its
         sign bytes (a node's consensus core does, for the votes it counts and for a
         synced block's commit); its signers, their quorum, height and block hash are
-        still checked here. Returns the logical state keys the block wrote (the mempool
-        re-checks only the pending txs that read one of them)."""
+        still checked here. ``durable=False`` pipelines the commit (see the module's
+        header): it returns once the write is under way, not done. Returns the logical
+        state keys the block wrote (the mempool re-checks only the pending txs that read
+        one of them)."""
         with self._lock:
+            self._settle()
             height = self._head_height + 1
             if block.height != height:
                 raise InvalidBlockError(
@@ -554,25 +602,75 @@ class Chain:
                           block_hash=block.hash, signatures=not signatures_checked)
             staged = self._validate(block)
             batch = self._batch(block, commit, staged)
+            # Prepared here, where the GIL is at hand (``KVStore.prepare`` says why); a
+            # failure so far has written nothing and leaves the block staged.
+            write = self._store.prepare(batch, True)
             # Before the write: the filter may over-report (harmless), never under-report.
             self._view.learn(staged.key_hashes.values())
-            written = self._writer.submit(self._store.write, batch, True)
+            keys = staged.effects.updates.keys()
+            if not durable and self._tree.complete:
+                self._inflight = _Inflight(self._writer.submit(write), keys, self._head_height,
+                                           self._head_header, self._head_commit, self._root)
+                self._view.inflight = batch.ops
+                self._view.forget(keys)
+                self._tree.commit()
+                self._pending = None
+                self._head_height, self._head_header = height, block.header
+                self._head_commit, self._root = commit, staged.root
+                return keys
+            written = self._writer.submit(write)
             # While the write runs, move the tree's overlay into its cache; undone below if
             # the write fails, so nothing is served that the store did not get.
             self._tree.commit()
             self._pending = None
-            interrupted = self._await_write(written)
-            self._view.forget(staged.effects.updates.keys())
+            interrupted = self._await_write(written, self._root)
+            self._view.forget(keys)
             self._head_height, self._head_header, self._head_commit = height, block.header, commit
             self._root = staged.root
             if interrupted is not None:
                 raise interrupted  # after the head moved: the block is stored
-            return staged.effects.updates.keys()
+            return keys
 
-    def _await_write(self, written: Future[None]) -> BaseException | None:
-        """Wait for a block's write. If it failed, put the tree back and raise its error.
-        An interrupt (Ctrl-C) while it runs does not stop it: wait on, so the chain follows
-        what the store holds, and return the interrupt for the caller to raise after."""
+    def wait_durable(self) -> None:
+        """Return once every committed block is stored; raise the error of a pipelined
+        write that failed (the chain is then back at the last stored block)."""
+        with self._lock:
+            self._settle()
+
+    def _stored(self) -> None:
+        """Before a read of stored blocks or indexes: wait for a pipelined write."""
+        if self._inflight is not None:
+            with self._lock:
+                self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the pipelined write in flight (with the lock held). If it failed, the
+        chain goes back to the head before it, a block staged on top is dropped, and the
+        write's error is raised."""
+        inflight = self._inflight
+        if inflight is None:
+            return
+        try:
+            interrupted = self._await_write(inflight.written, None)
+        except BaseException:
+            self._inflight = None
+            self._view.inflight = None
+            self._rollback()
+            self._tree.revert_commit(inflight.root)
+            self._view.forget(inflight.keys)
+            self._head_height, self._head_header = inflight.height, inflight.header
+            self._head_commit, self._root = inflight.commit, inflight.root
+            raise
+        self._inflight = None
+        self._view.inflight = None
+        if interrupted is not None:
+            raise interrupted
+
+    def _await_write(self, written: Future[None], root: bytes | None) -> BaseException | None:
+        """Wait for a block's write. If it failed, put the tree back at ``root`` (unless
+        None: the caller does) and raise its error. An interrupt (Ctrl-C) while it runs does
+        not stop it: wait on, so the chain follows what the store holds, and return the
+        interrupt for the caller to raise after."""
         interrupted: BaseException | None = None
         while True:
             try:
@@ -584,7 +682,8 @@ class Chain:
                     continue
                 if written.exception() is None:  # it was stored; exc was an interrupt
                     return interrupted or exc
-                self._tree.revert_commit(self._root)
+                if root is not None:
+                    self._tree.revert_commit(root)
                 raise
 
     def _batch(self, block: Block, commit: CommitCertificate, staged: _Prepared) -> WriteBatch:
@@ -621,11 +720,14 @@ class Chain:
 
     def close(self) -> None:
         with self._lock:
-            self._rollback()
-            self._writer.shutdown()
-            if self._smt_worker is not None:
-                self._smt_worker.close()
-            self._store.close()
+            try:
+                self._settle()  # a pipelined write still in flight; its error is raised
+            finally:
+                self._rollback()
+                self._writer.shutdown()
+                if self._smt_worker is not None:
+                    self._smt_worker.close()
+                self._store.close()
 
 
 def block_sequence(chain: Chain, start: int = 1, end: int | None = None

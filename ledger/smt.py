@@ -213,6 +213,12 @@ class SparseMerkleTree:
         keys.update({rec[-64 : kb - 64] for rec in recs if len(rec) > 64 and rec[65] & 2})
         return keys
 
+    @property
+    def complete(self) -> bool:
+        """Whether the cache holds every committed record (a miss then means absent, and
+        the store is never read)."""
+        return self._complete
+
     def get_committed(self, skey: bytes) -> bytes | None:
         """The committed record under storage key ``skey`` (cache, then store; never the
         overlay): what a read-only tree on the committed root may read through. Records of

@@ -39,8 +39,11 @@ def audit(data_dir: Path) -> None:
 @click.option("--smt-native/--python-smt", default=True, show_default=True,
               help="Run the SMT's C batch update where it is built (ledger.smt_update); "
                    "--python-smt measures the Python reference instead.")
+@click.option("--pipelined/--durable-each", default=True, show_default=True,
+              help="Write each block while the next is applied (each still one synced "
+                   "batch), or wait for each block's write before the next.")
 def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow: bool,
-                 smt_worker: bool, smt_native: bool) -> None:
+                 smt_worker: bool, smt_native: bool, pipelined: bool) -> None:
     """Build a chain of batch-issued certificates in a temp dir and measure it."""
     from ledger import bench
     from node.cli_bench import report_json
@@ -50,7 +53,8 @@ def bench_ledger(as_json: bool, certs: int, per_block: int, proofs: int, follow:
             f"must be a positive multiple of --per-block ({per_block})", param_hint="--certs"
         )
     click.echo(report_json(bench.run(certs, per_block, proofs=proofs, follow=follow,
-                                     smt_worker=smt_worker, smt_native=smt_native)))
+                                     smt_worker=smt_worker, smt_native=smt_native,
+                                     pipelined=pipelined)))
 
 
 def register(root: click.Group, bench_group: click.Group) -> None:

@@ -4,9 +4,11 @@ As a module: ``sign_commit``, ``next_block`` and ``grow`` build real blocks with
 commit signatures from the fixture validators, so chain, audit and crash tests share one way
 of making a chain.
 
-As a program (``python -m tests.crash_child DATA_DIR``): opens (or creates) a LevelDB chain
-and commits blocks forever, each with a batch of certificates plus a revocation of an
-earlier one, printing each committed height on stdout. ``tests/test_crash.py`` SIGKILLs it at
+As a program (``python -m tests.crash_child DATA_DIR [PER_BLOCK [pipelined]]``): opens (or
+creates) a LevelDB chain and commits blocks forever, each with a batch of certificates plus
+a revocation of an earlier one, printing each height once it is stored (``pipelined``:
+``commit_block(durable=False)``, so a height is printed once the next commit has waited
+for its write). ``tests/test_crash.py`` SIGKILLs it at
 random moments and checks that the store always reopens at a block boundary.
 """
 
@@ -55,9 +57,9 @@ def next_block(chain: Chain, txs: Sequence[Transaction | bytes] = (), round_: in
 
 
 def commit_next(chain: Chain, txs: Sequence[Transaction | bytes] = (),
-                signers: Sequence[str] = VALIDATOR_NAMES[:3]) -> Block:
+                signers: Sequence[str] = VALIDATOR_NAMES[:3], *, durable: bool = True) -> Block:
     block = next_block(chain, txs)
-    chain.commit_block(block, sign_commit(block, signers))
+    chain.commit_block(block, sign_commit(block, signers), durable=durable)
     return block
 
 
@@ -83,14 +85,17 @@ def grow(chain: Chain, blocks: int, per_block: int = 5) -> list[Block]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``DATA_DIR [PER_BLOCK]``: commit blocks until killed."""
+    """``DATA_DIR [PER_BLOCK [pipelined]]``: commit blocks until killed."""
     per_block = int(argv[1]) if len(argv) > 1 else 10
+    durable = argv[2:3] != ["pipelined"]
     store = LevelDBStore(argv[0])
     chain = Chain.open_or_create(store, make_genesis())
     print(f"start {chain.head_height}", flush=True)
     while True:
-        block = commit_next(chain, block_txs(chain.head_height + 1, per_block))
-        print(block.height, flush=True)
+        block = commit_next(chain, block_txs(chain.head_height + 1, per_block), durable=durable)
+        # Pipelined, this commit returned with its block's write under way, after waiting
+        # for the write of the block before.
+        print(block.height if durable else block.height - 1, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,3 +74,34 @@ def test_bench_ledger_builds_the_whole_load_before_the_first_block(
     assert events == ["build"] * 3 + ["propose"] * 3
     assert seen == [(1000, 3000), (2000, 3000), (3000, 3000)]
     assert result["apply_certs_per_s"] > 0
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_bench_ledger_times_the_loop_up_to_the_last_block_stored(
+        monkeypatch: pytest.MonkeyPatch, pipelined: bool) -> None:
+    # Pipelined, the last commit returns with its write under way: the loop's clock must
+    # stop only once that write is done, as every other block's was before the next.
+    events: list[str] = []
+    propose, wait_durable, clock = bench.BenchNetwork.propose, Chain.wait_durable, time.perf_counter
+
+    def logged_propose(self: bench.BenchNetwork, chain: Chain,
+                       txs: Sequence[Transaction]) -> Block:
+        events.append("propose")
+        return propose(self, chain, txs)
+
+    def logged_wait(self: Chain) -> None:
+        events.append("stored")
+        wait_durable(self)
+
+    def logged_clock() -> float:
+        events.append("clock")
+        return clock()
+
+    monkeypatch.setattr(bench.BenchNetwork, "propose", logged_propose)
+    monkeypatch.setattr(Chain, "wait_durable", logged_wait)
+    monkeypatch.setattr(bench.time, "perf_counter", logged_clock)
+    result = bench.run(2000, 1000, proofs=10, pipelined=pipelined)
+    assert result["commit"] == ("pipelined" if pipelined else "durable")
+    last = len(events) - events[::-1].index("propose")
+    # After the last proposal: the block's own end time, the wait, the loop's end time.
+    assert events[last:last + 3] == ["clock", "stored", "clock"]

@@ -1,7 +1,8 @@
 """Crash safety: SIGKILL a process committing blocks, 20 times; the store stays at a boundary.
 
 The child (``tests/crash_child.py``) commits blocks in a loop and prints each height after
-its synced write returns. The test waits a seeded random number of blocks plus a random
+its synced write returns: with durable commits, and with pipelined ones (each block's write
+runs while the next block is applied). The test waits a seeded random number of blocks plus a random
 sub-block delay, so kills land anywhere in the cycle (applying, hashing, inside the LevelDB
 write), then kills the child by its pid. After each kill the store must open (the integrity
 check passes), hold every block the child reported, hold the head block with all of its
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from ledger.audit import audit
 from ledger.chain import Chain
@@ -43,10 +46,10 @@ def _read_line(proc: subprocess.Popen[str], deadline: float) -> str:
             return line.strip()
 
 
-def _run_and_kill(path: Path, rng: random.Random) -> int:
+def _run_and_kill(path: Path, rng: random.Random, mode: str) -> int:
     """Start the child, let it commit a few blocks, SIGKILL it; the last height it reported."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_child", str(path), str(PER_BLOCK)],
+        [sys.executable, "-m", "tests.crash_child", str(path), str(PER_BLOCK), mode],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -72,17 +75,18 @@ def _run_and_kill(path: Path, rng: random.Random) -> int:
             proc.stdout.close()
 
 
-def test_sigkill_leaves_the_store_at_a_block_boundary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["durable", "pipelined"])
+def test_sigkill_leaves_the_store_at_a_block_boundary(tmp_path: Path, mode: str) -> None:
     rng = random.Random(SEED)
     path = tmp_path / "db"
     last = 0
     for round_ in range(KILLS):
-        reported = _run_and_kill(path, rng)
+        reported = _run_and_kill(path, rng, mode)
         store = LevelDBStore(path, create=False)
         try:
             chain = Chain.open(store)  # the integrity check at open must pass
             head = chain.head_height
-            where = f"(seed {SEED}, kill {round_}, head {head}, reported {reported})"
+            where = f"({mode}, seed {SEED}, kill {round_}, head {head}, reported {reported})"
             assert head >= reported >= last, where
             assert chain.block(head + 1) is None and chain.commit(head + 1) is None, where
             if head:
