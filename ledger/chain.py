@@ -44,10 +44,10 @@ exist" from an in-memory filter of the stored record keys before asking the stor
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterable, KeysView, Sequence
+from collections.abc import Callable, Iterable, KeysView, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from certificates import canonical
 from certificates.hashing import sm3
@@ -60,7 +60,7 @@ from ledger.block import (
     decode_header_of_block,
     encode_commit,
 )
-from ledger.chain_open import KNOWN_BYTES, corrupt, open_store, stored_validators
+from ledger.chain_open import corrupt, open_store, stored_validators
 from ledger.commit import CommitCertificate, ValidatorSet
 from ledger.errors import (
     InvalidBlockError,
@@ -69,7 +69,8 @@ from ledger.errors import (
     TxRejected,
 )
 from ledger.genesis import Genesis
-from ledger.records import CERT_PREFIX, ISSUER_PREFIX, KEY_PREFIX, CertRecord, cert_key
+from ledger.records import CERT_PREFIX, CertRecord, cert_key
+from ledger.recordview import HASHES_KEPT, RecordView
 from ledger.smt import (
     EMPTY_ROOT,
     SMTProof,
@@ -99,116 +100,6 @@ def verify_state_proof(logical_key: bytes, record: bytes | None, proof: SMTProof
                        state_root: bytes) -> None:
     """Pure check that ``record`` (or absence) is the state under ``state_root``; ProofError."""
     verify_proof(state_root, sm3(logical_key), None if record is None else sm3(record), proof)
-
-
-#: Bound on the record view's remembered key hashes (~130 bytes each): a few blocks of
-#: 5,000-record batches, the gap between a batch's admission and its block.
-HASHES_KEPT: Final = 1 << 17
-#: Bound on the membership and governance records the record view keeps (a few hundred
-#: bytes each; a registry has tens of issuers with a few keys each).
-HOT_RECORDS: Final = 4096
-_HOT_FAMILIES: Final = (ISSUER_PREFIX, KEY_PREFIX, b"gov:")
-_MISSING: Final = object()
-
-
-class _RecordView:
-    """``StateView`` over the committed records: logical key -> ``r/`` + SM3(key).
-
-    Membership and governance records (issuers, their keys, validators, admins) are read for
-    every tx a validator admits or applies - about ten store reads and group decodes per
-    single certificate - and change rarely. They are kept once read (``HOT_RECORDS`` at
-    most) and dropped by ``forget`` when a block that wrote them is stored. A reader that
-    raced that block's commit may hold the old bytes: it caches them only if no commit
-    finished while it read (``_generation``), so the cache never outlives a write."""
-
-    __slots__ = ("_generation", "_get", "_hot", "_hot_lock", "_known", "_store", "hashes",
-                 "inflight")
-
-    def __init__(self, store: KVStore) -> None:
-        self._store = store
-        self._get = store.get
-        # A dict used as a set: one of bytes keys and None values is never tracked by the
-        # cyclic garbage collector, whereas a set always is, and every full collection then
-        # walks its million entries (tens of ms each, ~6% of apply time at 1M records).
-        self._known: dict[bytes, None] | None = None
-        #: SM3 of the keys read lately: staging needs the same hashes (an SMT key per
-        #: changed record), and a validator reads a batch's keys twice (mempool, then
-        #: block), a ~1 us SM3 call each. Any thread may add (an entry is a pure function
-        #: of its key); the chain starts it afresh at a stage once it holds HASHES_KEPT.
-        self.hashes: dict[bytes, bytes] = {}
-        self._hot: dict[bytes, bytes | None] = {}
-        self._hot_lock = threading.Lock()
-        self._generation = 0
-        #: The ops of a pipelined block's write still in flight (storage key -> value, None
-        #: a delete), read before the store; None when nothing is in flight.
-        self.inflight: dict[bytes, bytes | None] | None = None
-
-    def set_filter(self, known: Iterable[bytes]) -> None:
-        """The leading ``KNOWN_BYTES`` of the key hash of every record that exists."""
-        self._known = dict.fromkeys(known)
-
-    def learn(self, key_hashes: Iterable[bytes]) -> None:
-        """Records under these key hashes may exist from now on (call before writing them)."""
-        if self._known is not None:
-            self._known.update(dict.fromkeys(h[:KNOWN_BYTES] for h in key_hashes))
-
-    def get(self, key: bytes, /) -> bytes | None:
-        hot = self._hot.get(key, _MISSING)
-        if hot is not _MISSING:
-            return hot  # type: ignore[return-value]
-        if key.startswith(_HOT_FAMILIES):
-            generation = self._generation
-            value = self._read(key)
-            with self._hot_lock:
-                if generation == self._generation and len(self._hot) < HOT_RECORDS:
-                    self._hot[key] = value
-            return value
-        return self._read(key)
-
-    def _read(self, key: bytes) -> bytes | None:
-        h = self.hashes.get(key)
-        if h is None:
-            h = self.hashes[key] = sm3(key)
-        # Most lookups while applying blocks are for new certificate ids; a LevelDB miss
-        # costs 6-20 us (memtable, level-0 files, levels), a filter lookup well under one.
-        known = self._known
-        if known is not None and h[:KNOWN_BYTES] not in known:
-            return None
-        skey = schema.RECORD_PREFIX + h
-        inflight = self.inflight
-        if inflight is not None:
-            value = inflight.get(skey, _MISSING)
-            if value is not _MISSING:
-                return value  # type: ignore[return-value]
-        return self._get(skey)
-
-    def forget(self, keys: Collection[bytes]) -> None:
-        """A block that wrote ``keys`` is stored: later reads must see it. (The few kept
-        records are looked up in ``keys``, not the block's ~15,000 keys in them.)"""
-        with self._hot_lock:
-            self._generation += 1
-            hot = self._hot
-            for key in [k for k in hot if k in keys]:
-                del hot[key]
-
-    def get_many(self, keys: Sequence[bytes], /) -> list[bytes | None]:
-        """``get`` of each key, in one loop (a batch's record ids)."""
-        hashes, known, get, prefix = self.hashes, self._known, self._get, schema.RECORD_PREFIX
-        inflight = self.inflight
-        out: list[bytes | None] = []
-        append = out.append
-        for key in keys:
-            h = hashes.get(key)
-            if h is None:
-                h = hashes[key] = sm3(key)
-            if known is not None and h[:KNOWN_BYTES] not in known:
-                append(None)
-            elif inflight is None:
-                append(get(prefix + h))
-            else:
-                value = inflight.get(prefix + h, _MISSING)
-                append(get(prefix + h) if value is _MISSING else value)  # type: ignore[arg-type]
-        return out
 
 
 @dataclass
@@ -250,7 +141,7 @@ class Chain:
         it, no worker is started."""
         self._store = store
         self._lock = threading.RLock()
-        self._view = _RecordView(store)
+        self._view = RecordView(store)
         self._sig_cache: dict[bytes, bool] = {} if sig_cache is None else sig_cache
         self._pending: _Prepared | None = None
         self._inflight: _Inflight | None = None
