@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from ledger import schema
+from ledger.block import Block
 from ledger.chain import Chain
 from ledger.errors import InvalidBlockError, StorageError, TxRejected
 from ledger.records import IssuerRecord, issuer_key
 from ledger.store import KVStore, LevelDBStore, MemoryStore, WriteBatch
 from tests.crash_child import block_txs, grow, next_block, serial, sign_commit
 from tests.ledger_fixtures import (
+    BLOCK_MS,
+    GENESIS_TIME,
     ISSUER_A,
     anchor,
     batch_tx,
@@ -84,15 +87,21 @@ class GatedStore(MemoryStore):
         return super().get(key)
 
 
-def test_the_next_block_reads_the_block_still_being_written() -> None:
+def _held_write() -> tuple[GatedStore, Chain, Block]:
+    """A chain whose block 2 was committed pipelined, its write held at the store's gate."""
     store = GatedStore()
     chain = Chain.create(store, make_genesis())
     grow(chain, 1)
     block = next_block(chain, block_txs(2, 3))
     store.gate.clear()
     chain.commit_block(block, sign_commit(block), durable=False)
-    # Returned with the write held at the gate: the head moved, the store has nothing yet.
     assert store.writing.wait(10)
+    return store, chain, block
+
+
+def test_the_next_block_reads_the_block_still_being_written() -> None:
+    store, chain, block = _held_write()
+    # Returned with the write held at the gate: the head moved, the store has nothing yet.
     assert chain.head_height == 2
     assert MemoryStore.get(store, schema.block(2)) is None
     # Block 3, applied now: a revocation of a certificate of block 2 is kept and a second
@@ -100,7 +109,8 @@ def test_the_next_block_reads_the_block_still_being_written() -> None:
     rejected: list[TxRejected] = []
     again = batch_tx([anchor(serial(2, 1))])
     revoke = status_tx("revoke", cert_id(serial(2, 0)), reason="pipelined")
-    third = chain.propose_block([revoke, again], 3_000_000_000_000, block.header.proposer,
+    third = chain.propose_block([revoke, again], GENESIS_TIME + 3 * BLOCK_MS,
+                                block.header.proposer,
                                 on_reject=lambda tid, exc: rejected.append(exc))
     assert third.tx_ids == (revoke.id,)
     assert [exc.reason for exc in rejected] == ["duplicate_id"]
@@ -113,13 +123,7 @@ def test_the_next_block_reads_the_block_still_being_written() -> None:
 
 
 def test_reads_of_stored_blocks_wait_for_the_write_in_flight() -> None:
-    store = GatedStore()
-    chain = Chain.create(store, make_genesis())
-    grow(chain, 1)
-    block = next_block(chain, block_txs(2, 3))
-    store.gate.clear()
-    chain.commit_block(block, sign_commit(block), durable=False)
-    assert store.writing.wait(10)
+    store, chain, block = _held_write()
     # The gate opens a little later; a read that did not wait would find nothing.
     opener = threading.Timer(0.2, store.gate.set)
     opener.start()
