@@ -37,9 +37,11 @@ class RecordView:
     Membership and governance records (issuers, their keys, validators, admins) are read for
     every tx a validator admits or applies - about ten store reads and group decodes per
     single certificate - and change rarely. They are kept once read (``HOT_RECORDS`` at
-    most) and dropped by ``forget`` when a block that wrote them is stored. A reader that
-    raced that block's commit may hold the old bytes: it caches them only if no commit
-    finished while it read (``_generation``), so the cache never outlives a write."""
+    most) and dropped by ``forget`` when a block that wrote them is stored - or, for a
+    pipelined commit, as soon as ``inflight`` holds the block's ops, which answer reads
+    until the store has them. A reader that raced that commit may hold the old bytes: it
+    caches them only if no commit came while it read (``_generation``), so the cache never
+    outlives a write."""
 
     __slots__ = ("_generation", "_get", "_hot", "_hot_lock", "_known", "_store", "hashes",
                  "inflight")
@@ -103,8 +105,9 @@ class RecordView:
         return self._get(skey)
 
     def forget(self, keys: Collection[bytes]) -> None:
-        """A block that wrote ``keys`` is stored: later reads must see it. (The few kept
-        records are looked up in ``keys``, not the block's ~15,000 keys in them.)"""
+        """A block that wrote ``keys`` is stored (or in ``inflight``): later reads must see
+        it. (The few kept records are looked up in ``keys``, not the block's ~15,000 keys in
+        them.)"""
         with self._hot_lock:
             self._generation += 1
             hot = self._hot
