@@ -6,25 +6,66 @@
 catches only the first prints a traceback for the other two. Here every one is a
 ``ValueError`` naming what was wrong (``UnicodeDecodeError`` already is one), so a
 caller turns bad JSON into its own typed error with a single ``except ValueError``.
+
+JSON can also spell a lone surrogate (``"\\ud800"``, an escape with no partner), which
+``json.loads`` turns into a ``str`` that UTF-8 cannot hold: it would fail later, far from
+the input, in whatever encodes or hashes it. Such text is refused here (I-JSON, RFC 7493,
+section 2.1). Only text holding a surrogate escape is walked to find one, so the check
+costs nothing on ordinary input; a pair (an escaped emoji) is one character and passes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+_ESCAPE = r"\\u[dD][89a-fA-F]"  # \uD800-\uDFFF
+_ESCAPE_IN_TEXT = re.compile(_ESCAPE)
+_ESCAPE_IN_BYTES = re.compile(_ESCAPE.encode())
 
 
 def loads(text: str | bytes) -> Any:
     """``json.loads``, raising only ``ValueError`` on text that is not acceptable JSON."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise
     except ValueError:  # the only other: Python's limit on the digits of an integer
         raise ValueError("a number in the JSON has more than 4,300 digits") from None
+    if isinstance(text, str):
+        suspect = _ESCAPE_IN_TEXT.search(text) is not None or _lone(text)
+    else:
+        suspect = _ESCAPE_IN_BYTES.search(text) is not None
+    if suspect:
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _lone(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _lone(v):
+                raise ValueError(f"JSON text {v[:40]!r} holds a lone surrogate "
+                                 "(U+D800-U+DFFF), which is not Unicode text")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
 
 
 def read(path: str | Path) -> Any:

@@ -221,6 +221,16 @@ def test_junk_is_refused_counted_and_harmless(net: Net) -> None:
     net.wait_height(h0 + 2)  # still deciding
 
 
+def test_text_that_utf8_cannot_hold_is_a_400_naming_the_field(net: Net) -> None:
+    j = net.helper.issue_tx("SURROGATE").to_json()
+    for field, changed in (("chain_id", {**j, "chain_id": "x\ud800"}),
+                           ("body.id", {**j, "body": {**j["body"], "id": "\udcff"}})):
+        resp = net.post("/v1/transactions", json=changed)
+        assert error(resp) == (400, "malformed"), field
+        assert "lone surrogate" in resp.json()["error"]["message"]
+    assert net.get("/v1/status").status_code == 200
+
+
 def test_msgpack_tx_json_round_trip_and_status_endpoint_pending(net: Net) -> None:
     tx: Transaction = net.helper.issue_tx("PEND1")
     r = net.post("/v1/transactions", data=tx.to_bytes(), headers=MSGPACK)

@@ -238,6 +238,31 @@ def test_json_is_strict_too() -> None:
     assert info.value.field == "body.digest"
 
 
+@pytest.mark.parametrize("kind, field", [
+    ("cert.revoke", "chain_id"), ("cert.revoke", "body.reason"), ("cert.revoke", "body.id"),
+    ("cert.issue", "body.issuer"),
+])
+def test_text_with_a_lone_surrogate_is_malformed_not_an_encoding_crash(
+        kind: str, field: str) -> None:
+    """JSON can spell a lone surrogate ("\\ud800"), a shell argument can carry one
+    (undecodable bytes), and UTF-8 cannot hold it: it is a malformed field, named."""
+    j = samples()[kind].to_json()
+    bad = "x\ud800y"
+    if field == "chain_id":
+        j = {**j, "chain_id": bad}
+    else:
+        j = {**j, "body": {**j["body"], field.split(".")[1]: bad}}
+    with pytest.raises(MalformedTxError) as info:
+        Transaction.from_json(json.loads(json.dumps(j)))
+    assert info.value.field == field
+    assert "surrogate" in str(info.value)
+    if field != "chain_id":  # what the issuer CLI builds from its arguments
+        body = {**samples()[kind].body.to_value(), field.split(".")[1]: bad}
+        with pytest.raises(MalformedTxError) as info:
+            Transaction.create(kind, body, key("issuer-a"), CHAIN_ID)
+        assert info.value.field == field
+
+
 def test_direct_construction_checks_the_envelope() -> None:
     tx = samples()["cert.issue"]
     with pytest.raises(MalformedTxError):

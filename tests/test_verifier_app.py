@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import Client
 
 from certificates.disclosure import present
 from tests.ledger_fixtures import make_genesis
@@ -24,6 +25,7 @@ from verifier.app import VerifierDeps, create_app
 from verifier.audit import AuditLog
 from verifier.auth import KeyStore, RateLimiter
 from verifier.errors import AuditError
+from verifier.fastpath import FastRoute
 from verifier.lightclient import LightClient
 from verifier.metrics import VerifierMetrics
 from verifier.qr import encode_payload, to_base41, to_base64url
@@ -127,6 +129,25 @@ def test_bad_body_is_400(env: Env) -> None:
         assert resp.status_code == 400, body
         assert set(resp.get_json()["error"]) == {"code", "message"}
     assert env.client.post("/v1/verify", data="[]", headers=h).status_code == 400
+
+
+def test_text_utf8_cannot_hold_is_400_not_500(env: Env) -> None:
+    """JSON can spell a lone surrogate ("\\ud800"); no field of it may reach the audit log
+    or a hash. Both ways in: the fast path and the Flask route behind it."""
+    body = {"presentation": present(env.world.wallets["valid"], ("name",)).to_json_dict(),
+            "purpose": "x\ud800"}
+    data = json.dumps(body).encode()  # ASCII: the surrogate as its escape
+    h = {"Authorization": f"Bearer {env.gd_key}", "Content-Type": "application/json"}
+    fast = env.app.wsgi_app
+    assert isinstance(fast, FastRoute)
+    behind = Client(fast.flask_wsgi)  # what the fast path hands over, as it would
+    for client in (env.client, behind):
+        resp = client.post("/v1/verify", headers=h, data=data)
+        assert resp.status_code == 400, (client, resp.status_code)
+        assert set(resp.get_json()["error"]) == {"code", "message"}
+    assert env.audit.count() == 0
+    ok = json.dumps({**body, "purpose": "\U0001f600 emoji as a surrogate pair"}).encode()
+    assert env.client.post("/v1/verify", data=ok, headers=h).status_code == 200
 
 
 def test_other_departments_resource_is_403(env: Env) -> None:

@@ -39,6 +39,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
+from certificates import jsonio
 from certificates.anchor import SignedAnchor
 from verifier.audit import AuditLog, to_csv
 from verifier.auth import PUBLIC, KeyStore, Principal, RateLimiter, check_purpose
@@ -143,12 +144,23 @@ def verify_request(deps: VerifierDeps, verifier: AuditedVerifier, environ: Mappi
 api = Blueprint("api", __name__)
 
 
+def _json_or_none() -> Any:
+    """The body as ``request.get_json(silent=True)`` reads it, through the same JSON reader
+    as the fast path (``certificates.jsonio``: no lone surrogates), so both refuse alike."""
+    if not request.is_json:
+        return None
+    try:
+        return jsonio.loads(request.get_data(cache=False))
+    except ValueError:
+        return None
+
+
 @api.post("/v1/verify")
 def verify_route() -> Any:
     # Reached when verifier.fastpath hands a request over (no length, not JSON...).
     status, payload, headers = verify_request(
         _deps(), current_app.extensions["certledger-pipeline"], request.environ,
-        request.get_json(silent=True))
+        _json_or_none())
     resp = jsonify(payload)
     resp.status_code = status
     for name, value in headers:
