@@ -217,13 +217,21 @@ def tx_status(tx_id: str) -> Any:
     raise ApiError(404, "unknown_tx", f"transaction {tid.hex()} is neither pending nor committed")
 
 
+def _decimal(text: str) -> int | None:
+    """A non-negative integer written in plain ASCII digits (at most 19), else None: int()
+    alone would also read Arabic-Indic digits, underscores, signs and spaces."""
+    if text.isascii() and text.isdigit() and len(text) < 20:
+        return int(text)
+    return None
+
+
 @public.get("/v1/blocks/<height>")
 def get_block(height: str) -> Any:
     chain = _deps().chain
     if height == "latest":
         h = chain.head_height
-    elif height.isascii() and height.isdigit() and len(height) < 20:
-        h = int(height)
+    elif (number := _decimal(height)) is not None:
+        h = number
     else:
         raise ApiError(400, "bad_height", "height must be a non-negative integer or 'latest'")
     block = _deps().recent_block(h) or chain.block(h)
@@ -365,11 +373,10 @@ def consensus_outcome(deps: ApiDeps, data: bytes) -> Outcome:
 @internal.get("/v1/sync/blocks")
 def sync_blocks() -> Any:
     deps = _deps()
-    try:
-        start = int(request.args.get("from", ""))
-        limit = int(request.args.get("limit", "20"))
-    except ValueError as exc:
-        raise ApiError(400, "bad_query", "from and limit must be integers") from exc
+    start = _decimal(request.args.get("from", ""))
+    limit = _decimal(request.args.get("limit", "20"))
+    if start is None or limit is None:
+        raise ApiError(400, "bad_query", "from and limit must be integers")
     if start < 1 or not 1 <= limit <= 1000:
         raise ApiError(400, "bad_query", "from must be >= 1 and limit in 1..1000")
     body = serve_blocks(deps.chain, start, limit, deps.max_sync_bytes)

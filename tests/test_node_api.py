@@ -231,6 +231,16 @@ def test_text_that_utf8_cannot_hold_is_a_400_naming_the_field(net: Net) -> None:
     assert net.get("/v1/status").status_code == 200
 
 
+def test_numbers_in_paths_and_queries_are_plain_decimals(net: Net) -> None:
+    # int() also reads Arabic-Indic digits, underscores and spaces: a client's typo or a
+    # probe, never a height.
+    for query in ("from=\u0661", "from=1_0", "from=%201%20", "from=1&limit=+5", "from=0x1"):
+        assert error(net.get(f"/v1/sync/blocks?{query}")) == (400, "bad_query"), query
+    for height in ("\u0661", "1_0", "+1"):
+        assert error(net.get(f"/v1/blocks/{height}")) == (400, "bad_height"), height
+    assert net.get("/v1/sync/blocks?from=1&limit=2").status_code == 200
+
+
 def test_msgpack_tx_json_round_trip_and_status_endpoint_pending(net: Net) -> None:
     tx: Transaction = net.helper.issue_tx("PEND1")
     r = net.post("/v1/transactions", data=tx.to_bytes(), headers=MSGPACK)
