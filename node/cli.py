@@ -8,7 +8,7 @@ one line on stderr and exit status 2; only a bug shows a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -29,12 +29,43 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as the one line ``Error: <message>`` (exit status 2).
+
+    Click's own ``UsageError.show`` prints the usage, a "Try --help" hint and a blank
+    line before the message; ``--help`` says all that for whoever wants it.
+    """
+
+    def __init__(self, cause: click.UsageError) -> None:
+        super().__init__(cause.format_message(), cause.ctx)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.ClickException.show(self, file)
+
+
+def _one_line_usage(exc: click.UsageError) -> click.UsageError:
+    # A group run without its subcommand shows its help (NoArgsIsHelpError): keep that.
+    if isinstance(exc, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return OneLineUsageError(exc)
+
+
 class CliGroup(click.Group):
-    """Turns the packages' typed errors into one clear line and a non-zero exit."""
+    """Turns the packages' typed errors, and usage errors, into one clear line and a
+    non-zero exit."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:  # the root's own options: certledger --bogus
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's arguments and options
+            raise _one_line_usage(exc) from exc
         except _domain_errors() as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -59,6 +60,28 @@ _OUT = click.Path(dir_okay=False, path_type=Path)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Seconds(click.FloatRange):
+    """A duration in seconds: a finite number above zero (not 0, -1, nan or inf)."""
+
+    name = "number"  # "'x' is not a valid number."
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
+
+
 # --------------------------------------------------------------------------- plumbing
 
 
@@ -76,7 +99,7 @@ def _client(nodes: Iterable[str], timeout: float) -> NodeClient:
 
 
 def _node_option(f: F) -> F:
-    f = click.option("--timeout", default=30.0, show_default=True,
+    f = click.option("--timeout", type=SECONDS, default=30.0, show_default=True,
                      help="Seconds to wait for one node's answer.")(f)
     return click.option(
         "--node", "nodes", multiple=True, metavar="URL",
@@ -84,7 +107,7 @@ def _node_option(f: F) -> F:
 
 
 def _issuer_options(f: F) -> F:
-    f = click.option("--wait-timeout", default=60.0, show_default=True,
+    f = click.option("--wait-timeout", type=SECONDS, default=60.0, show_default=True,
                      help="With --wait: give up after this many seconds.")(f)
     f = click.option("--wait", is_flag=True, help="Wait until the transaction is committed.")(f)
     f = click.option("--passphrase-env", default=keystore.PASSPHRASE_ENV, show_default=True,
@@ -372,9 +395,13 @@ def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file
 
 
 def _status_command(kind: str, reason_required: bool, help_text: str) -> click.Command:
+    # No explicit default when required: click takes ``default=None`` as a value given,
+    # and a missing --reason would reach the ledger as a null reason.
+    reason_default: dict[str, Any] = {} if reason_required else {"default": ""}
+
     @click.command(kind, help=help_text)
     @click.argument("cert_id")
-    @click.option("--reason", required=reason_required, default=None if reason_required else "",
+    @click.option("--reason", required=reason_required, **reason_default,
                   help="Why (recorded on the chain; no personal data).")
     @_issuer_options
     def command(cert_id: str, reason: str, key_file: Path, chain_id: str | None,

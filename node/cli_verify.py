@@ -132,15 +132,46 @@ def qr_cmd(wallet: Path, disclose: str, verifier_url: str, out: Path, expires: s
 # --------------------------------------------------------------------------- verify
 
 
+def _looks_like_path(arg: str) -> bool:
+    """Whether ``arg`` names a file, not QR payload text or a ``…/q/<text>`` URL.
+
+    Payload text (base41 ``0-9 A-Z $ * + - .``, or base64url) has no path separator
+    and does not end in ``.json``; a URL has ``://`` or ``/q/``.
+    """
+    if arg.lower().endswith(".json"):
+        return True
+    if "://" in arg or "/q/" in arg or "/Q/" in arg:
+        return False
+    return any(sep in arg for sep in {"/", os.sep, os.altsep or "/"})
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long (a pasted payload), a NUL byte, ...
+        return False
+
+
 def _shown_body(arg: str) -> dict[str, Any]:
     """A request-like body from a file (presentation, wallet, body) or payload text/URL."""
     path = Path(arg)
-    if not path.is_file():
+    if not _exists(path):
+        if _looks_like_path(arg):
+            raise click.ClickException(f"no such file: {arg}")
         return {"qr": arg}
-    text = path.read_text(encoding="utf-8").strip()
+    if not path.is_file():
+        raise click.ClickException(f"{arg} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{arg} is not UTF-8 text: {exc}") from exc
     try:
         obj = jsonio.loads(text)
-    except ValueError:
+    except ValueError as exc:
+        # A file may hold the QR payload text or URL; a .json file, or one that starts
+        # like JSON (payload text never does), is a document that failed to parse.
+        if arg.lower().endswith(".json") or not text or text[0] in "{[\"":
+            raise click.ClickException(f"{arg} is not valid JSON: {exc}") from exc
         return {"qr": text}
     if isinstance(obj, dict) and obj.get("format") == "certledger/wallet/v1":
         return {"wallet": obj}
