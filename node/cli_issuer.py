@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -213,8 +214,14 @@ def committed_with_wallet(doc: Document, wallet: Path) -> CommittedDocument:
     if wallet.exists():
         old = CommittedDocument.from_wallet_dict(_read_json(wallet))
         if old.document != doc:
-            raise DocumentError(f"{wallet} already holds a wallet for another document "
-                                f"({old.document.id}); choose another path")
+            if old.document.id != doc.id:
+                raise DocumentError(f"{wallet} already holds a wallet for another document "
+                                    f"({old.document.id}); choose another path")
+            differ = [f.name for f in dataclass_fields(doc)
+                      if getattr(old.document, f.name) != getattr(doc, f.name)]
+            raise DocumentError(f"{wallet} already holds a wallet for another version of "
+                                f"{doc.id} (differing in {', '.join(differ)}); choose another "
+                                "path, or remove it if that version was never issued")
         return old
     committed = commit(doc)
     text = json.dumps(committed.to_wallet_dict(), ensure_ascii=False, indent=1) + "\n"

@@ -14,8 +14,11 @@ from click.testing import CliRunner, Result
 
 from certificates import keystore, sm2
 from certificates.disclosure import present
+from certificates.errors import DocumentError
 from node.cli import cli
+from node.cli_issuer import committed_with_wallet
 from tests.ledger_fixtures import ISSUER_A, TYPE_DIPLOMA, cert_id, make_genesis
+from tests.test_document import make_document
 from tests.verifier_fixtures import build_world
 from verifier.qr import encode_payload, payload_url, to_base41, to_base64url
 
@@ -174,3 +177,22 @@ def test_a_reason_with_undecodable_bytes_is_one_line(tmp_path: Path, command: st
     line = one_error_line(invoke(command, _cid(), "--reason", reason, "--key", str(key),
                                  "--chain-id", "certledger-local", "--node", DEAD), code=1)
     assert "body.reason" in line and "surrogate" in line
+
+
+# --------------------------------------------------------------------------- wallets
+
+
+def test_a_wallet_for_another_version_of_the_same_document_says_so(tmp_path: Path) -> None:
+    """An issue that failed after writing the wallet, then a supersede of the same document
+    (its supersedes link now set) to the same path: the message must not read as if the
+    wallet held some other certificate."""
+    wallet = tmp_path / "doc.wallet.json"
+    first = make_document()
+    committed_with_wallet(first, wallet)
+    assert committed_with_wallet(first, wallet).document == first  # a retry reuses it
+    with pytest.raises(DocumentError) as info:
+        committed_with_wallet(make_document(supersedes=_cid()), wallet)
+    assert "another version of" in str(info.value) and "supersedes" in str(info.value)
+    with pytest.raises(DocumentError) as info:
+        committed_with_wallet(make_document(id=_cid()), wallet)
+    assert "another document" in str(info.value)
