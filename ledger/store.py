@@ -206,8 +206,8 @@ def _classify(exc: Exception, path: Path, action: str) -> StorageError:
         )
     if "IO error: lock " in text and ("unavailable" in text or "held" in text):
         return StorageError(
-            f"LevelDB store at {path} is locked by another process ({text}); stop the other "
-            "node or audit using this data directory first"
+            f"LevelDB store at {path} is locked by another process ({text}); stop the node or "
+            "audit that is using this data directory first"
         )
     return StorageError(f"LevelDB store at {path}: {action} failed: {text}")
 

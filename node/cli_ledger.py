@@ -2,7 +2,9 @@
 
 ``audit`` re-checks a node's store from genesis (hash chain, every commit certificate,
 every tx_root, the recomputed state root) and prints one summary line; it exits 1
-naming the first bad height, or 2 when the store cannot be opened at all.
+naming the first bad height, or 2 when the store cannot be opened at all. DATA_DIR is
+a node's ``data_dir`` (as in its node-N.toml: the store is its ``chain`` subdirectory,
+node.runtime) or the LevelDB store directory itself.
 """
 
 from __future__ import annotations
@@ -11,16 +13,40 @@ from pathlib import Path
 
 import click
 
+#: Where a node keeps its LevelDB store inside its data_dir (node.runtime.open_chain).
+CHAIN_SUBDIR = "chain"
+
+
+class _NoStore(click.ClickException):
+    exit_code = 2  # as for any store that cannot be opened (ledger.audit.audit_main)
+
+
+def _is_store(path: Path) -> bool:
+    return (path / "CURRENT").is_file()
+
+
+def store_dir(data_dir: Path) -> Path:
+    """The LevelDB store to audit for DATA_DIR: itself, or a node data_dir's ``chain``."""
+    if _is_store(data_dir) or not _is_store(data_dir / CHAIN_SUBDIR):
+        return data_dir
+    return data_dir / CHAIN_SUBDIR
+
 
 @click.command("audit")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 def audit(data_dir: Path) -> None:
-    """Re-check a node's whole chain in DATA_DIR; exit non-zero at the first bad height."""
+    """Re-check a node's whole chain in DATA_DIR (a node's data_dir, or its chain store
+    directory); exit non-zero at the first bad height."""
     from ledger.audit import audit_main
 
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir} is not a directory")
-    code = audit_main(data_dir)
+    store = store_dir(data_dir)
+    if not _is_store(store):
+        raise _NoStore(
+            f"no LevelDB store in {data_dir} or {data_dir / CHAIN_SUBDIR}: give a node's "
+            "data_dir (see its node-N.toml) or the chain store directory itself")
+    code = audit_main(store)
     if code:
         raise SystemExit(code)
 

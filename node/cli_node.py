@@ -28,7 +28,7 @@ import click
 
 from certificates import keystore
 from node.clock import SystemClock, production_rng
-from node.config import load_config
+from node.config import NodeConfig, load_config
 from node.errors import NodeError
 from node.netinit import DEFAULT_BASE_PORT, IssuerSpec, NetworkPlan, init_network, with_consensus
 
@@ -99,6 +99,24 @@ def _isolate_c_stderr() -> None:
     faulthandler.enable(file=sys.stderr)  # a hard crash still reaches the operator
 
 
+def _check_listen(cfg: NodeConfig) -> None:
+    """Resolve ``[api] host``/``port`` as waitress will (without binding): an address
+    this machine cannot listen on is named here, with its config file, not in a
+    traceback from inside the node."""
+    from waitress.adjustments import Adjustments
+
+    try:
+        Adjustments(host=cfg.api.host, port=cfg.api.port)
+    except ValueError as exc:
+        raise click.ClickException(_bad_listen(cfg)) from exc
+
+
+def _bad_listen(cfg: NodeConfig) -> str:
+    return (f"{cfg.source or 'config'}: cannot listen on api.host {cfg.api.host!r} "
+            f"port {cfg.api.port}: it is neither an IP address nor a name that resolves "
+            "(e.g. 127.0.0.1, or 0.0.0.0 for every interface)")
+
+
 @node_group.command("run")
 @click.option("--config", "config", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="The node's TOML file.")
@@ -109,6 +127,7 @@ def run(config: Path) -> None:
 
     try:
         cfg = load_config(config)
+        _check_listen(cfg)  # before the passphrase prompt
         passphrase = keystore.passphrase_from_env_or_prompt(cfg.passphrase_env)
         key = keystore.load_key_file(cfg.key_file, passphrase)
     except NodeError as exc:
@@ -119,6 +138,10 @@ def run(config: Path) -> None:
         node = Node(cfg, key, clock=SystemClock(), rng=production_rng())
     except NodeError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # waitress: the host stopped resolving since _check_listen
+        if "Invalid host/port" not in str(exc):
+            raise
+        raise click.ClickException(_bad_listen(cfg)) from exc
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         node.request_stop()

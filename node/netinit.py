@@ -17,14 +17,22 @@ on its own host (``certledger keys gen``) and never writes a passphrase to disk.
 
 Nodes are numbered from 1. By default every node listens on 127.0.0.1 with ports
 ``base_port + N - 1``; ``hosts`` gives each validator its own address instead (one
-host per validator, or a single host for all).
+host per validator, or a single host for all): a bare hostname or IPv4 address, the
+port being ``base_port`` plus the number of earlier validators on the same host.
+
+Every argument is checked (hosts, iterations, the genesis itself, built in memory)
+before the first file is written; should writing still fail, what this run wrote is
+removed again, so a corrected re-run can use the same ``out``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,12 +94,37 @@ class NetworkPlan:
         return self.base_port + sum(self.host(j) == self.host(i) for j in range(i))
 
 
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+
+
+def _check_host(host: str) -> None:
+    """A bare hostname (RFC 1123) or IPv4 address: no scheme, port, path or IPv6."""
+    why = ("give a bare hostname or IPv4 address like 10.0.0.2 or node1.example.org "
+           "(no scheme, port or path)")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.version == 6:
+            raise NetInitError(f"--hosts: {host!r} is an IPv6 address, which network init "
+                               f"does not support: {why}")
+        return
+    labels = host.split(".")
+    # An all-numeric last label is no hostname: a malformed IPv4 address (999.1.1.1).
+    if (len(host) > 253 or not all(_LABEL.match(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise NetInitError(f"--hosts: {host!r} is not a hostname or IPv4 address: {why}")
+
+
 def _check(plan: NetworkPlan) -> None:
     if not 1 <= plan.validators <= 100:
         raise NetInitError(f"--validators must be 1..100, got {plan.validators}")
     if plan.hosts and len(plan.hosts) not in (1, plan.validators):
         raise NetInitError(f"--hosts lists {len(plan.hosts)} hosts for {plan.validators} "
                            "validators: give one per validator, or one for all")
+    for host in plan.hosts:
+        _check_host(host)
     if not 1 <= plan.base_port <= 65535 - plan.validators:
         raise NetInitError(f"--base-port {plan.base_port} leaves no room for the ports")
     if plan.ports and len(plan.ports) != plan.validators:
@@ -99,6 +132,9 @@ def _check(plan: NetworkPlan) -> None:
     codes = [i.code for i in plan.issuers]
     if len(set(codes)) != len(codes):
         raise NetInitError("an issuer code is given twice")
+    if plan.kdf_iterations < keystore.MIN_ITERATIONS:
+        raise NetInitError(f"--kdf-iterations must be at least {keystore.MIN_ITERATIONS}, "
+                           f"got {plan.kdf_iterations}")
 
 
 def _write_key(path: Path, key: sm2.PrivateKey, passphrase: str, label: str,
@@ -117,11 +153,63 @@ def _write_private(path: Path, text: str) -> None:
 
 def init_network(plan: NetworkPlan, out: Path, clock: Clock,
                  passphrase: str | None = None) -> dict[str, Any]:
-    """Write the network described by ``plan`` into ``out``; returns the summary."""
+    """Write the network described by ``plan`` into ``out``; returns the summary.
+
+    Nothing is written before every argument has been checked; if writing fails all
+    the same, what this call created is removed (``out`` itself only if it created it).
+    """
     _check(plan)
+    if passphrase is not None and not passphrase:
+        raise NetInitError("the key passphrase must not be empty")
     out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise NetInitError(f"{out} is not a directory")
     if out.exists() and any(out.iterdir()):
         raise NetInitError(f"{out} is not empty: choose a new directory")
+    n = plan.validators
+    names = [f"node-{i + 1}" for i in range(n)]
+    addrs = [f"{plan.host(i)}:{plan.port(i)}" for i in range(n)]
+    vkeys = [sm2.PrivateKey.generate() for _ in range(n)]
+    akeys = [sm2.PrivateKey.generate() for _ in range(ADMINS)]
+    ikeys = [sm2.PrivateKey.generate() for _ in plan.issuers]
+    genesis = Genesis(
+        chain_id=plan.chain_id, genesis_time=clock.time_ms(),
+        validators=ValidatorSet.of(Validator(names[i], vkeys[i].public.data, addrs[i])
+                                   for i in range(n)),
+        admins=tuple(k.public.data for k in akeys), threshold=THRESHOLD,
+        issuers=tuple(GenesisIssuer(spec.code, spec.name, k.public.data, spec.types)
+                      for spec, k in zip(plan.issuers, ikeys, strict=True)),
+    )  # GenesisError names a bad chain id, issuer code or type: nothing is written yet
+
+    # The topmost directory this call creates (None: ``out`` exists, and is empty).
+    top: Path | None = None
+    if not out.exists():
+        top = out
+        while not top.parent.exists():
+            top = top.parent
+    try:
+        return _write_network(plan, out, genesis, names, addrs, vkeys, akeys, ikeys,
+                              passphrase)
+    except BaseException:
+        _remove_written(out, top)
+        raise
+
+
+def _remove_written(out: Path, top: Path | None) -> None:
+    """Undo a failed ``init_network``: ``out`` was empty or absent before it began."""
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)
+        return
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _write_network(plan: NetworkPlan, out: Path, genesis: Genesis, names: list[str],
+                   addrs: list[str], vkeys: list[sm2.PrivateKey], akeys: list[sm2.PrivateKey],
+                   ikeys: list[sm2.PrivateKey], passphrase: str | None) -> dict[str, Any]:
     keys_dir = out / "keys"
     keys_dir.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
@@ -129,31 +217,18 @@ def init_network(plan: NetworkPlan, out: Path, clock: Clock,
     pw = passphrase or secrets.token_urlsafe(24)
     it = plan.kdf_iterations
     n = plan.validators
-    names = [f"node-{i + 1}" for i in range(n)]
-    addrs = [f"{plan.host(i)}:{plan.port(i)}" for i in range(n)]
 
-    vkeys = [sm2.PrivateKey.generate() for _ in range(n)]
     nodes = []
     for i, k in enumerate(vkeys):
         info = _write_key(keys_dir / f"validator-{i + 1}.key", k, pw, f"validator {names[i]}", it)
         nodes.append({"name": names[i], "url": f"http://{addrs[i]}", "address": addrs[i],
                       "config": f"{names[i]}.toml", **info})
-    akeys = [sm2.PrivateKey.generate() for _ in range(ADMINS)]
     admins = [_write_key(keys_dir / f"admin-{i + 1}.key", k, pw, f"admin {i + 1}", it)
               for i, k in enumerate(akeys)]
-    issuers, gen_issuers = [], []
-    for spec in plan.issuers:
-        k = sm2.PrivateKey.generate()
+    issuers = []
+    for spec, k in zip(plan.issuers, ikeys, strict=True):
         info = _write_key(keys_dir / f"issuer-{spec.code}.key", k, pw, spec.name, it)
         issuers.append({"code": spec.code, "name": spec.name, "types": list(spec.types), **info})
-        gen_issuers.append(GenesisIssuer(spec.code, spec.name, k.public.data, spec.types))
-
-    genesis = Genesis(
-        chain_id=plan.chain_id, genesis_time=clock.time_ms(),
-        validators=ValidatorSet.of(Validator(names[i], vkeys[i].public.data, addrs[i])
-                                   for i in range(n)),
-        admins=tuple(k.public.data for k in akeys), threshold=THRESHOLD,
-        issuers=tuple(gen_issuers))  # GenesisError names a bad issuer code or type
     genesis.write(out / "genesis.json")
 
     for i in range(n):

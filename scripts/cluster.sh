@@ -13,13 +13,21 @@
 #
 # The passphrase comes from $CERTLEDGER_PASSPHRASE, else from DIR/env (written by
 # `network init` for a dev network only).
+# A relative DIR is relative to the caller's working directory (_venv.sh cd's to the
+# repository, so DIR and this script's path are made absolute before it is sourced).
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-
 usage() { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+[ $# -eq 2 ] && [ -n "$2" ] || usage
 cmd=$1
-dir=$(mkdir -p "$2" && cd "$2" && pwd)
+case "$cmd" in start|stop|status) ;; *) usage ;; esac
+case "$2" in
+  /*) dir_arg=$2 ;;
+  *) dir_arg="$PWD/$2" ;;
+esac
+self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+. "$(dirname "$self")/_venv.sh"
+
+dir=$(mkdir -p "$dir_arg" && cd "$dir_arg" && pwd)
 pids="$dir/pids"
 logs="$dir/logs"
 
@@ -53,7 +61,7 @@ start() {
     echo $! >"$pids/$name.pid"
     echo "$name started (pid $!)"
   done
-  echo "logs: $logs   stop: $0 stop $dir"
+  echo "logs: $logs   stop: $self stop $dir"
 }
 
 stop() {
