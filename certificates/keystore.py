@@ -19,6 +19,7 @@ import getpass
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,21 +201,41 @@ def load_key_file(path: str | os.PathLike[str], passphrase: str) -> PrivateKey:
     return decrypt_key(_read_json(path), passphrase)
 
 
+def _has_terminal() -> bool:
+    """Whether getpass can prompt on a terminal (it opens /dev/tty on POSIX)."""
+    if os.name != "posix":
+        return True  # getpass's own console prompt
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 def passphrase_from_env_or_prompt(
     env_var: str = PASSPHRASE_ENV, *, confirm: bool = False, prompt: str = "Key passphrase: "
 ) -> str:
-    """The passphrase from ``env_var``, else an interactive prompt (never argv)."""
+    """The passphrase from ``env_var``, else an interactive prompt, else the first line
+    piped to stdin when there is no terminal to prompt on (never argv)."""
     value = os.environ.get(env_var)
     if value:
         return value
-    try:
-        first = getpass.getpass(prompt)
-        if confirm and getpass.getpass("Repeat passphrase: ") != first:
-            raise KeystoreError("passphrases do not match")
-    except EOFError as exc:
-        raise KeystoreError(
-            f"no passphrase: set {env_var} or run interactively to be prompted"
-        ) from exc
+    missing = f"no passphrase: set {env_var} or run interactively to be prompted"
+    if not _has_terminal():
+        # getpass would read stdin too, after a warning that it cannot hide the echo (there
+        # is nothing to echo to): read the piped line without that noise.
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+        if not line:
+            raise KeystoreError(missing)
+        first = line.rstrip("\r\n")
+    else:
+        try:
+            first = getpass.getpass(prompt)
+            if confirm and getpass.getpass("Repeat passphrase: ") != first:
+                raise KeystoreError("passphrases do not match")
+        except EOFError as exc:
+            raise KeystoreError(missing) from exc
     if not first:
         raise KeystoreError("passphrase must not be empty")
     return first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 from pathlib import Path
@@ -88,8 +89,29 @@ def test_no_passphrase_without_terminal(monkeypatch: pytest.MonkeyPatch) -> None
         raise EOFError
 
     monkeypatch.setattr(keystore.getpass, "getpass", no_tty)
+    monkeypatch.setattr(keystore, "_has_terminal", lambda: True)
     with pytest.raises(KeystoreError, match="set CL_TEST_PW"):
         keystore.passphrase_from_env_or_prompt("CL_TEST_PW")
+
+
+def test_without_a_terminal_the_piped_line_is_read_without_warnings(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("CL_TEST_PW", raising=False)
+    monkeypatch.setattr(keystore, "_has_terminal", lambda: False)
+
+    def must_not_prompt(prompt: str = "") -> str:
+        raise AssertionError("getpass warns when it cannot prompt on a terminal")
+
+    monkeypatch.setattr(keystore.getpass, "getpass", must_not_prompt)
+    monkeypatch.setattr("sys.stdin", io.StringIO("piped pass\nrest\n"))
+    assert keystore.passphrase_from_env_or_prompt("CL_TEST_PW", confirm=True) == "piped pass"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(KeystoreError, match="set CL_TEST_PW"):
+        keystore.passphrase_from_env_or_prompt("CL_TEST_PW")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    with pytest.raises(KeystoreError, match="must not be empty"):
+        keystore.passphrase_from_env_or_prompt("CL_TEST_PW")
+    assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------- canonical
