@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import requests
@@ -86,6 +87,16 @@ def _echo(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=1))
 
 
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An http(s) URL with a host, as a QR code or a request needs it."""
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise click.BadParameter(f"{value!r} is not an http:// or https:// URL with a "
+                                     "host", ctx, param)
+    return value
+
+
 # --------------------------------------------------------------------------- qr
 
 
@@ -93,12 +104,13 @@ def _echo(value: Any) -> None:
 @click.argument("wallet", type=_IN)
 @click.option("--disclose", required=True, help="Comma-separated fields to reveal "
               "($holder for the holder).")
-@click.option("--verifier", "verifier_url", required=True, help="Base URL of the verifier.")
+@click.option("--verifier", "verifier_url", required=True, callback=_http_url,
+              help="Base URL of the verifier.")
 @click.option("--out", required=True, type=_OUT, help="Writes OUT.png and OUT.svg.")
 @click.option("--expires", default=None, help="Short-lived: valid for this long (10m, 1h).")
 @click.option("--holder-key", type=_IN, help="Holder key file (for --expires).")
 @click.option("--chain-id", help="Chain id the holder signature is bound to (for --expires).")
-@click.option("--max-version", type=int, default=None,
+@click.option("--max-version", type=click.IntRange(1, 40), default=None,
               help=f"Largest QR version allowed [default {DEFAULT_MAX_VERSION}; 20 with "
                    "--expires, whose signature and key need ~140 more bytes].")
 @click.option("--passphrase-env", default=keystore.PASSPHRASE_ENV, show_default=True)
@@ -121,7 +133,7 @@ def qr_cmd(wallet: Path, disclose: str, verifier_url: str, out: Path, expires: s
             names.append("holder_key")
     data = encode_payload(present(committed, names), expires=until, holder_key=key,
                           chain_id=chain_id)
-    limit = max_version or (20 if expires else DEFAULT_MAX_VERSION)
+    limit = max_version if max_version is not None else (20 if expires else DEFAULT_MAX_VERSION)
     qr = make_qr(verifier_url, data, limit)
     png, svg = write_qr(qr, out)
     _echo({"id": committed.document.id, "url": payload_url(verifier_url, data),
@@ -184,7 +196,8 @@ def _shown_body(arg: str) -> dict[str, Any]:
 
 @click.command("verify")
 @click.argument("shown")
-@click.option("--verifier", "verifier_url", help="Ask this verifier service.")
+@click.option("--verifier", "verifier_url", callback=_http_url,
+              help="Ask this verifier service.")
 @click.option("--purpose", help="Why you verify (申请事由); required with --verifier.")
 @click.option("--api-key-env", default="CERTLEDGER_API_KEY", show_default=True)
 @click.option("--node", "nodes", multiple=True, help="Check against these nodes (repeat).")

@@ -196,3 +196,21 @@ def test_a_wallet_for_another_version_of_the_same_document_says_so(tmp_path: Pat
     with pytest.raises(DocumentError) as info:
         committed_with_wallet(make_document(id=_cid()), wallet)
     assert "another document" in str(info.value)
+
+
+# --------------------------------------------------------------------------- qr options
+
+
+def test_qr_needs_an_http_verifier_url_and_a_real_qr_version(tmp_path: Path) -> None:
+    wallet = tmp_path / "w.json"
+    wallet.write_text("{}")  # never read: the options are checked first
+    base = ("qr", str(wallet), "--disclose", "name", "--out", str(tmp_path / "q"))
+    for url in ("notaurl", "ftp://v.example", "http://", "127.0.0.1:8080"):
+        line = one_error_line(invoke(*base, "--verifier", url))
+        assert "--verifier" in line and "http:// or https://" in line, (url, line)
+    for version in ("0", "41", "-3"):
+        line = one_error_line(invoke(*base, "--verifier", "http://v.example",
+                                     "--max-version", version))
+        assert "--max-version" in line, (version, line)
+    line = one_error_line(invoke("verify", "x", "--verifier", "v.example", "--purpose", "p"))
+    assert "--verifier" in line
