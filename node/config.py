@@ -144,8 +144,15 @@ class NodeConfig:
 
     @property
     def api_url(self) -> str:
-        host = "127.0.0.1" if self.api.host in ("0.0.0.0", "") else self.api.host
-        return f"http://{host}:{self.api.port}"
+        """Where this node answers on this machine (an any-address means its loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.api.host,
+                                                                          self.api.host)
+        return f"http://{url_host(host)}:{self.api.port}"
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL or a host:port address spells it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 # --------------------------------------------------------------------------- parsing

@@ -17,7 +17,7 @@ on its own host (``certledger keys gen``) and never writes a passphrase to disk.
 
 Nodes are numbered from 1. By default every node listens on 127.0.0.1 with ports
 ``base_port + N - 1``; ``hosts`` gives each validator its own address instead (one
-host per validator, or a single host for all): a bare hostname or IPv4 address, the
+host per validator, or a single host for all): a bare hostname or IP address, the
 port being ``base_port`` plus the number of earlier validators on the same host.
 
 Every argument is checked (hosts, iterations, the genesis itself, built in memory)
@@ -42,7 +42,7 @@ from certificates import keystore, sm2
 from ledger.commit import Validator, ValidatorSet
 from ledger.genesis import Genesis, GenesisIssuer
 from node.clock import Clock
-from node.config import ApiConfig, ConsensusConfig, NodeConfig, render_config
+from node.config import ApiConfig, ConsensusConfig, NodeConfig, render_config, url_host
 from node.errors import NetInitError
 
 ADMINS = 3
@@ -98,23 +98,23 @@ _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
 
 def _check_host(host: str) -> None:
-    """A bare hostname (RFC 1123) or IPv4 address: no scheme, port, path or IPv6."""
-    why = ("give a bare hostname or IPv4 address like 10.0.0.2 or node1.example.org "
-           "(no scheme, port or path)")
+    """A bare hostname (RFC 1123), IPv4 or IPv6 address: no scheme, port, path or brackets
+    (URLs get the brackets), and no IPv6 zone (a link-local address names no one host)."""
+    why = ("give a bare hostname or IP address like 10.0.0.2, 2001:db8::2 or "
+           "node1.example.org (no scheme, port or path)")
+    if "%" in host:
+        raise NetInitError(f"--hosts: {host!r} has an IPv6 zone, which a peer's URL cannot "
+                           f"carry: {why}")
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if ip.version == 6:
-            raise NetInitError(f"--hosts: {host!r} is an IPv6 address, which network init "
-                               f"does not support: {why}")
+        ipaddress.ip_address(host)
         return
+    except ValueError:
+        pass
     labels = host.split(".")
     # An all-numeric last label is no hostname: a malformed IPv4 address (999.1.1.1).
     if (len(host) > 253 or not all(_LABEL.match(label) for label in labels)
             or labels[-1].isdigit()):
-        raise NetInitError(f"--hosts: {host!r} is not a hostname or IPv4 address: {why}")
+        raise NetInitError(f"--hosts: {host!r} is not a hostname or IP address: {why}")
 
 
 def _check(plan: NetworkPlan) -> None:
@@ -168,7 +168,7 @@ def init_network(plan: NetworkPlan, out: Path, clock: Clock,
         raise NetInitError(f"{out} is not empty: choose a new directory")
     n = plan.validators
     names = [f"node-{i + 1}" for i in range(n)]
-    addrs = [f"{plan.host(i)}:{plan.port(i)}" for i in range(n)]
+    addrs = [f"{url_host(plan.host(i))}:{plan.port(i)}" for i in range(n)]
     vkeys = [sm2.PrivateKey.generate() for _ in range(n)]
     akeys = [sm2.PrivateKey.generate() for _ in range(ADMINS)]
     ikeys = [sm2.PrivateKey.generate() for _ in plan.issuers]

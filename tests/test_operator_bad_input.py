@@ -75,7 +75,7 @@ def init_args(out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("hosts", [
     "http://x,b,c,d", "a,b/c,c,d", "a:26601,b,c,d", "a,b,c,d e", "999.1.1.1",
-    "1.2.3,b,c,d", "-a,b,c,d", "a..b,b,c,d", "::1", "a_b,b,c,d",
+    "1.2.3,b,c,d", "-a,b,c,d", "a..b,b,c,d", "fe80::1%eth0", "[::1]", "a_b,b,c,d",
 ])
 def test_network_init_refuses_a_bad_host_before_writing(tmp_path: Path, hosts: str) -> None:
     out = tmp_path / "net"
