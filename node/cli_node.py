@@ -51,8 +51,8 @@ def _specs(values: tuple[str, ...]) -> tuple[IssuerSpec, ...]:
 @click.option("--issuers", "issuers", multiple=True, metavar="CODE:NAME:TYPE1,TYPE2",
               help="An issuer registered at genesis (repeat, or separate with ';').")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--hosts", default="", help="Comma-separated host per validator "
-              "(default: all on 127.0.0.1).")
+@click.option("--hosts", default="", help="Comma-separated host per validator: a hostname, "
+              "IPv4 or IPv6 address, no scheme or port (default: all on 127.0.0.1).")
 @click.option("--base-port", type=int, default=DEFAULT_BASE_PORT, show_default=True)
 @click.option("--chain-id", default="certledger-local", show_default=True)
 @click.option("--empty-block-ms", type=click.IntRange(1, 3_600_000), default=None,
