@@ -13,6 +13,13 @@ How it works:
   never be presented. A wallet file that already holds the same document is reused,
   so a retry after a failed submission anchors the same digest; a wallet for another
   document is never overwritten;
+* ``issue-batch`` checks every existing wallet first, then writes each batch's new
+  wallets just before that batch is submitted. If the node refuses a batch outright
+  (a 4xx: duplicate_id, bad signature, ...) the wallets this run wrote for it are
+  removed again (fresh salts that match nothing on the chain); if the outcome is
+  unknown (timeout, no node answered) they are kept, as the batch may have landed.
+  Later batches are not submitted and get no wallet. The JSON summary on stdout then
+  lists the transactions already accepted, and the error line says how many;
 * transactions go to the first of the ``--node`` URLs that answers
   (``network.client.NodeClient`` fails over on connection errors and 5xx). A full
   mempool on every node (HTTP 429) is back-pressure: the batch submitter waits and
@@ -25,13 +32,14 @@ user mistake is one line on stderr and a non-zero exit (``node.cli.CliGroup``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from pathlib import Path
@@ -211,6 +219,13 @@ def _document(path: Path) -> Document:
 
 def committed_with_wallet(doc: Document, wallet: Path) -> CommittedDocument:
     """Salts from ``wallet`` if it already holds ``doc``, else fresh ones written there."""
+    old = _wallet_holding(doc, wallet)
+    return old if old is not None else _write_wallet(doc, wallet)
+
+
+def _wallet_holding(doc: Document, wallet: Path) -> CommittedDocument | None:
+    """What ``wallet`` holds if it is a wallet for ``doc``; None if there is no such file.
+    A wallet for another document (or another version of it) is a ``DocumentError``."""
     if wallet.exists():
         old = CommittedDocument.from_wallet_dict(_read_json(wallet))
         if old.document != doc:
@@ -223,6 +238,11 @@ def committed_with_wallet(doc: Document, wallet: Path) -> CommittedDocument:
                                 f"{doc.id} (differing in {', '.join(differ)}); choose another "
                                 "path, or remove it if that version was never issued")
         return old
+    return None
+
+
+def _write_wallet(doc: Document, wallet: Path) -> CommittedDocument:
+    """Commit ``doc`` with fresh salts and write its wallet; the file must not exist."""
     committed = commit(doc)
     text = json.dumps(committed.to_wallet_dict(), ensure_ascii=False, indent=1) + "\n"
     # Exclusive and 0600: a wallet holds the holder's personal data and its salts.
@@ -245,10 +265,24 @@ def _csv_time(text: str, column: str) -> int:
                             f"got {shown!r}") from None
 
 
+def _csv_rows(path: Path, reader: Any) -> Iterator[list[str]]:
+    """The rows of ``reader``; a CSV error (a field over the size limit, say)
+    names the line it was found on, as every other error in the file does."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DocumentError(f"{path} line {reader.line_num}: bad CSV: {exc}") from None
+        yield row
+
+
 def _csv_documents(path: Path) -> Iterable[tuple[int, Document]]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
+        rows = _csv_rows(path, reader)
+        header = [h.strip() for h in next(rows, [])]
         missing = [c for c in _CSV_META if c not in header]
         if missing:
             raise DocumentError(f"{path} line 1: the header lacks {', '.join(missing)}; it needs "
@@ -259,7 +293,7 @@ def _csv_documents(path: Path) -> Iterable[tuple[int, Document]]:
             raise DocumentError(f"{path} line 1: a batch cannot supersede; use certledger "
                                 "supersede OLD_ID NEW_DOC for each renewal")
         names = [h for h in header if h not in _CSV_META]
-        for row in reader:
+        for row in rows:
             if not any(cell.strip() for cell in row):
                 continue  # a blank line
             line = reader.line_num
@@ -281,7 +315,8 @@ def _csv_documents(path: Path) -> Iterable[tuple[int, Document]]:
 
 
 def _jsonl_documents(path: Path) -> Iterable[tuple[int, Document]]:
-    with path.open(encoding="utf-8") as fh:
+    # utf-8-sig: a byte order mark (Windows editors add one) is accepted, as for CSV.
+    with path.open(encoding="utf-8-sig") as fh:
         for line, text in enumerate(fh, 1):
             if not text.strip():
                 continue
@@ -451,29 +486,123 @@ def issue_batch(file: Path, wallet_dir: Path, batch_size: int, key_file: Path,
     key = _load_key(key_file, passphrase_env)
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
+    made_dir = not wallet_dir.is_dir()
     wallet_dir.mkdir(parents=True, exist_ok=True)
     err = sys.stderr
     show = len(docs) >= _PROGRESS_MIN
-    anchors: list[Anchor] = []
-    with click.progressbar(docs, label="Committing and writing wallets", file=err,
+    # Every wallet already there is checked before anything is sent: one for another
+    # document stops the run while nothing is on the chain yet. Those that hold the same
+    # document are reused (a retry anchors the same digest) and never removed.
+    existing: dict[str, CommittedDocument] = {}
+    with click.progressbar(docs, label="Checking existing wallets", file=err,
                            hidden=not show) as bar:
         for doc in bar:
-            anchors.append(to_anchor(committed_with_wallet(doc, wallet_dir / f"{doc.id}.json")))
-    chunks = [anchors[i:i + batch_size] for i in range(0, len(anchors), batch_size)]
+            old = _wallet_holding(doc, wallet_dir / f"{doc.id}.json")
+            if old is not None:
+                existing[doc.id] = old
+    chunks = [docs[i:i + batch_size] for i in range(0, len(docs), batch_size)]
     txs: list[dict[str, Any]] = []
-    with click.progressbar(chunks, label="Signing and submitting batches", file=err,
-                           hidden=not show) as bar:
-        for chunk in bar:
-            body = {"issuer": chunk[0].issuer, "records": [a.to_value() for a in chunk]}
-            res = submit(client, Transaction.create("cert.issue_batch", body, key, chain))
+    with click.progressbar(length=len(docs), file=err, hidden=not show,
+                           label="Committing, writing wallets and submitting batches") as bar:
+        for chunk in chunks:
+            # This batch's new wallets are written just before it leaves, not earlier:
+            # a batch that is never sent leaves no wallet behind.
+            written: list[Path] = []
+            anchors: list[Anchor] = []
+            tx_id: str | None = None
+            try:
+                for doc in chunk:
+                    wallet = wallet_dir / f"{doc.id}.json"
+                    committed = existing.get(doc.id)
+                    if committed is None:
+                        committed = _write_wallet(doc, wallet)
+                        written.append(wallet)
+                    anchors.append(to_anchor(committed))
+                    bar.update(1)
+                body = {"issuer": anchors[0].issuer,
+                        "records": [a.to_value() for a in anchors]}
+                tx = Transaction.create("cert.issue_batch", body, key, chain)
+                tx_id = tx.id.hex()
+                res = submit(client, tx)
+            except NodeRequestError as exc:
+                # A 4xx is a definitive refusal (the same bytes that had landed would be
+                # duplicate_tx, which submit() takes as success): these fresh salts match
+                # nothing on the chain, so their wallets could never verify.
+                kept = _remove_wallets(written)
+                raise _batch_stopped(file, docs, txs, chunk, tx_id, exc, "refused",
+                                     len(written) - len(kept), kept, wallet_dir, made_dir,
+                                     client) from exc
+            except Exception as exc:
+                if tx_id is None:  # failed before sending: these wallets were never used
+                    kept = _remove_wallets(written)
+                    raise _batch_stopped(file, docs, txs, chunk, None, exc, "not_submitted",
+                                         len(written) - len(kept), kept, wallet_dir,
+                                         made_dir, client) from exc
+                # Timeout, no node answered...: the batch may have landed; keep its wallets.
+                raise _batch_stopped(file, docs, txs, chunk, tx_id, exc, "unknown", 0,
+                                     written, wallet_dir, made_dir, client) from exc
             txs.append({"tx_id": res["tx_id"], "records": len(chunk), "first_id": chunk[0].id,
                         "status": res.get("status", "pending")})
     if wait:
         for t, st in zip(txs, _wait_all(client, txs, wait_timeout, err, show), strict=True):
             t.update(status="committed", height=st.get("height"))
-    _emit({"file": str(file), "certificates": len(anchors), "transactions": txs,
+    _emit({"file": str(file), "certificates": len(docs), "transactions": txs,
            "wallet_dir": str(wallet_dir), "node": client.current_url,
            "status": "committed" if wait else "pending"})
+
+
+def _remove_wallets(paths: list[Path]) -> list[Path]:
+    """Remove wallets this run wrote; returns those that could not be removed."""
+    kept = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            kept.append(path)
+    return kept
+
+
+def _batch_stopped(file: Path, docs: list[Document], txs: list[dict[str, Any]],
+                   chunk: list[Document], tx_id: str | None, exc: Exception, outcome: str,
+                   removed: int, kept: list[Path], wallet_dir: Path, made_dir: bool,
+                   client: NodeClient) -> click.ClickException:
+    """Print the JSON summary of a batch run stopped part-way (what was accepted, what
+    failed, what was never sent) and return the one-line error saying the same."""
+    accepted = sum(t["records"] for t in txs)
+    later = len(docs) - accepted - len(chunk)
+    if made_dir and not txs and outcome != "unknown":
+        with contextlib.suppress(OSError):  # this run made an empty directory for nothing
+            wallet_dir.rmdir()
+    failed: dict[str, Any] = {"tx_id": tx_id, "records": len(chunk), "first_id": chunk[0].id,
+                              "outcome": outcome, "error": str(exc) or type(exc).__name__,
+                              "wallets_removed": removed, "wallets_kept": [str(p) for p in kept]}
+    _emit({"file": str(file), "certificates": len(docs), "transactions": txs,
+           "accepted_certificates": accepted, "failed": failed, "not_submitted": later,
+           "wallet_dir": str(wallet_dir), "node": client.current_url, "status": "incomplete"})
+    if txs:
+        ids = ", ".join(t["tx_id"] for t in txs[:3]) + (", ..." if len(txs) > 3 else "")
+        done = (f"{len(txs)} earlier transaction(s) with {accepted} certificate(s) were "
+                f"already accepted ({ids}; all in the JSON on stdout)")
+    else:
+        done = "no earlier transaction was accepted"
+    rows = (f"certificate {chunk[0].id}" if len(chunk) == 1
+            else f"certificates {chunk[0].id} to {chunk[-1].id}")
+    if outcome == "refused":
+        what = (f"the batch of {len(chunk)} ({rows}) was refused, and the {removed} wallet(s) "
+                "this run wrote for it were removed")
+    elif outcome == "unknown":
+        what = (f"the batch of {len(chunk)} ({rows}) may or may not have been committed: its "
+                f"wallets are kept; check with: certledger tx status {tx_id}")
+    else:
+        what = (f"the batch of {len(chunk)} ({rows}) was not submitted, and the {removed} "
+                "wallet(s) this run wrote for it were removed")
+    if kept and outcome != "unknown":
+        what += f" (could not remove {len(kept)}: {kept[0]}...)"
+    after = (f"; the {later} certificate(s) after it were not submitted and have no wallet"
+             if later else "")
+    if txs or later:
+        after += "; re-run with only the rows not yet accepted"
+    return click.ClickException(f"{exc} -- {done}; {what}{after}")
 
 
 def _wait_all(client: NodeClient, txs: list[dict[str, Any]], timeout: float, err: TextIO,

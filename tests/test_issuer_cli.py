@@ -179,6 +179,30 @@ def test_supersede(net: Cluster, tmp_path: Path) -> None:
     assert "not" in run(net, "supersede", old, str(other), ok=False).stderr
 
 
+
+def test_issue_batch_refused_part_way(net: Cluster, tmp_path: Path) -> None:
+    """A new id, one already on the chain, a new one, one per transaction: the first is
+    accepted and said so, the refused row and the row never sent keep no wallet."""
+    taken = out(run(net, "issue", str(write(tmp_path / "t.json", document("PART2"))),
+                    "--wait", "--wait-timeout", "30"))["id"]
+    path = tmp_path / "part.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "type", "issuer", "holder", "issued_at", "valid_from",
+                    "valid_until", "name"])
+        for c in (cid("PART1"), taken, cid("PART3")):
+            w.writerow([c, TYPE, ISSUER, "h", T0, T0, "", "x"])
+    wallets = tmp_path / "w"
+    r = run(net, "issue-batch", str(path), "--wallet-dir", str(wallets), "--batch-size", "1",
+            ok=False)
+    got = out(r)
+    assert "HTTP 409 duplicate_id" in r.stderr and "1 earlier transaction(s)" in r.stderr
+    assert got["transactions"][0]["tx_id"] in r.stderr and got["accepted_certificates"] == 1
+    assert {p.name for p in wallets.iterdir()} == {f"{cid('PART1')}.json"}
+    tid = got["transactions"][0]["tx_id"]
+    assert out(run(net, "tx", "status", tid)).get("status") in ("pending", "committed")
+
+
 # --------------------------------------------------------------------------- user mistakes
 
 
