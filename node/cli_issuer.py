@@ -223,6 +223,27 @@ def committed_with_wallet(doc: Document, wallet: Path) -> CommittedDocument:
     return old if old is not None else _write_wallet(doc, wallet)
 
 
+def _submit_with_wallet(client: NodeClient, doc: Document, wallet: Path,
+                        make_tx: Callable[[CommittedDocument], Transaction]
+                        ) -> tuple[CommittedDocument, dict[str, Any]]:
+    """``committed_with_wallet``, then submit the tx made from it. A wallet this call wrote
+    is removed again if the tx never left or the node refused it outright (a 4xx): its
+    fresh salts match nothing on the chain. After a timeout it stays (the tx may land)."""
+    committed = _wallet_holding(doc, wallet)
+    fresh = committed is None
+    if committed is None:
+        committed = _write_wallet(doc, wallet)
+    sent = False
+    try:
+        tx = make_tx(committed)
+        sent = True
+        return committed, submit(client, tx)
+    except Exception as exc:
+        if fresh and (not sent or isinstance(exc, NodeRequestError)):
+            wallet.unlink(missing_ok=True)
+        raise
+
+
 def _wallet_holding(doc: Document, wallet: Path) -> CommittedDocument | None:
     """What ``wallet`` holds if it is a wallet for ``doc``; None if there is no such file.
     A wallet for another document (or another version of it) is a ``DocumentError``."""
@@ -401,9 +422,9 @@ def issue(document: Path, wallet_out: Path | None, key_file: Path, chain_id: str
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
     wallet = wallet_out or _default_wallet(document)
-    committed = committed_with_wallet(doc, wallet)
-    tx = Transaction.create("cert.issue", to_anchor(committed).to_value(), key, chain)
-    res = submit(client, tx)
+    committed, res = _submit_with_wallet(
+        client, doc, wallet,
+        lambda c: Transaction.create("cert.issue", to_anchor(c).to_value(), key, chain))
     _emit(_result(client, res, wait, wait_timeout, id=doc.id,
                   digest=committed.digest.hex(), wallet=str(wallet)))
 
@@ -429,9 +450,10 @@ def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
     wallet = wallet_out or _default_wallet(new_document)
-    committed = committed_with_wallet(doc, wallet)
-    body = {"id": old, "new": to_anchor(committed).to_value()}
-    res = submit(client, Transaction.create("cert.supersede", body, key, chain))
+    committed, res = _submit_with_wallet(
+        client, doc, wallet,
+        lambda c: Transaction.create("cert.supersede", {"id": old, "new": to_anchor(c).to_value()},
+                                     key, chain))
     _emit(_result(client, res, wait, wait_timeout, id=doc.id, supersedes=old,
                   digest=committed.digest.hex(), wallet=str(wallet)))
 

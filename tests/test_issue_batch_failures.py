@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from network.errors import NodeRequestError, NodeUnavailableError
 from node import cli_issuer
 from node.cli import cli
 from tests.ledger_fixtures import ISSUER_A, TYPE_DIPLOMA, cert_id
+from tests.test_document import make_document
 
 PASS = "fake-node-passphrase"
 T0 = 1_782_864_000
@@ -237,3 +239,55 @@ def test_csv_header_over_the_limit_names_line_1(tmp_path: Path) -> None:
                     encoding="utf-8")
     with pytest.raises(DocumentError, match=r"head\.csv line 1: bad CSV: field larger"):
         cli_issuer.read_documents(path)
+
+
+# --------------------------------------------------------------------------- issue, supersede
+
+
+class RefusingNode:
+    """A node that refuses every transaction outright (HTTP 409), or times out."""
+
+    current_url = "http://fake-node"
+
+    def __init__(self, timeout: bool = False) -> None:
+        self.timeout = timeout
+
+    def status(self) -> dict[str, Any]:
+        return {"chain_id": "fake-chain"}
+
+    def submit_tx(self, raw: bytes) -> dict[str, Any]:
+        if self.timeout:
+            raise NodeUnavailableError([(self.current_url, "timed out")])
+        raise NodeRequestError(409, "duplicate_id", "certificate already exists",
+                               url=self.current_url)
+
+
+@pytest.mark.parametrize("command", ["issue", "supersede"])
+@pytest.mark.parametrize("timeout", [False, True])
+def test_issue_and_supersede_leave_no_wallet_for_a_refused_tx(
+        tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch, command: str,
+        timeout: bool) -> None:
+    doc = make_document(id=ids("SINGLE1")[0])
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc.to_json_dict()), encoding="utf-8")
+    wallet = tmp_path / "doc.wallet.json"
+    node = RefusingNode(timeout)
+    monkeypatch.setattr(cli_issuer, "_client", lambda nodes, seconds: node)
+    args = ([command, str(path)] if command == "issue"
+            else [command, ids("OLD0001")[0], str(path)])
+    res = CliRunner().invoke(cli, [*args, "--key", str(key_file), "--wallet-out", str(wallet),
+                                   "--node", RefusingNode.current_url],
+                             env={keystore.PASSPHRASE_ENV: PASS})
+    assert res.exit_code == 1, res.output
+    # Refused: the fresh salts match nothing on the chain. Unknown (a timeout): the tx
+    # may have landed, and its wallet is the only copy of its salts.
+    assert wallet.exists() == timeout, res.output
+    if not timeout:  # a wallet from before the run is the holder's: never removed
+        committed_with = cli_issuer.committed_with_wallet(
+            doc if command == "issue" else replace(doc, supersedes=ids("OLD0001")[0]), wallet)
+        res = CliRunner().invoke(cli, [*args, "--key", str(key_file), "--wallet-out",
+                                       str(wallet), "--node", RefusingNode.current_url],
+                                 env={keystore.PASSPHRASE_ENV: PASS})
+        assert res.exit_code == 1 and wallet.exists()
+        assert CommittedDocument.from_wallet_dict(json.loads(wallet.read_text())) == \
+            committed_with
