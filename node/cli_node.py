@@ -28,7 +28,7 @@ import click
 
 from certificates import keystore
 from node.clock import SystemClock, production_rng
-from node.config import NodeConfig, load_config
+from node.config import NodeConfig, cannot_listen, load_config
 from node.errors import NodeError
 from node.netinit import DEFAULT_BASE_PORT, IssuerSpec, NetworkPlan, init_network, with_consensus
 
@@ -100,21 +100,10 @@ def _isolate_c_stderr() -> None:
 
 
 def _check_listen(cfg: NodeConfig) -> None:
-    """Resolve ``[api] host``/``port`` as waitress will (without binding): an address
-    this machine cannot listen on is named here, with its config file, not in a
-    traceback from inside the node."""
-    from waitress.adjustments import Adjustments
-
-    try:
-        Adjustments(host=cfg.api.host, port=cfg.api.port)
-    except ValueError as exc:
-        raise click.ClickException(_bad_listen(cfg)) from exc
-
-
-def _bad_listen(cfg: NodeConfig) -> str:
-    return (f"{cfg.source or 'config'}: cannot listen on api.host {cfg.api.host!r} "
-            f"port {cfg.api.port}: it is neither an IP address nor a name that resolves "
-            "(e.g. 127.0.0.1, or 0.0.0.0 for every interface)")
+    """An [api] host/port this machine cannot listen on is named with its config file."""
+    problem = cannot_listen(cfg.api.host, cfg.api.port)
+    if problem is not None:
+        raise click.ClickException(f"{cfg.source or 'config'}: api: {problem}")
 
 
 @node_group.command("run")
@@ -138,10 +127,6 @@ def run(config: Path) -> None:
         node = Node(cfg, key, clock=SystemClock(), rng=production_rng())
     except NodeError as exc:
         raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:  # waitress: the host stopped resolving since _check_listen
-        if "Invalid host/port" not in str(exc):
-            raise
-        raise click.ClickException(_bad_listen(cfg)) from exc
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         node.request_stop()

@@ -23,12 +23,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -38,10 +39,11 @@ from certificates import jsonio, keystore
 from certificates.disclosure import present
 from certificates.document import CommittedDocument
 from certificates.errors import CertificatesError
-from certificates.identifiers import CertificateId
+from certificates.identifiers import CertificateId, validate_uscc
 from ledger.errors import LedgerError
 from ledger.records import IssuerRecord, cert_key, issuer_key
 from network.errors import NetworkError
+from node.config import cannot_listen
 from verifier.errors import VerifierError
 from verifier.evidence import Evidence, evidence_from_json, evidence_to_json
 from verifier.lightclient import LightClient
@@ -69,11 +71,32 @@ def _one_line(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _duration(text: str) -> int:
+#: The longest a short-lived QR may live: it exists to stop a copied code being replayed
+#: for long, and a year is already far longer than any use shows it for.
+MAX_EXPIRES: Final = 366 * 86400
+
+
+def _duration(ctx: click.Context, param: click.Parameter, text: str | None) -> int | None:
+    """``--expires``: a positive duration of at most ``MAX_EXPIRES`` seconds, in seconds."""
+    if text is None:
+        return None
     m = _DURATION.fullmatch(text.strip())
     if m is None:
-        raise click.BadParameter(f"{text!r}: use a number with s, m, h or d (e.g. 10m)")
-    return int(m.group(1)) * _UNITS[m.group(2)]
+        raise click.BadParameter(f"{text!r}: use a number with s, m, h or d (e.g. 10m)",
+                                 ctx, param)
+    digits = m.group(1).lstrip("0") or "0"
+    seconds = int(digits) * _UNITS[m.group(2)] if len(digits) <= 12 else MAX_EXPIRES + 1
+    if not 0 < seconds <= MAX_EXPIRES:
+        raise click.BadParameter(f"{text!r}: must be more than 0 and at most 366d", ctx, param)
+    return seconds
+
+
+def _disclose(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise click.BadParameter(f"{value!r} names no field: give comma-separated field "
+                                 "names (e.g. name,degree)", ctx, param)
+    return names
 
 
 def _json(path: Path) -> Any:
@@ -87,13 +110,43 @@ def _echo(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=1))
 
 
+def _url_problem(value: str) -> str | None:
+    """Why ``value`` is not an http(s) URL with a host (None if it is one)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - ValueError for a port out of range
+    except ValueError as exc:  # 'http://[::1' : "Invalid IPv6 URL"
+        return f"{value!r} is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{value!r} is not an http:// or https:// URL with a host"
+    return None
+
+
 def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An http(s) URL with a host, as a QR code or a request needs it."""
     if value is not None:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise click.BadParameter(f"{value!r} is not an http:// or https:// URL with a "
-                                     "host", ctx, param)
+        problem = _url_problem(value)
+        if problem is not None:
+            raise click.BadParameter(problem, ctx, param)
+    return value
+
+
+def _node_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+               ) -> tuple[str, ...]:
+    """Each ``--node``: an http(s) URL with a host."""
+    for value in values:
+        problem = _url_problem(value)
+        if problem is not None:
+            raise click.BadParameter(problem, ctx, param)
+    return values
+
+
+_FINITE_POSITIVE = click.FloatRange(0, None, min_open=True)
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
     return value
 
 
@@ -102,12 +155,13 @@ def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command("qr")
 @click.argument("wallet", type=_IN)
-@click.option("--disclose", required=True, help="Comma-separated fields to reveal "
-              "($holder for the holder).")
+@click.option("--disclose", required=True, callback=_disclose,
+              help="Comma-separated fields to reveal ($holder for the holder).")
 @click.option("--verifier", "verifier_url", required=True, callback=_http_url,
               help="Base URL of the verifier.")
 @click.option("--out", required=True, type=_OUT, help="Writes OUT.png and OUT.svg.")
-@click.option("--expires", default=None, help="Short-lived: valid for this long (10m, 1h).")
+@click.option("--expires", default=None, callback=_duration,
+              help="Short-lived: valid for this long (10m, 1h; at most 366d).")
 @click.option("--holder-key", type=_IN, help="Holder key file (for --expires).")
 @click.option("--chain-id", help="Chain id the holder signature is bound to (for --expires).")
 @click.option("--max-version", type=click.IntRange(1, 40), default=None,
@@ -115,12 +169,16 @@ def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
                    "--expires, whose signature and key need ~140 more bytes].")
 @click.option("--passphrase-env", default=keystore.PASSPHRASE_ENV, show_default=True)
 @_one_line
-def qr_cmd(wallet: Path, disclose: str, verifier_url: str, out: Path, expires: str | None,
+def qr_cmd(wallet: Path, disclose: list[str], verifier_url: str, out: Path,
+           expires: int | None,
            holder_key: Path | None, chain_id: str | None, max_version: int | None,
            passphrase_env: str) -> None:
     """Write a QR code (PNG and SVG) that opens the verifier page for WALLET."""
+    for given, name in ((holder_key, "--holder-key"), (chain_id, "--chain-id")):
+        if given is not None and expires is None:
+            raise click.UsageError(f"{name} only goes with --expires (a short-lived QR)")
     committed = CommittedDocument.from_wallet_dict(_json(wallet))
-    names = [n.strip() for n in disclose.split(",") if n.strip()]
+    names = list(disclose)
     until = None
     key = None
     if expires is not None:
@@ -128,12 +186,13 @@ def qr_cmd(wallet: Path, disclose: str, verifier_url: str, out: Path, expires: s
             raise click.UsageError("--expires needs --holder-key and --chain-id")
         key = keystore.load_key_file(holder_key,
                                      keystore.passphrase_from_env_or_prompt(passphrase_env))
-        until = int(time.time()) + _duration(expires)
+        until = int(time.time()) + expires
         if "holder_key" not in names:
             names.append("holder_key")
     data = encode_payload(present(committed, names), expires=until, holder_key=key,
                           chain_id=chain_id)
-    limit = max_version if max_version is not None else (20 if expires else DEFAULT_MAX_VERSION)
+    limit = max_version if max_version is not None else (
+        20 if expires is not None else DEFAULT_MAX_VERSION)
     qr = make_qr(verifier_url, data, limit)
     png, svg = write_qr(qr, out)
     _echo({"id": committed.document.id, "url": payload_url(verifier_url, data),
@@ -200,7 +259,8 @@ def _shown_body(arg: str) -> dict[str, Any]:
               help="Ask this verifier service.")
 @click.option("--purpose", help="Why you verify (申请事由); required with --verifier.")
 @click.option("--api-key-env", default="CERTLEDGER_API_KEY", show_default=True)
-@click.option("--node", "nodes", multiple=True, help="Check against these nodes (repeat).")
+@click.option("--node", "nodes", multiple=True, callback=_node_urls,
+              help="Check against these nodes (repeat).")
 @click.option("--trust", "trust_file", type=_IN, help="Trust bundle or genesis file.")
 @click.option("--offline", is_flag=True, help="No network: use --evidence and --trust.")
 @click.option("--evidence", "evidence_file", type=_IN, help="Saved evidence (offline).")
@@ -283,14 +343,17 @@ def verifier_group() -> None:
 
 @verifier_group.command("run")
 @click.option("--trust", "trust_file", required=True, type=_IN, help="Trust bundle or genesis.")
-@click.option("--node", "nodes", multiple=True, required=True, help="Node URL (repeat).")
+@click.option("--node", "nodes", multiple=True, required=True, callback=_node_urls,
+              help="Node URL (repeat).")
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="keys.json, audit log.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8090, show_default=True)
-@click.option("--threads", default=8, show_default=True)
-@click.option("--rate", default=20.0, show_default=True, help="Verifications/s per department.")
-@click.option("--burst", default=100.0, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8090, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--rate", type=_FINITE_POSITIVE, callback=_finite, default=20.0,
+              show_default=True, help="Verifications/s per department.")
+@click.option("--burst", type=click.FloatRange(min=1), callback=_finite, default=100.0,
+              show_default=True)
 @click.option("--max-lag", default=5, show_default=True, help="Blocks a node may lag.")
 @click.option("--max-age", type=float, default=None,
               help="Refuse evidence whose block is older than this many seconds.")
@@ -309,6 +372,9 @@ def run_cmd(trust_file: Path, nodes: tuple[str, ...], data_dir: Path, host: str,
     from verifier.auth import KeyStore, RateLimiter
     from verifier.metrics import VerifierMetrics
 
+    problem = cannot_listen(host, port)
+    if problem is not None:
+        raise click.ClickException(problem)
     data_dir.mkdir(parents=True, exist_ok=True)
     trusted = load_trust(trust_file)
     lc = LightClient(trusted, [HttpSource(u) for u in nodes], max_lag=max_lag,
@@ -353,16 +419,30 @@ def add_key_cmd(data_dir: Path, department: str, admin: bool, label: str) -> Non
 # --------------------------------------------------------------------------- trust export
 
 
+def _issuer_codes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                  ) -> tuple[str, ...]:
+    """Each ``--issuer``: a valid unified social credit code."""
+    for value in values:
+        try:
+            validate_uscc(value)
+        except CertificatesError as exc:
+            raise click.BadParameter(f"issuer {value!r} is not a valid unified social credit "
+                                     f"code: {exc}", ctx, param) from exc
+    return values
+
+
 @click.group("trust")
 def trust_group() -> None:
     """Trust bundles for verifiers (validator set, issuer keys, a committed header)."""
 
 
 @trust_group.command("export")
-@click.option("--node", "nodes", multiple=True, required=True, help="Node URL (repeat).")
+@click.option("--node", "nodes", multiple=True, required=True, callback=_node_urls,
+              help="Node URL (repeat).")
 @click.option("--genesis", "genesis_file", required=True, type=_IN)
 @click.option("--out", required=True, type=_OUT)
-@click.option("--issuer", "issuers", multiple=True, help="Also prove this issuer (repeat).")
+@click.option("--issuer", "issuers", multiple=True, callback=_issuer_codes,
+              help="Also prove this issuer (repeat).")
 @_one_line
 def export_cmd(nodes: tuple[str, ...], genesis_file: Path, out: Path,
                issuers: tuple[str, ...]) -> None:
@@ -375,15 +455,26 @@ def export_cmd(nodes: tuple[str, ...], genesis_file: Path, out: Path,
     proofs: dict[str, IssuerProof] = {}
     records = dict(trusted.issuers)
     for code in sorted(set(trusted.issuers) | set(issuers)):
+        asked = code in issuers and code not in trusted.issuers
         try:
             iev = src.state(issuer_key(code))
             checked = lc.check(iev)
-        except VerifierError:
+        except VerifierError as exc:
+            if asked:  # nothing to fall back on: the bundle would silently lack it
+                raise click.ClickException(f"issuer {code} could not be proved by node "
+                                           f"{ev.source}: {exc}") from exc
             continue  # a node API without issuer proofs: keep the genesis record
+        if checked.record is None and code in issuers:
+            raise click.ClickException(f"issuer {code} is not registered on chain "
+                                       f"{trusted.chain_id} (node {ev.source} proved it "
+                                       "absent)")
         # Only under the bundle's validator set, so the bundle can check it on load.
         if checked.record is not None and checked.validators.hash == vs.hash:
             proofs[code] = IssuerProof(checked.record, iev.proof, iev.header, iev.commit)
             records[code] = IssuerRecord.from_bytes(checked.record)
+        elif asked:
+            raise click.ClickException(f"issuer {code} could not be proved under the "
+                                       "validator set of the exported head; try again")
     state = TrustedState(trusted.chain_id, vs, header.height, header, commit, records,
                          header.height, trusted.genesis_hash)
     out.write_text(json.dumps(bundle_to_json(state, proofs), indent=1) + "\n", encoding="utf-8")

@@ -150,6 +150,20 @@ class NodeConfig:
         return f"http://{url_host(host)}:{self.api.port}"
 
 
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host``/``port``, resolved as waitress resolves
+    them (without binding), or None. A CLI checks this first, so such an address is one
+    line naming it rather than a traceback from inside waitress."""
+    from waitress.adjustments import Adjustments  # only where a server is about to start
+
+    try:
+        Adjustments(host=host, port=port)
+    except ValueError:
+        return (f"cannot listen on host {host!r} port {port}: it is neither an IP address "
+                "nor a name that resolves (e.g. 127.0.0.1, or 0.0.0.0 for every interface)")
+    return None
+
+
 def url_host(host: str) -> str:
     """``host`` as a URL or a host:port address spells it: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host

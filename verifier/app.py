@@ -41,7 +41,7 @@ from werkzeug.routing import PathConverter
 
 from certificates import jsonio
 from certificates.anchor import SignedAnchor
-from verifier.audit import AuditLog, to_csv
+from verifier.audit import MAX_QUERY, AuditLog, to_csv
 from verifier.auth import PUBLIC, KeyStore, Principal, RateLimiter, check_purpose
 from verifier.errors import ForbiddenError, InputError, RateLimitedError, VerifierError
 from verifier.fastpath import FastRoute
@@ -189,19 +189,37 @@ def status_route(cert_id: str) -> Any:
     return jsonify(out)
 
 
+#: The largest time (ms) SQLite can hold: its INTEGER is signed 64-bit.
+_MAX_MS = (1 << 63) - 1
+AUDIT_FORMATS = ("json", "csv")
+
+
 def _time_arg(name: str) -> int | None:
     text = request.args.get(name)
     if not text:
         return None
     if text.isascii() and text.isdigit():  # str.isdigit() also holds for '¹'
-        return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InputError(f"{name} must be Unix milliseconds or an ISO 8601 time") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
+        # (int() refuses over 4300 digits: anything over 19 is out of range anyway)
+        ms = int(text) if len(text) <= 19 else _MAX_MS + 1
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise InputError(f"{name} must be Unix milliseconds or an ISO 8601 time") from exc
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        ms = int(when.timestamp() * 1000)
+    if not -_MAX_MS <= ms <= _MAX_MS:
+        raise InputError(f"{name} is out of range: at most {_MAX_MS} (Unix milliseconds)")
+    return ms
+
+
+def _limit_arg() -> int:
+    text = request.args.get("limit", "1000")
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or \
+            not 1 <= int(text) <= MAX_QUERY:
+        raise InputError(f"limit must be an integer from 1 to {MAX_QUERY}")
+    return int(text)
 
 
 @api.get("/v1/audit")
@@ -213,14 +231,14 @@ def audit_route() -> Any:
             raise ForbiddenError(f"a key of department {principal.department!r} may read only "
                                  "its own audit entries")
         department = principal.department
-    try:
-        limit = int(request.args.get("limit", "1000"))
-    except ValueError as exc:
-        raise InputError("limit must be an integer") from exc
+    limit = _limit_arg()
+    fmt = request.args.get("format", "json")
+    if fmt not in AUDIT_FORMATS:
+        raise InputError(f"format must be one of {', '.join(AUDIT_FORMATS)}, not {fmt!r}")
     entries = _deps().audit.query(department=department, since_ms=_time_arg("since"),
                                   until_ms=_time_arg("until"),
                                   certificate_id=request.args.get("certificate_id"), limit=limit)
-    if request.args.get("format") == "csv":
+    if fmt == "csv":
         return Response(to_csv(entries), content_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": "attachment; filename=audit.csv"})
     return jsonify(entries=[e.to_json() for e in entries])

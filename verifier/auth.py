@@ -20,8 +20,13 @@ GIL, which under load wakes another of the service's threads for nothing.
 
 Purpose
 -------
-Every verification states why (申请事由): ``check_purpose`` refuses an empty or
-over-long purpose, which the API reports as 400 ``missing_purpose``.
+Every verification states why (申请事由): ``check_purpose`` refuses an empty purpose
+(400 ``missing_purpose``), one over 200 characters (400 ``purpose_too_long``) and
+one holding a control character other than ordinary whitespace (400
+``bad_purpose``); runs of whitespace are collapsed to one space.
+
+The department name ``public`` is reserved (any case): the public QR page is audited
+under it, so a key of that department could read those rows.
 
 Rate limit
 ----------
@@ -34,6 +39,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -48,11 +54,14 @@ from certificates import jsonio
 from certificates.hashing import sm3
 from verifier.errors import AuthError, InputError, RateLimitedError, VerifierError
 
+log = logging.getLogger(__name__)
 KEYS_FORMAT: Final = "certledger/verifier-keys/v1"
 _DOMAIN: Final = b"certledger/api-key/v1"
 _KEY_RE: Final = re.compile(r"clk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _DEPARTMENT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ROLES: Final = ("department", "admin")
+#: Departments no key may have: the public QR page is audited as department "public".
+RESERVED_DEPARTMENTS: Final = frozenset({"public"})
 MAX_PURPOSE: Final = 200
 
 
@@ -92,21 +101,49 @@ def check_department(department: str) -> str:
     if not isinstance(department, str) or not _DEPARTMENT_RE.fullmatch(department):
         raise InputError(f"department {department!r} must be 1-64 of A-Z a-z 0-9 _ . - "
                          "(starting with a letter or digit)")
+    if department.lower() in RESERVED_DEPARTMENTS:
+        raise InputError(f"department {department!r} is reserved: the public QR page is "
+                         "audited under it")
     return department
+
+
+#: Whitespace a purpose may hold (collapsed to one space); any other control character
+#: (C0, DEL, C1 - including the separators str.split() also takes for whitespace) is refused.
+_PURPOSE_SPACE: Final = frozenset(" \t\n\r\x0b\x0c")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def check_purpose(purpose: object) -> str:
     if not isinstance(purpose, str) or not purpose.strip():
         raise MissingPurposeError("state the purpose of this verification (申请事由) in "
                                   "'purpose'")
+    for m in _CONTROL_RE.finditer(purpose):
+        if m.group() not in _PURPOSE_SPACE:
+            raise BadPurposeError(f"purpose contains the control character "
+                                  f"U+{ord(m.group()):04X} at position {m.start()}")
     text = " ".join(purpose.split())
     if len(text) > MAX_PURPOSE:
-        raise MissingPurposeError(f"purpose is {len(text)} characters, limit is {MAX_PURPOSE}")
+        raise PurposeTooLongError(f"purpose is {len(text)} characters, limit is {MAX_PURPOSE}")
     return text
 
 
 class MissingPurposeError(InputError):
     code = "missing_purpose"
+
+
+class PurposeTooLongError(InputError):
+    code = "purpose_too_long"
+
+
+class BadPurposeError(InputError):
+    code = "bad_purpose"
+
+
+class KeyStoreError(VerifierError):
+    """The API key store cannot be read: a fault of the server, not of the request."""
+
+    code = "key_store_unavailable"
+    status = 503
 
 
 #: Seconds a look at the key file holds for keys we know (see the module header).
@@ -146,7 +183,7 @@ class KeyStore:
                 raise ValueError(f"'format' must be {KEYS_FORMAT!r}")
             self._entries = {e["key_id"]: _Entry(**e) for e in data["keys"]}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise VerifierError(f"cannot read the API key store {self.path}: {exc}") from exc
+            raise KeyStoreError(f"cannot read the API key store {self.path}: {exc}") from exc
 
     def _save(self) -> None:
         if self.path is None:
@@ -202,7 +239,13 @@ class KeyStore:
         key_id = m.group(1)
         if key_id not in self._entries or self._clock() - self._checked >= self.recheck:
             with self._lock:
-                self._maybe_reload()
+                try:
+                    self._maybe_reload()
+                except KeyStoreError as exc:
+                    # The caller is told it is our fault, not where our files are.
+                    log.error("%s", exc)
+                    raise KeyStoreError("the API key store cannot be read; see the verifier "
+                                        "log") from exc
         entry = self._entries.get(key_id)
         # Hash even for an unknown id, so the hash check's timing does not tell which ids
         # exist. (An unknown id also costs a look at the key file; ids are 64 random bits,

@@ -75,11 +75,15 @@ class HttpSource:
         self.timeout = timeout
         self._session = session if session is not None else requests.Session()
         self._client = NodeClient([self.url], timeout, session=self._session)
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+            port = parts.port  # ValueError for a port out of range
+        except ValueError as exc:  # 'http://[::1' : "Invalid IPv6 URL"
+            raise SourceError(f"node URL {url!r} is malformed: {exc}") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SourceError(f"node URL {url!r} must be http(s)://host[:port]")
         self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
+        self._host, self._port = parts.hostname, port
         self._prefix = parts.path
         self._local = threading.local()
         self.batching = batch  # False once the node showed it has no batch route
