@@ -11,7 +11,8 @@
   network (``--offline --trust BUNDLE --evidence FILE``, evidence saved earlier with
   ``--save-evidence``). Prints the verdict as JSON; exit 1 when NOT VALID.
 * ``verifier run`` serves the verification service with waitress; ``verifier add-key``
-  creates a department (or admin) API key, printed once.
+  creates a department (or admin) API key, printed once; ``verifier list-keys`` and
+  ``verifier revoke-key KEY_ID`` list (without secrets) and revoke them.
 * ``trust export`` writes a trust bundle: the latest committed header and its commit,
   checked against the genesis validators, plus issuer records.
 
@@ -29,7 +30,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -53,6 +54,9 @@ from verifier.qr import DEFAULT_MAX_VERSION, encode_payload, make_qr, payload_ur
 from verifier.service import SavedEvidence, VerificationService, parse_shown
 from verifier.sources import HttpSource
 from verifier.trust import IssuerProof, TrustedState, bundle_to_json, load_trust
+
+if TYPE_CHECKING:
+    from verifier.auth import KeyStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 _IN = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -414,6 +418,37 @@ def add_key_cmd(data_dir: Path, department: str, admin: bool, label: str) -> Non
         department, "admin" if admin else "department", label)
     _echo({"key_id": principal.key_id, "department": department, "role": principal.role,
            "api_key": key})
+
+
+def _key_store(data_dir: Path) -> KeyStore:
+    """The API key store of a verifier data directory that has one."""
+    from verifier.auth import KeyStore
+
+    path = data_dir / "keys.json"
+    if not path.is_file():
+        raise click.ClickException(f"no API key store {path}: create a key with "
+                                   "certledger verifier add-key first")
+    return KeyStore(path)
+
+
+@verifier_group.command("list-keys")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@_one_line
+def list_keys_cmd(data_dir: Path) -> None:
+    """List the API keys (id, department, role, label, created, revoked; no secrets)."""
+    _echo({"keys": _key_store(data_dir).list()})
+
+
+@verifier_group.command("revoke-key")
+@click.argument("key_id")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@_one_line
+def revoke_key_cmd(key_id: str, data_dir: Path) -> None:
+    """Revoke API key KEY_ID; a running verifier refuses it within 0.1 s."""
+    _key_store(data_dir).revoke(key_id)
+    _echo({"key_id": key_id, "revoked": True})
 
 
 # --------------------------------------------------------------------------- trust export

@@ -15,8 +15,8 @@ from tests.test_cli_bad_input import invoke, one_error_line
 from tests.test_verifier_app import Env, error_code
 from tests.test_verifier_cli import node_app
 from tests.verifier_fixtures import World, build_world
-from verifier.auth import check_purpose
-from verifier.errors import InputError, SourceError
+from verifier.auth import KeyStore, check_purpose
+from verifier.errors import AuthError, InputError, SourceError
 from verifier.sources import HttpSource
 
 BAD_URL = "http://[::1"
@@ -219,3 +219,40 @@ def test_qr_holder_key_needs_expires(tmp_path: Path) -> None:
     assert "--holder-key" in line and "--expires" in line
     line = _qr(tmp_path, "--disclose", "name", "--chain-id", "c")
     assert "--chain-id" in line and "--expires" in line
+
+
+# --------------------------------------------------------------------------- key management
+
+
+def test_keys_are_listed_without_secrets_and_revoked_by_id(tmp_path: Path) -> None:
+    made = invoke("verifier", "add-key", "--data", str(tmp_path), "--department", "gd-hrss",
+                  "--label", "intake desk")
+    assert made.exit_code == 0, made.output
+    key = json.loads(made.stdout)
+    listed = invoke("verifier", "list-keys", "--data", str(tmp_path))
+    assert listed.exit_code == 0, listed.output
+    [entry] = json.loads(listed.stdout)["keys"]
+    assert entry["key_id"] == key["key_id"] and entry["department"] == "gd-hrss"
+    assert entry["label"] == "intake desk" and entry["revoked"] is False
+    assert key["api_key"] not in listed.stdout and "hash" not in entry and "salt" not in entry
+    revoked = invoke("verifier", "revoke-key", "--data", str(tmp_path), key["key_id"])
+    assert revoked.exit_code == 0, revoked.output
+    assert json.loads(revoked.stdout) == {"key_id": key["key_id"], "revoked": True}
+    [entry] = json.loads(invoke("verifier", "list-keys", "--data", str(tmp_path)).stdout)["keys"]
+    assert entry["revoked"] is True
+    store = KeyStore(tmp_path / "keys.json")
+    with pytest.raises(AuthError, match="revoked"):
+        store.authenticate(key["api_key"])
+
+
+def test_revoking_an_unknown_key_or_store_is_one_line(tmp_path: Path) -> None:
+    line = one_error_line(invoke("verifier", "revoke-key", "--data", str(tmp_path),
+                                 "0123456789abcdef"), code=None)
+    assert "keys.json" in line or "no API key" in line
+    invoke("verifier", "add-key", "--data", str(tmp_path), "--department", "gd-hrss")
+    line = one_error_line(invoke("verifier", "revoke-key", "--data", str(tmp_path),
+                                 "0123456789abcdef"), code=None)
+    assert "no API key 0123456789abcdef" in line
+    line = one_error_line(invoke("verifier", "list-keys", "--data", str(tmp_path / "none")),
+                          code=None)
+    assert "none" in line
