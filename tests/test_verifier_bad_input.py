@@ -16,8 +16,10 @@ from tests.test_verifier_app import Env, error_code
 from tests.test_verifier_cli import node_app
 from tests.verifier_fixtures import World, build_world
 from verifier.auth import KeyStore, check_purpose
-from verifier.errors import AuthError, InputError, SourceError
+from verifier.errors import AuthError, InputError, NoTrustworthyAnswerError, SourceError
+from verifier.service import SavedEvidence
 from verifier.sources import HttpSource
+from verifier.trust import TrustedState
 
 BAD_URL = "http://[::1"
 
@@ -256,3 +258,13 @@ def test_revoking_an_unknown_key_or_store_is_one_line(tmp_path: Path) -> None:
     line = one_error_line(invoke("verifier", "list-keys", "--data", str(tmp_path / "none")),
                           code=None)
     assert "none" in line
+
+
+def test_offline_evidence_failures_do_not_point_at_node_urls() -> None:
+    """Offline, no node was asked: the error's hint is about the saved evidence."""
+    saved = SavedEvidence(TrustedState.from_genesis(make_genesis()), {})
+    with pytest.raises(NoTrustworthyAnswerError) as info:
+        saved.evidence("1.2.156.3005.2.X", ISSUER_A)
+    text = str(info.value)
+    assert "node URLs" not in text and "--save-evidence" in text, text
+    assert text.startswith("no saved evidence gave trustworthy evidence"), text

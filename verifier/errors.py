@@ -68,13 +68,14 @@ class NoTrustworthyAnswerError(VerifierError):
     code = "no_trustworthy_node"
     status = 503
 
-    def __init__(self, what: str, attempts: Sequence[tuple[str, str]]) -> None:
+    NODES_HINT = ("Check the node URLs, or refresh the trust bundle if the validator set "
+                  "changed")
+
+    def __init__(self, what: str, attempts: Sequence[tuple[str, str]], *,
+                 hint: str = NODES_HINT, source: str = "node") -> None:
         self.attempts = list(attempts)
         tried = "; ".join(f"{src}: {why}" for src, why in self.attempts) or "no nodes configured"
-        super().__init__(
-            f"no node gave trustworthy evidence for {what} ({tried}). Check the node URLs, "
-            "or refresh the trust bundle if the validator set changed"
-        )
+        super().__init__(f"no {source} gave trustworthy evidence for {what} ({tried}). {hint}")
 
 
 class AuthError(VerifierError):

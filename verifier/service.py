@@ -77,6 +77,14 @@ def parse_shown(body: Mapping[str, Any]) -> tuple[Subject, SignedAnchor | None]:
     return subject_of(shown), anchor
 
 
+def _offline(cert_id: str, why: str) -> NoTrustworthyAnswerError:
+    """No node was asked offline: the hint is about the evidence file and the bundle."""
+    return NoTrustworthyAnswerError(
+        cert_id, [("saved evidence", why)], source="saved evidence",
+        hint="Save its evidence again (verify --save-evidence against the nodes) and use it "
+             "with a trust bundle of the same chain exported no earlier")
+
+
 class SavedEvidence:
     """Offline evidence: saved node answers, by certificate id, checked like live ones."""
 
@@ -91,15 +99,14 @@ class SavedEvidence:
     def evidence(self, cert_id: str, issuer_code: str) -> Evidence:
         ev = self._saved.get(cert_id)
         if ev is None:
-            raise NoTrustworthyAnswerError(cert_id, [("offline", "no saved evidence for it")])
+            raise _offline(cert_id, "no saved evidence for it")
         try:
             checked = check_state(ev.certificate, self._trusted)
         except EvidenceError as exc:
-            raise NoTrustworthyAnswerError(cert_id, [("saved evidence", str(exc))]) from exc
+            raise _offline(cert_id, str(exc)) from exc
         if checked.header.height + self.max_lag < self._trusted.height:
-            raise NoTrustworthyAnswerError(cert_id, [(
-                "saved evidence", f"stale: block {checked.header.height} is older than the "
-                                  f"trust bundle's block {self._trusted.height}")])
+            raise _offline(cert_id, f"stale: block {checked.header.height} is older than the "
+                                    f"trust bundle's block {self._trusted.height}")
         return ev
 
 
