@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -55,6 +54,7 @@ from certificates.sm2 import PrivateKey
 from ledger.tx import MAX_BATCH, Anchor, Transaction
 from network.client import NodeClient
 from network.errors import NodeRequestError, NodeUnavailableError
+from node.cli_types import FiniteFloat
 from node.netinit import DEFAULT_BASE_PORT
 
 NODE_ENV = "CERTLEDGER_NODE"
@@ -69,26 +69,8 @@ _OUT = click.Path(dir_okay=False, path_type=Path)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Seconds(click.FloatRange):
-    """A duration in seconds: a finite number above zero (not 0, -1, nan or inf)."""
-
-    name = "number"  # "'x' is not a valid number."
-
-    def __init__(self) -> None:
-        super().__init__(min=0, min_open=True)
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
-        return "SECONDS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
-        seconds = super().convert(value, param, ctx)
-        if not math.isfinite(seconds):
-            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
-        return seconds
-
-
-SECONDS = Seconds()
+#: A duration in seconds: a finite number above zero (not 0, -1, nan or inf).
+SECONDS = FiniteFloat(0, min_open=True, metavar="SECONDS")
 
 
 # --------------------------------------------------------------------------- plumbing

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -44,6 +43,7 @@ from certificates.identifiers import CertificateId, validate_uscc
 from ledger.errors import LedgerError
 from ledger.records import IssuerRecord, cert_key, issuer_key
 from network.errors import NetworkError
+from node.cli_types import FiniteFloat
 from node.config import cannot_listen
 from verifier.errors import VerifierError
 from verifier.evidence import Evidence, evidence_from_json, evidence_to_json
@@ -144,14 +144,6 @@ def _node_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
             raise click.BadParameter(problem, ctx, param)
     return values
 
-
-_FINITE_POSITIVE = click.FloatRange(0, None, min_open=True)
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
-    return value
 
 
 # --------------------------------------------------------------------------- qr
@@ -354,9 +346,9 @@ def verifier_group() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8090, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--rate", type=_FINITE_POSITIVE, callback=_finite, default=20.0,
+@click.option("--rate", type=FiniteFloat(0, min_open=True), default=20.0,
               show_default=True, help="Verifications/s per department.")
-@click.option("--burst", type=click.FloatRange(min=1), callback=_finite, default=100.0,
+@click.option("--burst", type=FiniteFloat(1), default=100.0,
               show_default=True)
 @click.option("--max-lag", default=5, show_default=True, help="Blocks a node may lag.")
 @click.option("--max-age", type=float, default=None,
