@@ -55,6 +55,17 @@ class _Slow(Exception):
     """Off the fast path: normalise the whole value the general way."""
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (U+D800-U+DFFF): JSON can spell one and a
+    shell argument can carry one (undecodable bytes), and UTF-8 - so no canonical
+    encoding - cannot hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def normalize(value: Any) -> Any:
     """Return the canonical Python form of ``value`` or raise EncodingError."""
     try:

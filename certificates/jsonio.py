@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from certificates.canonical import has_lone_surrogate
+
 _ESCAPE = r"\\u[dD][89a-fA-F]"  # \uD800-\uDFFF
 _ESCAPE_IN_TEXT = re.compile(_ESCAPE)
 _ESCAPE_IN_BYTES = re.compile(_ESCAPE.encode())
@@ -40,7 +42,7 @@ def loads(text: str | bytes) -> Any:
     # text with many \u escapes (Chinese text from an ASCII-only encoder).
     if isinstance(text, str):
         suspect = ("\\ud" in text or "\\uD" in text) and _ESCAPE_IN_TEXT.search(text) is not None
-        suspect = suspect or _lone(text)
+        suspect = suspect or has_lone_surrogate(text)
     else:
         suspect = (b"\\ud" in text or b"\\uD" in text) and _ESCAPE_IN_BYTES.search(text) is not None
     if suspect:
@@ -48,20 +50,12 @@ def loads(text: str | bytes) -> Any:
     return value
 
 
-def _lone(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _refuse_lone_surrogates(value: Any) -> None:
     stack = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, str):
-            if _lone(v):
+            if has_lone_surrogate(v):
                 raise ValueError(f"JSON text {v[:40]!r} holds a lone surrogate "
                                  "(U+D800-U+DFFF), which is not Unicode text")
         elif isinstance(v, dict):

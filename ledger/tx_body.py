@@ -44,21 +44,11 @@ def _pack(value: Any) -> bytes:
 # hex strings, key order is free, strings are NFC-normalised instead of rejected).
 
 
-def _has_surrogate(v: str) -> bool:
-    """JSON can spell a lone surrogate and a shell argument can carry one (undecodable
-    bytes); UTF-8, and so the canonical encoding, cannot hold it."""
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _text(v: Any, path: str, js: bool, max_len: int, min_len: int = 1) -> str:
     if type(v) is not str:
         raise MalformedTxError(path, f"expected a string, got {type(v).__name__}")
     if not v.isascii():
-        if _has_surrogate(v):
+        if canonical.has_lone_surrogate(v):
             raise MalformedTxError(
                 path, "string holds a lone surrogate (U+D800-U+DFFF), which is not Unicode text")
         if not unicodedata.is_normalized("NFC", v):
