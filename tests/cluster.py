@@ -21,7 +21,8 @@ round consensus is at (``ValidatorSet.proposer``: ``(height + round) % n``);
 ``chain(name)`` reads a node's committed blocks in bulk through the sync endpoint;
 ``metrics(name)`` parses ``/metrics``; ``validator_key(name)`` loads a validator's
 SM2 key from the network directory (for crafting authentic peer messages);
-``commit_times(name)`` reads when each height was committed from the node's log.
+``commit_times(name)`` reads when each height was committed from the node's log;
+``audit_all`` runs ``ledger.audit`` on every stopped node's store.
 
 Load: ``batch_tx`` (one ``cert.issue_batch``), ``submit``/``submit_all`` (msgpack,
 one client thread per node), ``wait_txs`` (every id in a committed block on every
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -40,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -52,6 +55,7 @@ import requests
 from certificates import keystore, sm2
 from certificates.hashing import sm3
 from certificates.identifiers import CertificateId
+from ledger.audit import audit
 from ledger.block import Block
 from ledger.tx import Anchor, Transaction
 from network.proxy import CutMode, FaultProxy
@@ -181,6 +185,17 @@ class Cluster:
             if p.exists():
                 text += "".join(p.read_text(errors="replace").splitlines(True)[-lines:])
         return text
+
+    def audit_all(self, when: str) -> None:
+        """``ledger.audit`` on every node's store (none may be running), in parallel
+        processes: each replays its whole chain."""
+        dirs = [str(self.dir / "data" / n / "chain") for n in self.names]
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(dirs), mp_context=ctx) as ex:
+            reports = list(ex.map(audit, dirs, timeout=180))
+        for n, report in zip(self.names, reports, strict=True):
+            assert report.ok, f"{when}: {n}: {report.summary()}"
+            assert report.head_height is not None and report.head_height >= 1
 
     def commits(self, name: str) -> dict[int, dict[str, Any]]:
         """{height: its "committed block" log record} (``ts`` as epoch seconds, ``round``,

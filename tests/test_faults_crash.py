@@ -21,17 +21,14 @@ proposal gossip. Every wait is bounded; only pids started here are signalled.
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
-from ledger.audit import audit
 from ledger.tx import Transaction
 from node.config import ConsensusConfig
 from tests.cluster import FAST, Cluster
@@ -78,16 +75,6 @@ def _catch_up(c: Cluster, name: str, timeout: float = 40.0) -> None:
     others = [n for n in _up(c) if n != name]
     target = max(c.heights(others).values())
     c.wait_height(target, timeout=timeout, names=[name])
-
-
-def _audit_all(c: Cluster, when: str) -> None:
-    """``ledger.audit`` on every node's store, in parallel processes (each replays all)."""
-    dirs = [str(c.dir / "data" / n / "chain") for n in c.names]
-    with ProcessPoolExecutor(len(dirs), mp_context=multiprocessing.get_context("spawn")) as ex:
-        reports = list(ex.map(audit, dirs, timeout=180))
-    for n, report in zip(c.names, reports, strict=True):
-        assert report.ok, f"{when}: {n}: {report.summary()}"
-        assert report.head_height is not None and report.head_height >= 1
 
 
 # --------------------------------------------------------------------------- proposer
@@ -254,7 +241,7 @@ def test_sigkill_all_four_under_load(cluster: Cluster) -> None:
     phase(f"killed all four ({len(told)} told committed, {len(submitted)} accepted)")
 
     # The stores as the crash left them audit clean (LevelDB's lock died with them).
-    _audit_all(c, "after SIGKILL")
+    c.audit_all("after SIGKILL")
     phase("audited the crashed stores")
 
     c.start(c.names)
@@ -274,7 +261,7 @@ def test_sigkill_all_four_under_load(cluster: Cluster) -> None:
 
     codes = c.stop()
     assert codes == dict.fromkeys(c.names, 0), {n: c.log(n) for n in c.names}
-    _audit_all(c, "after restart and a clean stop")
+    c.audit_all("after restart and a clean stop")
     phase("stopped and audited")
     print("\n".join(phases))
 

@@ -1,0 +1,163 @@
+"""Randomised faults on a real cluster, and the checker that judges what clients saw.
+
+How it works
+------------
+* ``History`` is the checker, a pure record of observations with no I/O, so its rules
+  can be tested on made-up histories (tests/test_chaos_checker.py). It takes:
+
+  - ``block(node, height, hash)``: a node served this block (read through its sync
+    endpoint while faults ran). Two hashes at one height, from any nodes at any times,
+    is **divergence**;
+  - ``height(node, h)``: a node reported this committed height. A node that later
+    reports a lower one (after a SIGKILL and restart, say) **lost committed blocks**;
+  - ``told(tx_id, height, block_hash, node)``: a client was told the tx is committed
+    there. Two different answers for one tx is a **contradiction**;
+  - ``final(chains)``: every node's whole chain after healing. Every told tx must be at
+    its told height, in the told block, on **every** node (**lost tx** otherwise), and
+    the final chains are checked for divergence like any observation.
+
+  ``violations`` lists what broke, one line each; the run asserts it is empty.
+* ``Nemesis`` draws one fault at a time from an injected ``random.Random`` (so a seed
+  replays a schedule): SIGKILL a node (at most ``max_down`` down at once, more than f
+  so that halting and resuming is exercised too), SIGTERM one (it must exit 0), start
+  a dead one, a partition into two random sides (refusing or blackholing), one-way
+  cuts of random directed links, slow and lossy links (delay, dropped chunks), heal.
+  Each kind comes once, in a random order, before the draws are free.
+  ``log`` keeps what it did and when, for the failure message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from tests.cluster import Cluster
+
+
+@dataclass
+class History:
+    blocks: dict[int, tuple[str, str]] = field(default_factory=dict)  # h -> (hash, node)
+    top: dict[str, int] = field(default_factory=dict)  # node -> highest height reported
+    answers: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # tx -> (h, hash, node)
+    violations: list[str] = field(default_factory=list)
+
+    def block(self, node: str, height: int, block_hash: str) -> None:
+        seen = self.blocks.setdefault(height, (block_hash, node))
+        if seen[0] != block_hash:
+            self.violations.append(f"divergence at height {height}: {seen[1]} served "
+                                   f"{seen[0][:16]}, {node} served {block_hash[:16]}")
+
+    def height(self, node: str, h: int) -> None:
+        before = self.top.get(node, 0)
+        if h < before:
+            self.violations.append(f"{node} lost committed blocks: it reported height "
+                                   f"{before}, then {h}")
+        self.top[node] = max(before, h)
+
+    def told(self, tx_id: str, height: int, block_hash: str, node: str) -> None:
+        seen = self.answers.setdefault(tx_id, (height, block_hash, node))
+        if seen[:2] != (height, block_hash):
+            self.violations.append(f"tx {tx_id[:16]}: {seen[2]} said committed at "
+                                   f"{seen[0]} ({seen[1][:16]}), {node} at {height} "
+                                   f"({block_hash[:16]})")
+
+    def final(self, chains: dict[str, list[tuple[str, list[str]]]]) -> None:
+        """``chains``: node -> its blocks from height 1, each (hash, [tx id hex])."""
+        for node, blocks in chains.items():
+            self.height(node, len(blocks))
+            for h, (block_hash, _) in enumerate(blocks, start=1):
+                self.block(node, h, block_hash)
+        for tx_id, (h, block_hash, told_by) in sorted(self.answers.items()):
+            for node, blocks in sorted(chains.items()):
+                if h > len(blocks):
+                    self.violations.append(f"lost tx {tx_id[:16]}: {told_by} told it "
+                                           f"committed at {h}, {node} ends at {len(blocks)}")
+                elif blocks[h - 1][0] != block_hash or tx_id not in blocks[h - 1][1]:
+                    self.violations.append(f"lost tx {tx_id[:16]}: {told_by} told it "
+                                           f"committed at {h} ({block_hash[:16]}), {node} "
+                                           f"holds {blocks[h - 1][0][:16]} there without it")
+
+
+@dataclass
+class Nemesis:
+    cluster: Cluster
+    rng: random.Random
+    max_down: int = 2
+    t0: float = field(default_factory=time.monotonic)
+    log: list[str] = field(default_factory=list)
+    #: exit codes of nodes stopped with SIGTERM (each should be 0)
+    stop_codes: list[tuple[str, int]] = field(default_factory=list)
+    owed: set[str] = field(default_factory=lambda: {
+        "partition", "one_way", "flaky", "heal", "kill", "term", "start"})
+
+    @property
+    def down(self) -> list[str]:
+        return [n for n in self.cluster.names if n not in self.cluster.procs]
+
+    def note(self, what: str) -> None:
+        self.log.append(f"{time.monotonic() - self.t0:6.1f}s {what}")
+
+    def step(self) -> None:
+        """Apply one randomly drawn fault (or repair)."""
+        c, rng = self.cluster, self.rng
+        up, down = list(c.procs), self.down
+        choices = ["partition", "one_way", "flaky", "heal", "heal"]
+        if len(down) < self.max_down:
+            choices += ["kill", "kill", "term"]
+        if down:
+            choices += ["start", "start", "start"]
+        # Every kind of fault once (in a random order) before any is drawn again, so a
+        # short run still covers them all.
+        owed = [op for op in dict.fromkeys(choices) if op in self.owed]
+        op = rng.choice(owed or choices)
+        self.owed.discard(op)
+        if op == "kill":
+            name = rng.choice(up)
+            c.kill(name)
+            self.note(f"SIGKILL {name}")
+        elif op == "term":
+            name = rng.choice(up)
+            code = c.stop([name], timeout=15)[name]
+            self.stop_codes.append((name, code))
+            self.note(f"SIGTERM {name}: exit {code}")
+        elif op == "start":
+            name = rng.choice(down)
+            c.restart(name, timeout=30)
+            self.note(f"start {name}")
+        elif op == "partition":
+            names = list(c.names)
+            rng.shuffle(names)
+            cut = rng.randint(1, len(names) - 1)
+            mode = rng.choice(["refuse", "blackhole"])
+            self._heal_links()
+            c.partition(names[:cut], names[cut:], mode=mode)
+            self.note(f"partition {sorted(names[:cut])} | {sorted(names[cut:])} ({mode})")
+        elif op == "one_way":
+            self._heal_links()
+            links = rng.sample(sorted(c.links), rng.randint(1, 4))
+            for link in links:
+                c.links[link].cut(rng.choice(["refuse", "blackhole"]))
+            self.note("one-way cuts " + ", ".join(f"{a}->{b}" for a, b in links))
+        elif op == "flaky":
+            self._heal_links()
+            links = rng.sample(sorted(c.links), rng.randint(2, len(c.links)))
+            delay, drop = rng.choice([0, 20, 80, 200]), rng.choice([0.0, 0.05, 0.2])
+            for link in links:
+                c.links[link].delay_ms, c.links[link].drop = delay, drop
+            self.note(f"{len(links)} links slow {delay} ms, lossy {drop}")
+        else:
+            self._heal_links()
+            self.note("heal")
+
+    def _heal_links(self) -> None:
+        for proxy in self.cluster.links.values():
+            proxy.delay_ms, proxy.drop = 0.0, 0.0
+        self.cluster.heal()
+
+    def repair(self) -> None:
+        """Heal every link and start every node that is down."""
+        self._heal_links()
+        for name in self.down:
+            self.cluster.restart(name, timeout=30)
+        self.note("repaired: links healed, every node running")

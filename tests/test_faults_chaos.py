@@ -1,0 +1,169 @@
+"""Random faults on a real four-validator cluster under load, judged by what clients saw.
+
+For ``CERTLEDGER_CHAOS_SECONDS`` (default 30) a ``tests.chaos.Nemesis`` seeded with
+``CERTLEDGER_CHAOS_SEED`` (default 1) applies one fault after another - SIGKILLs (up
+to two nodes down, so a halt and its recovery happen too), SIGTERMs, restarts,
+partitions, one-way cuts, slow and lossy links - while a client submits single
+certificates to random running nodes and asks random nodes whether they committed,
+and an observer reads every running node's new blocks and height. ``tests.chaos.
+History`` judges it all: no two blocks at one height anywhere, no node reporting a
+lower height than it did before, no tx told committed in two places. Then everything
+is repaired, and the cluster must commit two more heights within 60 s, every tx a
+client was told is committed must be in the told block on every node, every node must
+stop cleanly on SIGTERM, and ``ledger.audit`` must pass on every store.
+
+A longer or different run: ``CERTLEDGER_CHAOS_SECONDS=300 CERTLEDGER_CHAOS_SEED=7
+pytest tests/test_faults_chaos.py``. The schedule (a function of the seed) and the
+violations are printed on failure. Every wait is bounded; only pids the cluster
+object started are signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from tests.chaos import History, Nemesis
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+SECONDS = float(os.environ.get("CERTLEDGER_CHAOS_SECONDS", "30"))
+SEED = int(os.environ.get("CERTLEDGER_CHAOS_SEED", "1"))
+SUBMIT_EVERY = 0.02  # s between client submissions: load, not a benchmark
+RECOVER_WITHIN = 60.0  # s after repair for two new heights on every node
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster.create(tmp_path_factory.mktemp("faults-chaos")) as c:
+        c.proxy_links()
+        c.start()
+        c.wait_height(1, timeout=40)
+        yield c
+
+
+def _guard(what: list[str], fn: Callable[[], None]) -> Callable[[], None]:
+    """Run ``fn`` in a thread; an unexpected exception is kept for the failure message
+    (node errors are expected under faults and handled inside ``fn``)."""
+    def run() -> None:
+        try:
+            fn()
+        except Exception as exc:  # reported by the test
+            what.append(f"{fn.__name__}: {exc!r}")
+    return run
+
+
+def test_random_faults_keep_every_client_answer_true(cluster: Cluster) -> None:
+    c = cluster
+    history, lock = History(), threading.Lock()
+    nemesis = Nemesis(c, random.Random(SEED))
+    stop = threading.Event()
+    crashed: list[str] = []
+    submitted: list[str] = []  # tx ids (hex) a node accepted (202)
+    rng = random.Random(SEED + 1)  # the client's choice of nodes
+
+    def running() -> list[str]:
+        return sorted(c.procs)
+
+    def load() -> None:
+        i = 0
+        with requests.Session() as s:
+            while not stop.is_set():
+                tx = c.issue_tx(f"CHAOS{i:06d}")
+                i += 1
+                names = running()
+                if names:
+                    try:
+                        r = c.submit(rng.choice(names), tx, s, timeout=3)
+                        if r.status_code == 202:
+                            submitted.append(tx.id.hex())
+                    except requests.RequestException:
+                        pass  # a killed or cut-off node: clients see errors
+                stop.wait(SUBMIT_EVERY)
+
+    def confirm() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                pending = [t for t in submitted if t not in history.answers]
+                for tid in pending[:200]:
+                    names = running()
+                    if stop.is_set() or not names:
+                        break
+                    node = rng.choice(names)
+                    try:
+                        body = s.get(f"{c.url(node)}/v1/transactions/{tid}", timeout=3).json()
+                    except (requests.RequestException, ValueError):
+                        continue
+                    if body.get("status") == "committed":
+                        with lock:
+                            history.told(tid, int(body["height"]), body["block_hash"], node)
+                stop.wait(0.2)
+
+    def observe() -> None:
+        nxt: dict[str, int] = {}
+        while not stop.is_set():
+            for node in running():
+                try:
+                    h = int(c.status(node)["height"])
+                    blocks = c.chain(node, start=nxt.get(node, 1))
+                except (requests.RequestException, ValueError, KeyError, AssertionError):
+                    continue  # killed, starting, or cut off mid-read
+                with lock:
+                    history.height(node, h)
+                    for b in blocks:
+                        history.block(node, b.height, b.hash.hex())
+                if blocks:
+                    nxt[node] = blocks[-1].height + 1
+            stop.wait(0.5)
+
+    threads = [threading.Thread(target=_guard(crashed, f), daemon=True)
+               for f in (load, confirm, observe)]
+    for t in threads:
+        t.start()
+    exited: list[str] = []
+    try:
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            nemesis.step()
+            stop.wait(nemesis.rng.uniform(0.5, 2.5))
+            for name, proc in list(c.procs.items()):
+                if proc.poll() is not None:  # a node that died without our signal
+                    exited.append(f"{name} exited by itself with {proc.returncode}:\n"
+                                  f"{c.log(name)}")
+                    c.procs.pop(name)
+        nemesis.repair()
+        top = max(history.top.values(), default=0)
+        c.wait_height(top + 2, timeout=RECOVER_WITHIN, names=c.names)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    schedule = "\n".join(nemesis.log)
+    context = f"seed {SEED}, schedule:\n{schedule}"
+    assert not any(t.is_alive() for t in threads), "client threads did not finish"
+    assert not crashed, (crashed, context)
+    assert not exited, (exited, context)
+
+    final = {n: [(b.hash.hex(), [t.hex() for t in b.tx_ids]) for b in c.chain(n)]
+             for n in c.names}
+    history.final(final)
+    assert not history.violations, ("\n".join(history.violations[:20]), context)
+
+    # The run was not vacuous: faults of every kind happened and clients got answers.
+    kinds = ("SIGKILL", "SIGTERM", "partition", "one-way", "slow", "start")
+    assert all(any(k in line for line in nemesis.log) for k in kinds), context
+    assert len(history.answers) >= 50, (len(history.answers), len(submitted), context)
+    assert all(code == 0 for _, code in nemesis.stop_codes), (nemesis.stop_codes, context)
+
+    codes = c.stop()
+    assert codes == dict.fromkeys(c.names, 0), {n: c.log(n) for n in c.names}
+    c.audit_all("after the faults and a clean stop")
+    print(f"chaos seed {SEED}: {len(history.answers)} txs told committed of "
+          f"{len(submitted)} accepted, heights {history.top}\n{schedule}")
