@@ -32,6 +32,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from network.proxy import CutMode
 from tests.cluster import Cluster
 
 
@@ -129,7 +130,7 @@ class Nemesis:
             names = list(c.names)
             rng.shuffle(names)
             cut = rng.randint(1, len(names) - 1)
-            mode = rng.choice(["refuse", "blackhole"])
+            mode: CutMode = rng.choice(["refuse", "blackhole"])
             self._heal_links()
             c.partition(names[:cut], names[cut:], mode=mode)
             self.note(f"partition {sorted(names[:cut])} | {sorted(names[cut:])} ({mode})")
