@@ -99,11 +99,15 @@ class Nemesis:
     def note(self, what: str) -> None:
         self.log.append(f"{time.monotonic() - self.t0:6.1f}s {what}")
 
-    def step(self) -> None:
-        """Apply one randomly drawn fault (or repair)."""
+    def step(self) -> float:
+        """Apply one randomly drawn fault (or repair); returns how long to let it act.
+        A partition is held longer (2-6 s, several rounds of the tests' timeouts), so
+        both sides of a split get the time they would need to decide a height each if
+        quorums were too small."""
         c, rng = self.cluster, self.rng
         up, down = list(c.procs), self.down
-        choices = ["partition", "one_way", "flaky", "heal", "heal"]
+        # Partitions are drawn most: a split is where a wrong quorum would show.
+        choices = ["partition", "partition", "partition", "one_way", "flaky", "heal", "heal"]
         if len(down) < self.max_down:
             choices += ["kill", "kill", "term"]
         if down:
@@ -129,11 +133,13 @@ class Nemesis:
         elif op == "partition":
             names = list(c.names)
             rng.shuffle(names)
-            cut = rng.randint(1, len(names) - 1)
+            # Half the splits are even (2|2: neither side holds a quorum), half not.
+            cut = len(names) // 2 if rng.random() < 0.5 else rng.randint(1, len(names) - 1)
             mode: CutMode = rng.choice(["refuse", "blackhole"])
             self._heal_links()
             c.partition(names[:cut], names[cut:], mode=mode)
             self.note(f"partition {sorted(names[:cut])} | {sorted(names[cut:])} ({mode})")
+            return rng.uniform(2.0, 6.0)
         elif op == "one_way":
             self._heal_links()
             links = rng.sample(sorted(c.links), rng.randint(1, 4))
@@ -150,6 +156,7 @@ class Nemesis:
         else:
             self._heal_links()
             self.note("heal")
+        return rng.uniform(0.5, 2.5)
 
     def _heal_links(self) -> None:
         for proxy in self.cluster.links.values():
