@@ -133,7 +133,7 @@ class Nemesis:
         elif op == "partition":
             names = list(c.names)
             rng.shuffle(names)
-            # Half the splits are even (2|2: neither side holds a quorum), half not.
+            # At least half the splits are even (2|2: neither side holds a quorum).
             cut = len(names) // 2 if rng.random() < 0.5 else rng.randint(1, len(names) - 1)
             mode: CutMode = rng.choice(["refuse", "blackhole"])
             self._heal_links()
