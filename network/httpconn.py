@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import http.client
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import requests
+
+from network.urls import BadURL, split_http_url
 
 Timeout = float | tuple[float, float]
 
@@ -39,11 +40,11 @@ class KeepAliveSession:
 
     def post(self, url: str, data: bytes, headers: dict[str, str],
              timeout: Timeout) -> PostResponse:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise requests.exceptions.InvalidURL(f"cannot POST to {url!r}")
-        target = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https"
-                                                               else 80))
+        try:
+            parts = split_http_url(url)
+        except BadURL as exc:
+            raise requests.exceptions.InvalidURL(f"cannot POST: {exc}") from exc
+        target = (parts.scheme, parts.host, parts.effective_port)
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         path = parts.path or "/"
         if parts.query:

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import click
 import requests
@@ -43,6 +42,7 @@ from certificates.identifiers import CertificateId, validate_uscc
 from ledger.errors import LedgerError
 from ledger.records import IssuerRecord, cert_key, issuer_key
 from network.errors import NetworkError
+from network.urls import BadURL, split_http_url
 from node.cli_types import FiniteFloat
 from node.config import cannot_listen
 from verifier.errors import VerifierError
@@ -117,12 +117,9 @@ def _echo(value: Any) -> None:
 def _url_problem(value: str) -> str | None:
     """Why ``value`` is not an http(s) URL with a host (None if it is one)."""
     try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - ValueError for a port out of range
-    except ValueError as exc:  # 'http://[::1' : "Invalid IPv6 URL"
-        return f"{value!r} is not a valid URL: {exc}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{value!r} is not an http:// or https:// URL with a host"
+        split_http_url(value)
+    except BadURL as exc:
+        return str(exc)
     return None
 
 

@@ -50,9 +50,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from certificates.keystore import PASSPHRASE_ENV
+from network.urls import BadURL, split_http_url
 from node.consensus.context import Timeouts
 from node.errors import ConfigError
 
@@ -225,10 +225,11 @@ _SECTIONS = ("node", "api", "peers", "consensus", "mempool", "block")
 
 def _peer_url(key: str, v: Any) -> str:
     url = _str(key, v)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key} must be an http(s) base URL like http://10.0.0.2:26601, "
-                          f"got {url!r}")
+    try:
+        split_http_url(url)
+    except BadURL as exc:
+        raise ConfigError(f"{key} must be an http(s) base URL like http://10.0.0.2:26601: "
+                          f"{exc}") from exc
     return url.rstrip("/")
 
 

@@ -59,6 +59,8 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     ("[block]\nmax_bytes = 1.5\n", "block.max_bytes must be"),
     ("[block]\nsmt_worker = \"yes\"\n", "block.smt_worker must be true or false"),
     ("[peers]\nn2 = \"ftp://x\"\n", "peers.n2 must be an http(s) base URL"),
+    ("[peers]\nn2 = \"http://10.0.0.2:99999\"\n", "Port out of range"),
+    ("[peers]\nn2 = \"http://[::1\"\n", "peers.n2 must be an http(s) base URL"),
     ("[peers]\nn1 = \"http://127.0.0.1:1\"\n", "peers.n1 names this node itself"),
     ("[extra]\nx = 1\n", "unknown section [extra]"),
     ("[consensus]\nempty_block_interval_ms = 0\n", "consensus.empty_block_interval_ms must be"),

@@ -31,7 +31,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 import requests
@@ -41,6 +41,7 @@ from ledger.commit import CommitCertificate
 from ledger.records import CERT_PREFIX, ISSUER_PREFIX
 from network.client import NodeClient
 from network.errors import NetworkError
+from network.urls import BadURL, split_http_url
 from verifier.errors import SourceError, UnsupportedError
 from verifier.evidence import StateEvidence, batch_from_json, commit_from_json, state_from_json
 
@@ -76,14 +77,11 @@ class HttpSource:
         self._session = session if session is not None else requests.Session()
         self._client = NodeClient([self.url], timeout, session=self._session)
         try:
-            parts = urlsplit(self.url)
-            port = parts.port  # ValueError for a port out of range
-        except ValueError as exc:  # 'http://[::1' : "Invalid IPv6 URL"
-            raise SourceError(f"node URL {url!r} is malformed: {exc}") from exc
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SourceError(f"node URL {url!r} must be http(s)://host[:port]")
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, port
+            parts = split_http_url(self.url)
+        except BadURL as exc:
+            raise SourceError(f"node URL must be http(s)://host[:port]: {exc}") from exc
+        self._https = parts.https
+        self._host, self._port = parts.host, parts.port
         self._prefix = parts.path
         self._local = threading.local()
         self.batching = batch  # False once the node showed it has no batch route
