@@ -26,35 +26,40 @@ How it works:
   retries for a bounded time. ``--wait`` polls the transaction status, bounded;
 * the chain id comes from ``--chain-id`` or else from the node's ``/v1/status``.
 
-Each command prints one JSON object on stdout; progress bars go to stderr. Every
-user mistake is one line on stderr and a non-zero exit (``node.cli.CliGroup``).
+Reading documents and wallets from disk is node/issuer_files.py. Each command prints
+one JSON object on stdout; progress bars go to stderr. Every user mistake is one line
+on stderr and a non-zero exit (``node.cli.CliGroup``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import fields as dataclass_fields
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import click
 
-from certificates import jsonio, keystore
-from certificates.document import CommittedDocument, Document, commit
-from certificates.errors import DocumentError
+from certificates import keystore
+from certificates.document import CommittedDocument, Document
 from certificates.identifiers import CertificateId
 from certificates.sm2 import PrivateKey
 from ledger.tx import MAX_BATCH, Anchor, Transaction
 from network.client import NodeClient
 from network.errors import NodeRequestError, NodeUnavailableError
 from node.cli_types import FiniteFloat
+from node.issuer_files import (
+    default_wallet,
+    read_document,
+    read_documents,
+    wallet_holding,
+    write_wallet,
+)
 from node.netinit import DEFAULT_BASE_PORT
 
 NODE_ENV = "CERTLEDGER_NODE"
@@ -179,30 +184,7 @@ def wait_committed(client: NodeClient, tx_ids: list[str], timeout: float
         time.sleep(0.2)
 
 
-# --------------------------------------------------------------------------- documents
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return jsonio.read(path)
-    except ValueError as exc:
-        raise DocumentError(f"{path} is not a JSON document: {exc}") from exc
-
-
-def _document(path: Path) -> Document:
-    data = _read_json(path)
-    if isinstance(data, dict) and "salts" in data:  # a wallet: issue what it holds
-        return CommittedDocument.from_wallet_dict(data).document
-    try:
-        return Document.from_json_dict(data)
-    except DocumentError as exc:
-        raise DocumentError(f"{path}: {exc}") from exc
-
-
-def committed_with_wallet(doc: Document, wallet: Path) -> CommittedDocument:
-    """Salts from ``wallet`` if it already holds ``doc``, else fresh ones written there."""
-    old = _wallet_holding(doc, wallet)
-    return old if old is not None else _write_wallet(doc, wallet)
+# --------------------------------------------------------------------------- wallet, then tx
 
 
 def _submit_with_wallet(client: NodeClient, doc: Document, wallet: Path,
@@ -211,10 +193,10 @@ def _submit_with_wallet(client: NodeClient, doc: Document, wallet: Path,
     """``committed_with_wallet``, then submit the tx made from it. A wallet this call wrote
     is removed again if the tx never left or the node refused it outright (a 4xx): its
     fresh salts match nothing on the chain. After a timeout it stays (the tx may land)."""
-    committed = _wallet_holding(doc, wallet)
+    committed = wallet_holding(doc, wallet)
     fresh = committed is None
     if committed is None:
-        committed = _write_wallet(doc, wallet)
+        committed = write_wallet(doc, wallet)
     sent = False
     try:
         tx = make_tx(committed)
@@ -224,145 +206,6 @@ def _submit_with_wallet(client: NodeClient, doc: Document, wallet: Path,
         if fresh and (not sent or isinstance(exc, NodeRequestError)):
             wallet.unlink(missing_ok=True)
         raise
-
-
-def _wallet_holding(doc: Document, wallet: Path) -> CommittedDocument | None:
-    """What ``wallet`` holds if it is a wallet for ``doc``; None if there is no such file.
-    A wallet for another document (or another version of it) is a ``DocumentError``."""
-    if wallet.exists():
-        old = CommittedDocument.from_wallet_dict(_read_json(wallet))
-        if old.document != doc:
-            if old.document.id != doc.id:
-                raise DocumentError(f"{wallet} already holds a wallet for another document "
-                                    f"({old.document.id}); choose another path")
-            differ = [f.name for f in dataclass_fields(doc)
-                      if getattr(old.document, f.name) != getattr(doc, f.name)]
-            raise DocumentError(f"{wallet} already holds a wallet for another version of "
-                                f"{doc.id} (differing in {', '.join(differ)}); choose another "
-                                "path, or remove it if that version was never issued")
-        return old
-    return None
-
-
-def _write_wallet(doc: Document, wallet: Path) -> CommittedDocument:
-    """Commit ``doc`` with fresh salts and write its wallet; the file must not exist."""
-    committed = commit(doc)
-    text = json.dumps(committed.to_wallet_dict(), ensure_ascii=False, indent=1) + "\n"
-    # Exclusive and 0600: a wallet holds the holder's personal data and its salts.
-    fd = os.open(wallet, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return committed
-
-
-_CSV_META = ("id", "type", "issuer", "holder", "issued_at", "valid_from", "valid_until")
-
-
-def _csv_time(text: str, column: str) -> int:
-    value = text.strip()
-    try:
-        return int(value)
-    except ValueError:
-        shown = value if len(value) <= 40 else value[:40] + "…"
-        raise DocumentError(f"{column} must be an integer (epoch seconds), "
-                            f"got {shown!r}") from None
-
-
-def _csv_rows(path: Path, reader: Any) -> Iterator[list[str]]:
-    """The rows of ``reader``; a CSV error (a field over the size limit, say)
-    names the line it was found on, as every other error in the file does."""
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise DocumentError(f"{path} line {reader.line_num}: bad CSV: {exc}") from None
-        yield row
-
-
-def _csv_documents(path: Path) -> Iterable[tuple[int, Document]]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        rows = _csv_rows(path, reader)
-        header = [h.strip() for h in next(rows, [])]
-        missing = [c for c in _CSV_META if c not in header]
-        if missing:
-            raise DocumentError(f"{path} line 1: the header lacks {', '.join(missing)}; it needs "
-                                f"{','.join(_CSV_META)} and one column per field")
-        if len(set(header)) != len(header):
-            raise DocumentError(f"{path} line 1: a column name appears twice")
-        if "supersedes" in header:
-            raise DocumentError(f"{path} line 1: a batch cannot supersede; use certledger "
-                                "supersede OLD_ID NEW_DOC for each renewal")
-        names = [h for h in header if h not in _CSV_META]
-        for row in rows:
-            if not any(cell.strip() for cell in row):
-                continue  # a blank line
-            line = reader.line_num
-            if len(row) != len(header):
-                raise DocumentError(f"{path} line {line}: {len(row)} values for "
-                                    f"{len(header)} columns")
-            rec = dict(zip(header, row, strict=True))
-            try:
-                until = rec["valid_until"].strip()
-                yield line, Document(
-                    id=rec["id"].strip(), type=rec["type"].strip(),
-                    issuer=rec["issuer"].strip(), holder=rec["holder"],
-                    fields={n: rec[n] for n in names if rec[n] != ""},
-                    issued_at=_csv_time(rec["issued_at"], "issued_at"),
-                    valid_from=_csv_time(rec["valid_from"], "valid_from"),
-                    valid_until=_csv_time(until, "valid_until") if until else None)
-            except DocumentError as exc:
-                raise DocumentError(f"{path} line {line}: {exc}") from None
-
-
-def _jsonl_documents(path: Path) -> Iterable[tuple[int, Document]]:
-    # utf-8-sig: a byte order mark (Windows editors add one) is accepted, as for CSV.
-    with path.open(encoding="utf-8-sig") as fh:
-        for line, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                yield line, Document.from_json_dict(jsonio.loads(text))
-            except DocumentError as exc:
-                raise DocumentError(f"{path} line {line}: {exc}") from None
-            except ValueError as exc:
-                raise DocumentError(f"{path} line {line}: not JSON: {exc}") from None
-
-
-def read_documents(path: Path) -> list[Document]:
-    """Every document in a .jsonl or .csv file, checked as one batch (one issuer, no
-    repeated id, no supersedes); errors name the file and line."""
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise DocumentError(f"{path}: expected a .jsonl or .csv file, not {suffix or 'no suffix'}")
-    reader = _csv_documents if suffix == ".csv" else _jsonl_documents
-    docs: list[Document] = []
-    seen: dict[str, int] = {}
-    try:
-        for line, doc in reader(path):
-            if doc.supersedes is not None:
-                raise DocumentError(f"{path} line {line}: a batch cannot supersede; use "
-                                    "certledger supersede OLD_ID NEW_DOC")
-            if docs and doc.issuer != docs[0].issuer:
-                raise DocumentError(f"{path} line {line}: issuer {doc.issuer} differs from "
-                                    f"{docs[0].issuer}; one batch is one issuer's")
-            if doc.id in seen:
-                raise DocumentError(f"{path} line {line}: id {doc.id} repeats line {seen[doc.id]}")
-            seen[doc.id] = line
-            docs.append(doc)
-    except UnicodeDecodeError as exc:
-        raise DocumentError(f"{path} is not UTF-8 text: {exc}") from None
-    except csv.Error as exc:
-        raise DocumentError(f"{path}: bad CSV: {exc}") from None
-    if not docs:
-        raise DocumentError(f"{path} holds no documents")
-    return docs
-
-
-def _default_wallet(doc_path: Path) -> Path:
-    return doc_path.with_name(doc_path.stem + ".wallet.json")
 
 
 def to_anchor(committed: CommittedDocument) -> Anchor:
@@ -396,14 +239,14 @@ def issue(document: Path, wallet_out: Path | None, key_file: Path, chain_id: str
           passphrase_env: str, wait: bool, wait_timeout: float, nodes: tuple[str, ...],
           timeout: float) -> None:
     """Commit DOCUMENT (JSON), write the holder wallet and anchor it with cert.issue."""
-    doc = _document(document)
+    doc = read_document(document)
     if doc.supersedes is not None:
         raise click.ClickException(f"{document} supersedes {doc.supersedes}: use certledger "
                                    "supersede OLD_ID NEW_DOC")
     key = _load_key(key_file, passphrase_env)
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
-    wallet = wallet_out or _default_wallet(document)
+    wallet = wallet_out or default_wallet(document)
     committed, res = _submit_with_wallet(
         client, doc, wallet,
         lambda c: Transaction.create("cert.issue", to_anchor(c).to_value(), key, chain))
@@ -422,7 +265,7 @@ def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file
               nodes: tuple[str, ...], timeout: float) -> None:
     """Replace certificate OLD_ID by NEW_DOCUMENT (cert.supersede)."""
     old = _cert_id(old_id)
-    doc = _document(new_document)
+    doc = read_document(new_document)
     if doc.supersedes is None:  # the link is part of the committed $meta leaf: set it now
         doc = replace(doc, supersedes=old)
     elif doc.supersedes != old:
@@ -431,7 +274,7 @@ def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file
     key = _load_key(key_file, passphrase_env)
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
-    wallet = wallet_out or _default_wallet(new_document)
+    wallet = wallet_out or default_wallet(new_document)
     committed, res = _submit_with_wallet(
         client, doc, wallet,
         lambda c: Transaction.create("cert.supersede", {"id": old, "new": to_anchor(c).to_value()},
@@ -501,7 +344,7 @@ def issue_batch(file: Path, wallet_dir: Path, batch_size: int, key_file: Path,
     with click.progressbar(docs, label="Checking existing wallets", file=err,
                            hidden=not show) as bar:
         for doc in bar:
-            old = _wallet_holding(doc, wallet_dir / f"{doc.id}.json")
+            old = wallet_holding(doc, wallet_dir / f"{doc.id}.json")
             if old is not None:
                 existing[doc.id] = old
     chunks = [docs[i:i + batch_size] for i in range(0, len(docs), batch_size)]
@@ -519,7 +362,7 @@ def issue_batch(file: Path, wallet_dir: Path, batch_size: int, key_file: Path,
                     wallet = wallet_dir / f"{doc.id}.json"
                     committed = existing.get(doc.id)
                     if committed is None:
-                        committed = _write_wallet(doc, wallet)
+                        committed = write_wallet(doc, wallet)
                         written.append(wallet)
                     anchors.append(to_anchor(committed))
                     bar.update(1)

@@ -166,7 +166,7 @@ def test_bench_crypto_json_shape() -> None:
 
 def test_a_bad_csv_time_is_named_and_shown_short(tmp_path: Path) -> None:
     from certificates.errors import DocumentError
-    from node.cli_issuer import read_documents
+    from node.issuer_files import read_documents
 
     path = tmp_path / "batch.csv"
     path.write_text("id,type,issuer,holder,issued_at,valid_from,valid_until,name\n"

@@ -16,7 +16,7 @@ from certificates import keystore, sm2
 from certificates.disclosure import present
 from certificates.errors import DocumentError
 from node.cli import cli
-from node.cli_issuer import committed_with_wallet
+from node.issuer_files import committed_with_wallet
 from tests.ledger_fixtures import ISSUER_A, TYPE_DIPLOMA, cert_id, make_genesis
 from tests.test_document import make_document
 from tests.verifier_fixtures import build_world

@@ -24,7 +24,7 @@ from certificates.document import CommittedDocument
 from certificates.errors import DocumentError
 from ledger.tx import Transaction
 from network.errors import NodeRequestError, NodeUnavailableError
-from node import cli_issuer
+from node import cli_issuer, issuer_files
 from node.cli import cli
 from tests.ledger_fixtures import ISSUER_A, TYPE_DIPLOMA, cert_id
 from tests.test_document import make_document
@@ -209,18 +209,18 @@ def test_jsonl_with_a_bom_is_read_like_a_csv_with_one(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
     path.write_bytes("\ufeff".encode() + (_jsonl_line("BOM0001") + _jsonl_line("BOM0002"))
                      .encode("utf-8"))
-    docs = cli_issuer.read_documents(path)
+    docs = issuer_files.read_documents(path)
     assert [d.id for d in docs] == ids("BOM0001", "BOM0002")
     csv_path = write_csv(tmp_path / "bom.csv", ids("BOM0003"))
     csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
-    assert [d.id for d in cli_issuer.read_documents(csv_path)] == ids("BOM0003")
+    assert [d.id for d in issuer_files.read_documents(csv_path)] == ids("BOM0003")
 
 
 def test_jsonl_bom_elsewhere_than_the_start_is_still_an_error(tmp_path: Path) -> None:
     path = tmp_path / "mid.jsonl"
     path.write_text(_jsonl_line("BOM0004") + "\ufeff" + _jsonl_line("BOM0005"), encoding="utf-8")
     with pytest.raises(DocumentError, match="line 2"):
-        cli_issuer.read_documents(path)
+        issuer_files.read_documents(path)
 
 
 def test_csv_field_over_the_limit_names_its_line(tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_csv_field_over_the_limit_names_its_line(tmp_path: Path) -> None:
         csv.writer(fh).writerow([str(cert_id("BIG0002")), TYPE_DIPLOMA, ISSUER_A, "h", T0, T0,
                                  "", "x" * (csv.field_size_limit() + 1)])
     with pytest.raises(DocumentError, match=r"big\.csv line 3: bad CSV: field larger") as e:
-        cli_issuer.read_documents(path)
+        issuer_files.read_documents(path)
     assert "\n" not in str(e.value)
 
 
@@ -238,7 +238,7 @@ def test_csv_header_over_the_limit_names_line_1(tmp_path: Path) -> None:
     path.write_text(",".join(HEADER) + "," + "y" * (csv.field_size_limit() + 1) + "\n",
                     encoding="utf-8")
     with pytest.raises(DocumentError, match=r"head\.csv line 1: bad CSV: field larger"):
-        cli_issuer.read_documents(path)
+        issuer_files.read_documents(path)
 
 
 # --------------------------------------------------------------------------- issue, supersede
@@ -283,7 +283,7 @@ def test_issue_and_supersede_leave_no_wallet_for_a_refused_tx(
     # may have landed, and its wallet is the only copy of its salts.
     assert wallet.exists() == timeout, res.output
     if not timeout:  # a wallet from before the run is the holder's: never removed
-        committed_with = cli_issuer.committed_with_wallet(
+        committed_with = issuer_files.committed_with_wallet(
             doc if command == "issue" else replace(doc, supersedes=ids("OLD0001")[0]), wallet)
         res = CliRunner().invoke(cli, [*args, "--key", str(key_file), "--wallet-out",
                                        str(wallet), "--node", RefusingNode.current_url],
