@@ -132,6 +132,11 @@ class FaultProxy:
         self._spawn(self._accept_loop, "proxy-accept")
         return self
 
+    @property
+    def cut_mode(self) -> CutMode | None:
+        """How the link is cut now, or None while it forwards."""
+        return self._cut
+
     def cut(self, mode: CutMode = "refuse") -> None:
         """Partition: close open connections; refuse or blackhole new ones until heal()."""
         if mode not in ("refuse", "blackhole"):
