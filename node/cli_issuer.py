@@ -23,7 +23,9 @@ How it works:
 * transactions go to the first of the ``--node`` URLs that answers
   (``network.client.NodeClient`` fails over on connection errors and 5xx). A full
   mempool on every node (HTTP 429) is back-pressure: the batch submitter waits and
-  retries for a bounded time. ``--wait`` polls the transaction status, bounded;
+  retries for a bounded time. ``--wait`` polls the transaction status, bounded, and
+  sends a tx no node knows a few seconds after it left again, byte for byte (it was
+  lost with a crashed node's mempool; the tx id makes the resend idempotent);
 * the chain id comes from ``--chain-id`` or else from the node's ``/v1/status``.
 
 Reading documents and wallets from disk is node/issuer_files.py. Each command prints
@@ -68,6 +70,8 @@ DEFAULT_NODE = f"http://127.0.0.1:{DEFAULT_BASE_PORT}"
 _PROGRESS_MIN = 200
 #: How long a submission may be refused by full mempools before we give up.
 _BACKPRESSURE_S = 120.0
+#: While waiting: a tx no node knows this long after it was sent is sent again.
+_RESEND_AFTER_S = 5.0
 
 _IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 _OUT = click.Path(dir_okay=False, path_type=Path)
@@ -153,35 +157,64 @@ def submit(client: NodeClient, tx: Transaction, patience: float = _BACKPRESSURE_
         delay = min(delay * 2, 2.0)
 
 
-def wait_committed(client: NodeClient, tx_ids: list[str], timeout: float
+def wait_committed(client: NodeClient, txs: dict[str, bytes], timeout: float
                    ) -> dict[str, dict[str, Any]]:
-    """Poll until every tx is committed; returns tx id -> its status. Bounded by ``timeout``."""
+    """Poll until every tx (id -> its signed bytes) is committed; returns tx id -> its
+    status, with ``resent`` when it had to be sent again. Bounded by ``timeout``.
+
+    A tx the node asked does not know at all, ``_RESEND_AFTER_S`` after it was sent, is
+    sent again: gossip reaches every node in milliseconds, so it was most likely lost
+    with a node that crashed before passing it on (mempools are not durable). The same
+    signed bytes are idempotent - the node dedups by tx id and answers duplicate_tx for
+    one already applied - so this can neither issue twice nor lose an answer."""
     deadline = time.monotonic() + timeout
+    sent = dict.fromkeys(txs, time.monotonic())
+    resent = dict.fromkeys(txs, 0)
     done: dict[str, dict[str, Any]] = {}
     last: dict[str, str] = {}
     while True:
-        for tid in tx_ids:
+        for tid in txs:
             if tid in done:
                 continue
             try:
                 st = client.tx_status(tid)
             except NodeRequestError as exc:
-                # Another node may not have had it gossiped yet; only the deadline decides.
                 if exc.code != "unknown_tx":
                     raise
                 st = {"status": "unknown"}
+                if time.monotonic() - sent[tid] >= _RESEND_AFTER_S:
+                    last[tid] = _resend(client, tid, txs[tid])
+                    sent[tid] = time.monotonic()
+                    resent[tid] += 1
+                    continue
             if st.get("status") == "committed":
-                done[tid] = st
+                done[tid] = {**st, "resent": resent[tid]} if resent[tid] else st
             else:
                 last[tid] = str(st.get("status"))
-        if len(done) == len(tx_ids):
+        if len(done) == len(txs):
             return done
         if time.monotonic() > deadline:
-            tid = next(t for t in tx_ids if t not in done)
+            tid = next(t for t in txs if t not in done)
             raise click.ClickException(
-                f"{len(tx_ids) - len(done)} transaction(s) not committed within {timeout:g}s "
+                f"{len(txs) - len(done)} transaction(s) not committed within {timeout:g}s "
                 f"(e.g. {tid}: {last.get(tid)}); check later with: certledger tx status {tid}")
         time.sleep(0.2)
+
+
+def _resend(client: NodeClient, tid: str, raw: bytes) -> str:
+    """Send a lost tx again; what happened, for the timeout message. A refusal other
+    than duplicate_tx is final: the tx can no longer commit, so waiting longer is
+    pointless."""
+    try:
+        client.submit_tx(raw)
+    except NodeRequestError as exc:
+        if exc.code == "duplicate_tx":
+            return "resent: already applied"
+        raise click.ClickException(f"transaction {tid} was dropped before it committed, and "
+                                   f"sent again it was refused: {exc}") from exc
+    except NodeUnavailableError as exc:
+        return f"unknown, resent but no node took it ({exc})"
+    return "unknown, resent"
 
 
 # --------------------------------------------------------------------------- wallet, then tx
@@ -189,7 +222,7 @@ def wait_committed(client: NodeClient, tx_ids: list[str], timeout: float
 
 def _submit_with_wallet(client: NodeClient, doc: Document, wallet: Path,
                         make_tx: Callable[[CommittedDocument], Transaction]
-                        ) -> tuple[CommittedDocument, dict[str, Any]]:
+                        ) -> tuple[CommittedDocument, Transaction, dict[str, Any]]:
     """``committed_with_wallet``, then submit the tx made from it. A wallet this call wrote
     is removed again if the tx never left or the node refused it outright (a 4xx): its
     fresh salts match nothing on the chain. After a timeout it stays (the tx may land)."""
@@ -201,7 +234,7 @@ def _submit_with_wallet(client: NodeClient, doc: Document, wallet: Path,
     try:
         tx = make_tx(committed)
         sent = True
-        return committed, submit(client, tx)
+        return committed, tx, submit(client, tx)
     except Exception as exc:
         if fresh and (not sent or isinstance(exc, NodeRequestError)):
             wallet.unlink(missing_ok=True)
@@ -217,13 +250,15 @@ def _cert_id(text: str) -> str:
     return str(CertificateId.parse(text))  # IdentifierError names what is wrong
 
 
-def _result(client: NodeClient, res: dict[str, Any], wait: bool, timeout: float,
-            **fields: Any) -> dict[str, Any]:
+def _result(client: NodeClient, tx: Transaction, res: dict[str, Any], wait: bool,
+            timeout: float, **fields: Any) -> dict[str, Any]:
     out = {"tx_id": res["tx_id"], **fields, "status": res.get("status", "pending"),
            "node": client.current_url}
     if wait:
-        st = wait_committed(client, [res["tx_id"]], timeout)[res["tx_id"]]
+        st = wait_committed(client, {res["tx_id"]: tx.to_bytes()}, timeout)[res["tx_id"]]
         out.update(status="committed", height=st.get("height"))
+        if st.get("resent"):
+            out["resent"] = st["resent"]
     return out
 
 
@@ -247,10 +282,10 @@ def issue(document: Path, wallet_out: Path | None, key_file: Path, chain_id: str
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
     wallet = wallet_out or default_wallet(document)
-    committed, res = _submit_with_wallet(
+    committed, tx, res = _submit_with_wallet(
         client, doc, wallet,
         lambda c: Transaction.create("cert.issue", to_anchor(c).to_value(), key, chain))
-    _emit(_result(client, res, wait, wait_timeout, id=doc.id,
+    _emit(_result(client, tx, res, wait, wait_timeout, id=doc.id,
                   digest=committed.digest.hex(), wallet=str(wallet)))
 
 
@@ -275,11 +310,11 @@ def supersede(old_id: str, new_document: Path, wallet_out: Path | None, key_file
     client = _client(nodes, timeout)
     chain = _chain_id(client, chain_id)
     wallet = wallet_out or default_wallet(new_document)
-    committed, res = _submit_with_wallet(
+    committed, tx, res = _submit_with_wallet(
         client, doc, wallet,
         lambda c: Transaction.create("cert.supersede", {"id": old, "new": to_anchor(c).to_value()},
                                      key, chain))
-    _emit(_result(client, res, wait, wait_timeout, id=doc.id, supersedes=old,
+    _emit(_result(client, tx, res, wait, wait_timeout, id=doc.id, supersedes=old,
                   digest=committed.digest.hex(), wallet=str(wallet)))
 
 
@@ -301,7 +336,7 @@ def _status_command(kind: str, reason_required: bool, help_text: str) -> click.C
         client = _client(nodes, timeout)
         chain = _chain_id(client, chain_id)
         tx = Transaction.create(f"cert.{kind}", {"id": cid, "reason": reason}, key, chain)
-        _emit(_result(client, submit(client, tx), wait, wait_timeout, id=cid,
+        _emit(_result(client, tx, submit(client, tx), wait, wait_timeout, id=cid,
                       kind=f"cert.{kind}"))
 
     return command
@@ -349,6 +384,7 @@ def issue_batch(file: Path, wallet_dir: Path, batch_size: int, key_file: Path,
                 existing[doc.id] = old
     chunks = [docs[i:i + batch_size] for i in range(0, len(docs), batch_size)]
     txs: list[dict[str, Any]] = []
+    raw: dict[str, bytes] = {}  # tx id -> signed bytes, to send again if one is lost
     with click.progressbar(length=len(docs), file=err, hidden=not show,
                            label="Committing, writing wallets and submitting batches") as bar:
         for chunk in chunks:
@@ -390,9 +426,13 @@ def issue_batch(file: Path, wallet_dir: Path, batch_size: int, key_file: Path,
                                      written, wallet_dir, made_dir, client) from exc
             txs.append({"tx_id": res["tx_id"], "records": len(chunk), "first_id": chunk[0].id,
                         "status": res.get("status", "pending")})
+            raw[res["tx_id"]] = tx.to_bytes()
     if wait:
-        for t, st in zip(txs, _wait_all(client, txs, wait_timeout, err, show), strict=True):
+        for t, st in zip(txs, _wait_all(client, txs, raw, wait_timeout, err, show),
+                         strict=True):
             t.update(status="committed", height=st.get("height"))
+            if st.get("resent"):
+                t["resent"] = st["resent"]
     _emit({"file": str(file), "certificates": len(docs), "transactions": txs,
            "wallet_dir": str(wallet_dir), "node": client.current_url,
            "status": "committed" if wait else "pending"})
@@ -452,12 +492,12 @@ def _batch_stopped(file: Path, docs: list[Document], txs: list[dict[str, Any]],
     return click.ClickException(f"{exc} -- {done}; {what}{after}")
 
 
-def _wait_all(client: NodeClient, txs: list[dict[str, Any]], timeout: float, err: TextIO,
-              show: bool) -> list[dict[str, Any]]:
+def _wait_all(client: NodeClient, txs: list[dict[str, Any]], raw: dict[str, bytes],
+              timeout: float, err: TextIO, show: bool) -> list[dict[str, Any]]:
     if show:
         click.echo(f"Waiting for {len(txs)} transaction(s) to commit...", file=err)
     ids = [t["tx_id"] for t in txs]
-    done = wait_committed(client, ids, timeout)
+    done = wait_committed(client, {i: raw[i] for i in ids}, timeout)
     return [done[i] for i in ids]
 
 
