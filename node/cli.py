@@ -80,13 +80,23 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from node import cli_bench, cli_cert, cli_issuer, cli_keys, cli_ledger, cli_node, cli_verify
+    from node import (
+        cli_bench,
+        cli_cert,
+        cli_issuer,
+        cli_keys,
+        cli_ledger,
+        cli_node,
+        cli_verifier,
+        cli_verify,
+    )
 
     cli.add_command(cli_keys.keys)
     cli.add_command(cli_cert.cert)
     cli.add_command(cli_bench.bench)
     cli_node.register(cli)
     cli_verify.register(cli)
+    cli_verifier.register(cli)
     cli_issuer.register(cli)
     cli_ledger.register(cli, cli_bench.bench)
 
