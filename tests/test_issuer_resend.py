@@ -5,12 +5,17 @@ not durable. A fake node (no cluster) plays that: it answers ``pending`` for the
 submissions it is told to lose and then forgets them, so ``/v1/transactions/<id>``
 answers ``unknown_tx``. The CLI must send the *same signed bytes* again and report
 the resend, must not resend a tx the node knows, must stop at once with one error
-line when the resent tx is refused, and must stay bounded by ``--wait-timeout``.
+line when the resent tx is refused, and must stay bounded by ``--wait-timeout``. The
+last test does it for real: four nodes, the one holding the only copy SIGKILLed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +23,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 from certificates import keystore, sm2
+from certificates.identifiers import CertificateId
 from ledger.tx import Transaction
 from network.errors import NodeRequestError
 from node import cli_issuer
 from node.cli import cli
+from tests.cluster import ISSUER, PASSPHRASE, ROOT, TYPE, Cluster
 from tests.test_document import make_document
 from tests.test_issue_batch_failures import ids, write_csv
 
 PASS = "fake-node-passphrase"
+_CLI = "import sys; from node.cli import main; sys.exit(main())"
 
 
 class LossyNode:
@@ -141,3 +149,54 @@ def test_a_tx_lost_every_time_still_ends_at_the_wait_timeout(
     assert len(lines) == 1 and "not committed within 1s" in lines[0], res.stderr
     assert "unknown, resent" in lines[0]
     assert len(node.received) >= 2 and len(set(node.received)) == 1
+
+
+# --------------------------------------------------------------------------- real nodes
+
+
+def cluster_document(serial: str) -> dict[str, Any]:
+    t0 = 1_782_864_000
+    return {"id": str(CertificateId.build(TYPE, ISSUER, serial, 1)), "type": TYPE,
+            "issuer": ISSUER, "holder": f"holder-{serial}", "fields": {"name": "李明"},
+            "issued_at": t0, "valid_from": t0, "valid_until": None, "supersedes": None}
+
+
+@pytest.mark.integration
+def test_the_node_holding_the_only_copy_dies_and_the_certificate_still_commits(
+        tmp_path: Path) -> None:
+    """node-1 takes the tx but cannot pass it on (its outgoing peer links are cut), then
+    is SIGKILLed: the tx is gone. ``issue --wait`` fails over to node-2, finds the tx
+    unknown there, sends it again, and it commits on the other three."""
+    with Cluster.create(tmp_path / "net") as c:
+        c.proxy_links()
+        c.start()
+        c.wait_height(1, timeout=40)
+        for dst in ("node-2", "node-3", "node-4"):
+            c.links[("node-1", dst)].cut("refuse")
+        doc = tmp_path / "doc.json"
+        serial = "RESEND0001"
+        doc.write_text(json.dumps(cluster_document(serial), ensure_ascii=False),
+                       encoding="utf-8")
+        argv = ["issue", str(doc), "--key", str(c.dir / "keys" / f"issuer-{ISSUER}.key"),
+                "--node", c.url("node-1"), "--node", c.url("node-2"), "--timeout", "3",
+                "--wait", "--wait-timeout", "90"]
+        env = {**os.environ, keystore.PASSPHRASE_ENV: PASSPHRASE, "CERTLEDGER_NODE": ""}
+        proc = subprocess.Popen([sys.executable, "-c", _CLI, *argv], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while c.metrics("node-1").get("certledger_mempool_size", 0) < 1:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "node-1 never held the tx"
+                time.sleep(0.05)
+            c.kill("node-1")
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert proc.returncode == 0, stderr.decode()
+        out = json.loads(stdout)
+        assert out["status"] == "committed" and out["resent"] >= 1, out
+        committed = c.get("node-3", f"/v1/transactions/{out['tx_id']}").json()
+        assert committed["status"] == "committed", committed
