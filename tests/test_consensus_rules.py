@@ -27,6 +27,7 @@ from node.consensus import (
     TimeoutFired,
     ValidValue,
     ValueReady,
+    Vote,
     VoteReceived,
     start,
     step,
@@ -52,6 +53,12 @@ A3, B3 = value(3, b"A"), value(3, b"B")
 PRE: VoteType = "prevote"
 PC: VoteType = "precommit"
 S = Step
+
+
+def pol(v: bytes, *by: int) -> tuple[Vote, ...]:
+    """The POL a ValidValue entry keeps: the round-0 prevotes for ``v`` at height 1, in
+    the order the node logged them (its own first when it prevoted ``v``)."""
+    return tuple(vote(PRE, 1, 0, v, b) for b in by)
 
 
 def fresh(height: int = 1, **kw: object) -> ConsensusState:
@@ -99,7 +106,7 @@ def test_l15_16_proposer_reproposes_valid_value_with_valid_round() -> None:
         Expect(ProposalReceived(pa), sent(vote(PRE, 1, 0, A)), RoundState(1, 0, S.PREVOTE)),
         Expect(ev_vote(PRE, 1, 0, A, 0), []),
         Expect(ev_vote(PRE, 1, 0, A, 1),  # polka: L34 timeout, L36 lock + precommit
-               [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa)),
+               [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa, pol(A, ME, 0, 1))),
                 *sent(vote(PC, 1, 0, A))],
                RoundState(1, 0, S.PRECOMMIT, vid(A), 0, vid(A), 0)),
         Expect(ev_vote(PC, 1, 0, None, 0), []),
@@ -222,7 +229,7 @@ def test_l36_43_polka_in_prevote_step_locks_and_precommits() -> None:
         Expect(ProposalReceived(pa), sent(vote(PRE, 1, 0, A))),
         Expect(ev_vote(PRE, 1, 0, A, 0), []),
         Expect(ev_vote(PRE, 1, 0, A, 3),
-               [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa)),
+               [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa, pol(A, ME, 0, 3))),
                 *sent(vote(PC, 1, 0, A))],
                RoundState(1, 0, S.PRECOMMIT, vid(A), 0, vid(A), 0)),
     ])
@@ -237,7 +244,7 @@ def test_l36_43_polka_after_precommit_only_updates_valid_value() -> None:
         Expect(TimeoutFired(1, 0, S.PREVOTE), sent(vote(PC, 1, 0, None)),
                RoundState(1, 0, S.PRECOMMIT)),
         Expect(ProposalReceived(pa), []),
-        Expect(ev_vote(PRE, 1, 0, A, 3), [PersistWal(ValidValue(0, pa))],
+        Expect(ev_vote(PRE, 1, 0, A, 3), [PersistWal(ValidValue(0, pa, pol(A, 0, 1, 3)))],
                RoundState(1, 0, S.PRECOMMIT, None, -1, vid(A), 0)),
     ])
 
@@ -297,7 +304,8 @@ def test_l49_decides_for_an_earlier_round() -> None:
     play(fresh(), [
         Expect(ProposalReceived(pa), sent(vote(PRE, 1, 0, A))),
         Expect(ev_vote(PRE, 1, 0, A, 0), []),
-        Expect(ev_vote(PRE, 1, 0, A, 1), [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa)),
+        Expect(ev_vote(PRE, 1, 0, A, 1), [timeout(1, 0, S.PREVOTE),
+                                          PersistWal(ValidValue(0, pa, pol(A, ME, 0, 1))),
                                           *sent(vote(PC, 1, 0, A))]),
         Expect(ev_vote(PRE, 1, 2, None, 0), []),
         Expect(ev_vote(PRE, 1, 2, None, 1), [PersistWal(RoundStarted(1, 2)),
@@ -488,7 +496,7 @@ def test_unsafe_quorum_2f_counts_two_of_four() -> None:
     play(fresh(unsafe_quorum_2f=True), [
         Expect(ProposalReceived(pa), sent(vote(PRE, 1, 0, A))),
         Expect(ev_vote(PRE, 1, 0, A, 0),
-               [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa)),
+               [timeout(1, 0, S.PREVOTE), PersistWal(ValidValue(0, pa, pol(A, ME, 0))),
                 *sent(vote(PC, 1, 0, A))]),
     ])
 

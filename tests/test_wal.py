@@ -33,6 +33,7 @@ from node.consensus import (
     step,
 )
 from node.consensus.errors import CodecError, WalCorruptError
+from node.consensus.gossip import to_gossip
 from node.consensus.wal import FileStorage, MemoryStorage, Wal, frame, unframe
 from tests.sim.script import ME, context, proposal, value, vid, vote
 
@@ -44,7 +45,8 @@ def entries() -> list[WalEntry]:
     return [
         RoundStarted(1, 0),
         vote("prevote", 1, 0, A),
-        ValidValue(0, pa),
+        ValidValue(0, pa, (vote("prevote", 1, 0, A), vote("prevote", 1, 0, A, 0),
+                           vote("prevote", 1, 0, A, 1))),
         vote("precommit", 1, 0, A),
         RoundStarted(1, 1),
         proposal(1, 1, B, pol=0, by=ME),
@@ -101,6 +103,37 @@ def test_damage_before_the_last_record_is_refused() -> None:
     s.append(bytes(data))
     with pytest.raises(WalCorruptError, match="not a torn write"):
         Wal(s)
+
+
+def test_a_valid_value_entry_written_before_the_pol_was_kept_still_reads() -> None:
+    pa = proposal(1, 0, A)
+    old = codec.to_value(ValidValue(0, pa))
+    del old["prevotes"]  # the entry as earlier versions wrote it
+    assert codec.from_value(old) == ValidValue(0, pa, ())
+
+
+@pytest.mark.parametrize(("prevotes", "why"), [
+    (b"not a list", "must be a list"),
+    ([codec.to_value(vote("precommit", 1, 0, A))], "must be prevotes"),
+    ([codec.to_value(RoundStarted(1, 0))], "must be prevotes"),
+])
+def test_a_valid_value_entry_with_a_bad_pol_is_refused(prevotes: object, why: str) -> None:
+    v = codec.to_value(ValidValue(0, proposal(1, 0, A)))
+    v["prevotes"] = prevotes
+    with pytest.raises(CodecError, match=why):
+        codec.from_value(v)
+
+
+def test_nested_valid_value_entries_are_refused_without_recursing() -> None:
+    inner: dict[str, object] = codec.to_value(ValidValue(0, proposal(1, 0, A)))
+    for _ in range(5000):  # deeper than Python's recursion limit
+        inner = {"k": "valid", "round": 0, "proposal": inner, "prevotes": [inner]}
+    with pytest.raises(CodecError, match="must hold a proposal"):
+        codec.from_value(inner)
+    v = codec.to_value(ValidValue(0, proposal(1, 0, A)))
+    v["prevotes"] = [inner]
+    with pytest.raises(CodecError, match="must be prevotes"):
+        codec.from_value(v)
 
 
 def test_a_well_framed_record_that_is_not_an_entry_is_refused() -> None:
@@ -186,6 +219,39 @@ def test_replay_restores_round_lock_valid_value_and_guard() -> None:
     assert resent == list(s.signed.values())  # everything we signed goes out again, unchanged
     assert not any(isinstance(e, PersistWal) and not isinstance(e.entry, RoundStarted)
                    for e in effects)  # ... and nothing new was signed
+
+
+def _locked_then_restarted(strip_pol: bool) -> ConsensusState:
+    """Lock on A in round 0 on the prevotes of v0 and v1, move to round 1, crash,
+    restart from the WAL (with its POL removed if ``strip_pol``: the old format)."""
+    storage = MemoryStorage()
+    s, wal, _ = started(storage)
+    run(s, wal, [
+        ProposalReceived(proposal(1, 0, A)),
+        VoteReceived(vote("prevote", 1, 0, A, 0)),
+        VoteReceived(vote("prevote", 1, 0, A, 1)),  # polka: ValidValue with the POL, lock
+        TimeoutFired(1, 0, Step.PRECOMMIT),
+    ])
+    if strip_pol:
+        kept = [ValidValue(e.round, e.proposal) if isinstance(e, ValidValue) else e
+                for e in Wal(storage).recovered]
+        storage = MemoryStorage()
+        for e in kept:
+            storage.append(frame(codec.encode(e)))
+    s2, _, _ = started(storage)
+    assert (s2.locked_round, s2.valid_round) == (0, 0)
+    return s2
+
+
+def test_a_restarted_node_still_relays_the_pol_of_its_lock() -> None:
+    # v0's prevote may have reached us alone, and v0 may be gone: our gossip is then the
+    # only way the others get the POL they need to accept our re-proposal of A (L28).
+    relayed = to_gossip(_locked_then_restarted(strip_pol=False))
+    assert proposal(1, 0, A) in relayed
+    assert {vote("prevote", 1, 0, A, i) for i in (0, 1)} <= set(relayed)
+    # Without the POL in the WAL the lock survives but the evidence for it does not.
+    bare = to_gossip(_locked_then_restarted(strip_pol=True))
+    assert not {vote("prevote", 1, 0, A, i) for i in (0, 1)} & set(bare)
 
 
 def test_crash_between_persist_and_send_resends_the_same_vote() -> None:

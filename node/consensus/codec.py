@@ -25,7 +25,8 @@ def to_value(obj: WalEntry) -> dict[str, Any]:
                 "proposer": obj.proposer, "signature": obj.signature}
     if isinstance(obj, RoundStarted):
         return {"k": "round", "height": obj.height, "round": obj.round}
-    return {"k": "valid", "round": obj.round, "proposal": to_value(obj.proposal)}
+    return {"k": "valid", "round": obj.round, "proposal": to_value(obj.proposal),
+            "prevotes": [to_value(v) for v in obj.prevotes]}
 
 
 def _int(v: dict[str, Any], name: str) -> int:
@@ -42,6 +43,10 @@ def _bytes(v: dict[str, Any], name: str, *, nullable: bool = False) -> Any:
     if not isinstance(x, bytes):
         raise CodecError(f"field {name!r} must be bytes, got {type(x).__name__}")
     return x
+
+
+def _kind(v: Any) -> Any:
+    return v.get("k") if isinstance(v, dict) else None
 
 
 def from_value(v: Any) -> WalEntry:
@@ -63,10 +68,24 @@ def from_value(v: Any) -> WalEntry:
         if kind == "round":
             return RoundStarted(_int(v, "height"), _int(v, "round"))
         if kind == "valid":
-            p = from_value(v["proposal"])
-            if not isinstance(p, Proposal):
+            # The kind is checked before decoding an inner map, so a nested entry
+            # cannot make decoding recurse.
+            if _kind(v["proposal"]) != "proposal":
                 raise CodecError("a valid-value entry must hold a proposal")
-            return ValidValue(_int(v, "round"), p)
+            p = from_value(v["proposal"])
+            # Absent in entries written before the POL was kept: read them as none.
+            raw = v.get("prevotes", [])
+            if not isinstance(raw, list):
+                raise CodecError("a valid-value entry's prevotes must be a list")
+            prevotes = []
+            for x in raw:
+                vote = from_value(x) if _kind(x) == "vote" else None
+                if not isinstance(vote, Vote) or vote.type != "prevote":
+                    raise CodecError("a valid-value entry's prevotes must be prevotes")
+                prevotes.append(vote)
+            if not isinstance(p, Proposal):  # cannot happen: the kind was checked
+                raise CodecError("a valid-value entry must hold a proposal")
+            return ValidValue(_int(v, "round"), p, tuple(prevotes))
     except KeyError as exc:
         raise CodecError(f"missing field {exc.args[0]!r}") from exc
     raise CodecError(f"unknown kind {v.get('k')!r}")

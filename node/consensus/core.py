@@ -144,8 +144,10 @@ def _current_round_rules(s: ConsensusState, out: list[Effect]) -> bool:
         rl.done_l36 = True
         s.valid, s.valid_round = polka, r  # L42-43
         if s.is_validator:
-            # Persisted before the precommit: a restart must be able to re-propose v.
-            out.append(PersistWal(ValidValue(r, polka)))
+            # Persisted before the precommit: a restart must be able to re-propose v,
+            # and to show the POL that lets the others accept it (see ValidValue).
+            pol_votes = tuple(rl.prevotes.for_value(polka.value_id))
+            out.append(PersistWal(ValidValue(r, polka, pol_votes)))
         if s.step is Step.PREVOTE:
             s.locked_value_id, s.locked_round = polka.value_id, r  # L38-39
             _vote(s, PRECOMMIT, polka.value_id, out)  # L40

@@ -136,11 +136,17 @@ class ValidValue:
     """Alg.1 L42-43 happened in ``round`` for ``proposal``'s value.
 
     Persisted before the precommit that locks on it (L38-40), so a restarted
-    node has the locked value's payload and can re-propose it (L15-16).
+    node has the locked value's payload and can re-propose it (L15-16), and with
+    ``prevotes``, the 2f+1 prevotes of that polka (the POL). Others accept the
+    re-proposal only once they hold the POL (L28), and they may have it from
+    nowhere else: its prevotes can include one of a validator that has since gone
+    silent and that reached only us. A restart that kept the lock but lost the POL
+    would leave the correct validators unable to decide while that one is away.
     """
 
     round: int
     proposal: Proposal
+    prevotes: tuple[Vote, ...] = ()  # () in entries written before the POL was kept
 
 
 WalEntry = Proposal | Vote | RoundStarted | ValidValue

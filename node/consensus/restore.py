@@ -9,7 +9,9 @@ a polka for. From them:
 * the lock is the value of our highest-round non-nil precommit: Alg.1 L38-40
   lock exactly when they precommit, so that is lockedValue/lockedRound;
 * validValue/validRound come from the latest ``ValidValue`` entry (it carries
-  the block, so we can re-propose it, L15-16);
+  the block, so we can re-propose it, L15-16); each entry's proposal and POL
+  prevotes go back in the log, so gossip relays the POL as before the crash
+  (other validators may hold it from nowhere else);
 * the round is the highest one we entered or signed in; the step follows from
   what we signed in it (a precommit means precommit, a prevote means prevote).
 
@@ -64,6 +66,13 @@ def resume(s: ConsensusState, entries: list[WalEntry], out: list[Effect]) -> Non
         elif isinstance(e, ValidValue):
             if e.round >= s.valid_round:
                 s.valid, s.valid_round = e.proposal, e.round
+            rl = s.log.round(e.round)
+            if rl.proposal is None:
+                rl.proposal = e.proposal
+                rl.senders.add(e.proposal.proposer)
+            for v in e.prevotes:
+                rl.votes(v.type).add(v)
+                rl.senders.add(v.validator)
         elif isinstance(e, Proposal):
             s.signed.setdefault((h, e.round, "proposal"), e)
             round_ = max(round_, e.round)
