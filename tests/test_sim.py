@@ -6,7 +6,7 @@ reordering, partitions, crash-restarts (some between persisting and sending a
 vote, some tearing the WAL record), and every kind of Byzantine behaviour. The
 whole module takes under a minute on two cores. The mutation tests prove the checker has
 teeth: break locking, the quorum size or the WAL, and it reports a violation
-within a few dozen seeds. See docs/simulation.md.
+within a few dozen seeds; drop the POL from the WAL, and a known seed halts. See docs/simulation.md.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def test_byzantine_behaviour_is_exercised(batch: list[Summary]) -> None:
         assert c.get("evidence", 0) > 0  # equivocation was seen and kept
         assert c.get("dropped_bad_signature", 0) > 0
         assert c.get("rejected_sync", 0) > 0  # forged blocks from sync were refused
+        assert c.get("stopped", 0) > 0  # and some stopped for good before GST
 
 
 def first_violation(opts: SimOptions, kind: str, limit: int = 2000) -> int | None:
@@ -77,6 +78,17 @@ def test_mutation_quorum_2f_breaks_agreement() -> None:
 def test_mutation_forgetting_the_wal_double_signs() -> None:
     seed = first_violation(SimOptions(4, 1, "mixed", "no-wal"), "double-sign")
     assert seed is not None and seed < 2000
+
+
+def test_mutation_forgetting_the_pol_halts_the_correct_validators() -> None:
+    # Seed 2316 (found with ``python -m tests.sim --seeds 10000 --mutation no-pol``): the
+    # Byzantine validator's prevote completes a POL that reaches one honest validator,
+    # which locks, crashes, restarts with its lock and - under the mutation - without
+    # the POL; the Byzantine one then stops, and no one left can accept the locked
+    # value again. tests/test_consensus_restart_liveness.py plays the same on the core.
+    broken = run_seed(2316, SimOptions(4, 1, "mixed", "no-pol"))
+    assert [v.kind for v in broken.violations] == ["liveness"], broken.violations
+    assert run_seed(2316, SimOptions(4, 1)).violations == []
 
 
 def test_failure_prints_seed_and_replay_command(capsys: pytest.CaptureFixture[str]) -> None:

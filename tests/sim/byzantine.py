@@ -15,7 +15,9 @@ locking), and rewrites what leaves it, according to its behaviours:
   rounds, and proposals whose value does not match the signed id;
 * ``replay``        - re-sends old messages of anyone to anyone;
 * ``bad_sync``      - answers block sync with a forged block and certificate;
-* ``silent``        - never starts.
+* ``silent``        - never starts;
+* ``stops``         - crashes for good at a random time before GST, so whatever it
+  sent until then (a prevote in a POL, say) reached only whom it reached.
 
 It signs its lies itself, outside the core, so the core's double-sign guard
 (which it would otherwise obey) is no obstacle.

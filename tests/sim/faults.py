@@ -30,6 +30,7 @@ BEHAVIOURS = (
     "invalid_value",  # proposes blocks the app rejects
     "no_lock",  # ignores its locks (amnesia)
     "bad_sync",  # answers block sync with forged blocks and certificates
+    "stops",  # crashes for good before GST (a crash fault): the rest must decide without it
 )
 CrashMode = Literal["now", "after_persist", "torn"]
 

@@ -45,7 +45,7 @@ from node.consensus.events import (
     VoteReceived,
 )
 from node.consensus.gossip import to_gossip
-from node.consensus.messages import Message, Proposal, Vote
+from node.consensus.messages import Message, Proposal, ValidValue, Vote
 from node.consensus.restore import start
 from node.consensus.state import ConsensusState
 from node.consensus.wal import MemoryStorage, Wal, frame
@@ -78,6 +78,9 @@ class SimNode:
         self.wal = Wal(self.storage)
         self.w.count("torn_bytes_cut", self.wal.torn_bytes)
         entries = [] if self.w.opts.mutation == "no-wal" else self.wal.recovered
+        if self.w.opts.mutation == "no-pol":  # the WAL as it was before it kept the POL
+            entries = [ValidValue(e.round, e.proposal) if isinstance(e, ValidValue) else e
+                       for e in entries]
         self.up = True
         self.incarnation += 1
         self.state, effects = start(self.ctx, len(self.ledger) + 1, entries)

@@ -34,10 +34,10 @@ from tests.sim.checker import Checker, Violation
 from tests.sim.faults import Crash, FaultPlan
 from tests.sim.node import TIMER, VALUE, SimNode
 
-DELIVER, GOSSIP, SYNC, CRASH, ARM, RESTART, GST = 0, 3, 4, 5, 6, 7, 8
+DELIVER, GOSSIP, SYNC, CRASH, ARM, RESTART, GST, STOP = 0, 3, 4, 5, 6, 7, 8, 9
 GOSSIP_MS, SYNC_MS = 300, 600
 TIMEOUTS = Timeouts(400, 100, 200, 100, 200, 100)
-MUTATIONS = ("no-locking", "quorum-2f", "no-wal")
+MUTATIONS = ("no-locking", "quorum-2f", "no-wal", "no-pol")
 HISTORY = 4000  # messages kept for replay attacks
 
 
@@ -179,6 +179,10 @@ class World:
             self.push(self.rng.randint(1, SYNC_MS), SYNC, node.idx, None)
         for c in p.crashes:
             self.push(c.at_ms, CRASH if c.mode == "now" else ARM, c.node, c)
+        for node in nodes:
+            if isinstance(node, ByzantineNode) and "stops" in node.behaviours:
+                # Any time up to GST: what it sent until then reached only whom it reached.
+                self.push(self.rng.randint(0, p.gst_ms), STOP, node.idx, None)
         self.push(p.gst_ms, GST, -1, None)
         target = deadline = -1
         events = 0
@@ -208,6 +212,9 @@ class World:
             elif kind == RESTART:
                 self.count("restarts", 1)
                 nodes[idx].boot()
+            elif kind == STOP:
+                nodes[idx].crash()  # for good: no restart is scheduled
+                self.count("stopped", 1)
             elif kind == GST:
                 for node in nodes:
                     node.armed = None
