@@ -5,9 +5,16 @@ it must never vote on them again (consensus only moves forward), so it fetches t
 blocks with their commit certificates instead:
 
 * The sync thread wakes every ``sync_interval_ms``, or at once when the consensus
-  thread sees messages for a height beyond the next one (``kick``), and asks one
-  peer (random order, injected ``random.Random``) for ``GET /v1/sync/blocks?from=
+  thread sees messages for a height beyond the next one (``kick``), and asks a peer
+  (random order, injected ``random.Random``) for ``GET /v1/sync/blocks?from=
   H&limit=N``, H being our head + 1.
+* A peer that does not answer within ``HEDGE_S`` is not waited for alone: the next
+  one is asked too, and the first usable answer wins. A hung or blackholed peer
+  would otherwise hold catch-up for the whole read timeout (10 s), and a node that
+  is behind cannot vote until it has caught up. Each fetch runs on its own daemon
+  thread with its own session (so a hung one never delays shutdown), a peer with a
+  fetch still out is not asked again, and a peer that failed is asked after the
+  others for ``COOLDOWN_S``.
 * The answer is decoded strictly (``node.wire``) and checked for shape: contiguous
   heights from H, each commit naming its block's height and hash. Each block is then
   fed to the consensus thread as ``CommittedBlockFromSync``; the core verifies the
@@ -24,6 +31,7 @@ a count and a byte budget.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 from collections.abc import Callable
@@ -45,6 +53,13 @@ log = logging.getLogger(__name__)
 MAX_BLOCKS = 100
 #: How long to wait for fed blocks to be committed before asking again.
 _APPLY_WAIT = 10.0
+#: After this long without an answer the next peer is asked as well.
+HEDGE_S = 1.0
+#: A peer that failed is asked only after the others for this long.
+COOLDOWN_S = 15.0
+
+#: A fetch's outcome: (the peer's head, the blocks it sent), or None if it failed.
+Fetched = tuple[int, list[CommittedBlockFromSync]] | None
 
 
 def serve_blocks(chain: Chain, start: int, limit: int, max_bytes: int) -> bytes:
@@ -76,7 +91,11 @@ class BlockSync:
         self._feed = feed
         self._metrics = metrics
         self._max_bytes = max_response_bytes
-        self._session = session_factory()
+        # One session per peer: fetches to different peers run at once.
+        self._sessions = {name: session_factory() for name in self._peers}
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()  # peers with a fetch still out
+        self._cool_until: dict[str, float] = {}
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._head_moved = threading.Condition()
@@ -101,7 +120,8 @@ class BlockSync:
             self._head_moved.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._session.close()
+        for session in self._sessions.values():
+            session.close()
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -116,31 +136,82 @@ class BlockSync:
                 log.exception("block sync round failed")
 
     def sync_once(self) -> bool:
-        """Ask one peer after another until one gives blocks; True if it has more."""
+        """Ask peers (hedged, see the module header) until one gives a usable answer;
+        True if that peer has more blocks for us."""
+        start = self._chain.head_height + 1
+        answer = self._race(start)
+        if answer is None:
+            return False
+        peer_head, events = answer
+        if not events:
+            return False  # the first peer to answer is not ahead of us
+        for ev in events:
+            self._feed(ev)
+        self._await_height(events[-1].height)
+        return peer_head > self._chain.head_height and self._chain.head_height >= start
+
+    def _order(self) -> list[str]:
+        """Peers to ask: shuffled, those that failed lately last, none with a fetch out."""
+        now = self._clock.monotonic()
         names = sorted(self._peers)
         self._rng.shuffle(names)
-        for name in names:
-            start = self._chain.head_height + 1
-            got = self._fetch(name, start)
-            if got is None:
+        with self._lock:
+            names = [n for n in names if n not in self._busy]
+            return sorted(names, key=lambda n: self._cool_until.get(n, 0.0) > now)
+
+    def _race(self, start: int) -> tuple[int, list[CommittedBlockFromSync]] | None:
+        """The first usable answer for blocks from ``start``: blocks, or a head that says
+        the peer is not ahead. One peer first; the next joins whenever ``HEDGE_S`` passes
+        without an answer or an answer is unusable."""
+        todo = self._order()
+        answers: queue.Queue[tuple[str, Fetched]] = queue.Queue()  # this race's alone
+        out = 0
+        while todo or out:
+            if todo and not out:
+                self._launch(todo.pop(0), start, answers)
+                out += 1
+            try:
+                name, got = answers.get(timeout=HEDGE_S if todo else 0.5)
+            except queue.Empty:
+                if self._stopped.is_set():
+                    return None
+                if todo:  # no answer in time: ask the next one as well
+                    self._launch(todo.pop(0), start, answers)
+                    out += 1
                 continue
-            peer_head, events = got
-            if not events:
-                if peer_head >= start:
-                    continue  # it claims blocks it did not send: try another peer
-                return False  # nobody we asked is ahead of us
-            for ev in events:
-                self._feed(ev)
-            self._await_height(events[-1].height)
-            return peer_head > self._chain.head_height and self._chain.head_height >= start
-        return False
+            out -= 1
+            if got is not None and (got[1] or got[0] < start):
+                return got
+            # Failed, or claims blocks it did not send: ask the others first for a while.
+            with self._lock:
+                self._cool_until[name] = self._clock.monotonic() + COOLDOWN_S
+        return None
+
+    def _launch(self, name: str, start: int, answers: queue.Queue[tuple[str, Fetched]]
+                ) -> None:
+        with self._lock:
+            self._busy.add(name)
+
+        def fetch() -> None:
+            got: Fetched = None
+            try:
+                got = self._fetch(name, start)
+            except Exception:  # a bug in handling one answer must not end syncing
+                log.exception("block sync from %s failed", name)
+            finally:
+                with self._lock:
+                    self._busy.discard(name)
+                answers.put((name, got))
+
+        # Daemon: a fetch hung on a dead peer ends by its own timeout, never holds exit.
+        threading.Thread(target=fetch, name="block-sync-fetch", daemon=True).start()
 
     def _fetch(self, name: str, start: int) -> tuple[int, list[CommittedBlockFromSync]] | None:
         url = f"{self._peers[name]}/v1/sync/blocks"
         m = self._metrics.sync_fetches
         try:
-            resp = self._session.get(url, params={"from": start, "limit": MAX_BLOCKS},
-                                     timeout=(1.0, 10.0))
+            resp = self._sessions[name].get(url, params={"from": start, "limit": MAX_BLOCKS},
+                                            timeout=(1.0, 10.0))
             body = resp.content
         except requests.RequestException as exc:
             m.inc(1, "unreachable")
