@@ -31,9 +31,13 @@ How it works
   a dead one, a partition into two random sides (refusing or blackholing), one-way
   cuts of random directed links, slow and lossy links (delay, dropped chunks), heal.
   ``calm`` heals everything and starts every node, then may kill or cut off one (f = 1
-  faulty), and holds long enough for the liveness rule to apply. Each kind comes once,
-  in a random order, before the draws are free. ``log`` keeps what it did and when, for
-  the failure message, and ``windows`` the stretches in which a quorum was up and linked
+  faulty), and holds long enough for the liveness rule to apply. ``split`` starts every
+  node and then splits them evenly (neither side a quorum) for ``split_s``: long enough
+  for each side to decide a height of its own if quorums were too small, which a random
+  partition, often uneven or with a node down on one side, does only by chance. Each
+  kind comes once, in a random order, before the draws are free, and the run goes on
+  past its time until all have come. ``log`` keeps what it did and when, for the
+  failure message, and ``windows`` the stretches in which a quorum was up and linked
   (wall clock, so they compare with the commit times in the node logs).
 """
 
@@ -130,6 +134,9 @@ class Nemesis:
     max_down: int = 2
     #: how long ``calm`` holds: the liveness bound plus a margin
     calm_s: float = 15.0
+    #: how long ``split`` holds: enough rounds of the tests' timeouts, from a high round, that
+    #: each side of a wrongly small quorum has a proposer of its own in one of them
+    split_s: float = 12.0
     t0: float = field(default_factory=time.monotonic)
     log: list[str] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
@@ -139,7 +146,7 @@ class Nemesis:
     #: exit codes of nodes stopped with SIGTERM (each should be 0)
     stop_codes: list[tuple[str, int]] = field(default_factory=list)
     owed: set[str] = field(default_factory=lambda: {
-        "partition", "one_way", "flaky", "heal", "kill", "term", "start", "calm"})
+        "partition", "one_way", "flaky", "heal", "kill", "term", "start", "calm", "split"})
 
     @property
     def down(self) -> list[str]:
@@ -203,7 +210,7 @@ class Nemesis:
         up, down = list(c.procs), self.down
         # Partitions are drawn most: a split is where a wrong quorum would show.
         choices = ["partition", "partition", "partition", "one_way", "flaky", "heal", "heal",
-                   "calm"]
+                   "calm", "split"]
         if len(down) < self.max_down:
             choices += ["kill", "kill", "term"]
         if down:
@@ -251,6 +258,17 @@ class Nemesis:
             for link in links:
                 c.links[link].delay_ms, c.links[link].drop = delay, drop
             self.note(f"{len(links)} links slow {delay} ms, lossy {drop}")
+        elif op == "split":
+            # Every node running, so both sides hold as many voters as they can.
+            self._calm()
+            names = list(c.names)
+            rng.shuffle(names)
+            half = len(names) // 2
+            mode = rng.choice(["refuse", "blackhole"])
+            c.partition(names[:half], names[half:], mode=mode)
+            self.note(f"split {sorted(names[:half])} | {sorted(names[half:])} ({mode}) "
+                      f"for {self.split_s} s")
+            return self.split_s
         elif op == "calm":
             # Liveness is promised with up to f nodes faulty, not only with none.
             self._calm()
