@@ -27,6 +27,9 @@ Public blueprint::
                                      (an absence proof for an unknown one); the usual
                                      request is served ahead of Flask (``node.fastpath``)
     GET  /v1/status                  height, round, step, hashes, validators, peers, mempool
+    GET  /v1/evidence                validators seen signing two votes (or proposals) for
+                                     one step: both signatures, for anyone to check
+                                     (``node.evidence.check``)
     GET  /metrics                    Prometheus text
 
 Internal blueprint (validator to validator)::
@@ -100,6 +103,8 @@ class ApiDeps:
     #: clients following the chain ask for the newest blocks, and decoding one from the
     #: store means SM3 over every tx (~6 ms per MB) again.
     recent_block: Callable[[int], Block | None] = lambda height: None
+    #: ``{"chain_id", "evidence": [record...], "not_kept"}`` (``node.evidence``)
+    evidence: Callable[[], dict[str, Any]] = lambda: {"evidence": [], "not_kept": 0}
 
 
 class ApiError(Exception):
@@ -334,6 +339,11 @@ def batch_outcome(deps: ApiDeps, data: bytes) -> Outcome:
 @public.get("/v1/status")
 def status() -> Any:
     return jsonify(_deps().status())
+
+
+@public.get("/v1/evidence")
+def evidence() -> Any:
+    return jsonify(_deps().evidence())
 
 
 @public.get("/metrics")

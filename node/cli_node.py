@@ -1,4 +1,9 @@
-"""``certledger network init`` and ``certledger node run``.
+"""``certledger network init``, ``certledger node run`` and ``certledger node evidence``.
+
+``node evidence`` asks each ``--node`` for the equivocations it kept
+(``GET /v1/evidence``) and checks every record's two signatures itself
+(``node.evidence.check``), so it trusts none of the nodes: a record that does not
+prove itself ends the command with an error naming the node that served it.
 
 ``node run`` loads the config and the validator key (passphrase from the
 environment variable the config names, else a prompt), then - before any SM2
@@ -23,10 +28,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from certificates import keystore
+from network.client import NodeClient
+from node.cli_types import check_node_urls, echo_json, one_line
 from node.clock import SystemClock, production_rng
 from node.config import NodeConfig, cannot_listen, load_config
 from node.errors import NodeError
@@ -140,6 +148,41 @@ def run(config: Path) -> None:
     code = node.run()
     if code:
         raise click.ClickException("node stopped after a fatal error; see the log")
+
+
+@node_group.command("evidence")
+@click.option("--node", "nodes", multiple=True, required=True, callback=check_node_urls,
+              help="A node's URL; repeat to gather from several.")
+@click.option("--chain-id", default=None,
+              help="The chain the signatures must be for (default: what the nodes say).")
+@one_line
+def evidence(nodes: tuple[str, ...], chain_id: str | None) -> None:
+    """Print the validators' equivocations the nodes kept, each one checked here."""
+    from node.evidence import EvidenceError, EvidenceRecord, check
+
+    found: dict[tuple[bytes, int, int, str], dict[str, Any]] = {}
+    for url in nodes:
+        with NodeClient([url]) as client:
+            body = client.request("GET", "/v1/evidence")
+        if not isinstance(body, dict) or not isinstance(body.get("evidence"), list):
+            raise click.ClickException(f"{url}: not an evidence answer")
+        said = body.get("chain_id")
+        if not isinstance(said, str):
+            raise click.ClickException(f"{url}: the evidence answer names no chain")
+        chain_id = chain_id or said
+        if said != chain_id:
+            raise click.ClickException(f"{url} is on chain {said!r}, not {chain_id!r}")
+        for item in body["evidence"]:
+            try:
+                rec = EvidenceRecord.from_json(item)
+                check(rec, chain_id)
+            except EvidenceError as exc:
+                raise click.ClickException(f"{url} serves evidence that does not prove "
+                                           f"itself: {exc}") from exc
+            entry = found.setdefault(rec.key, {**item, "seen_by": []})
+            entry["seen_by"].append(url)
+    echo_json({"chain_id": chain_id, "evidence": sorted(
+        found.values(), key=lambda e: (e["height"], e["round"], e["kind"], e["key_id"]))})
 
 
 def register(root: click.Group) -> None:

@@ -27,7 +27,8 @@ order before the next item, exactly as ``tests/sim/node.py`` drives the core:
   ignored by the core (Alg.1 L57 needs step = propose).
 * ``Commit``: ``Chain.commit_block`` (one synced batch), WAL compaction, mempool
   update; only then do the effects after it (the next height's votes) run.
-* ``Evidence``: counted and logged.
+* ``Evidence``: counted, and handed to ``on_evidence`` (the runtime keeps it on disk
+  and serves it, ``node.evidence``).
 
 Proposals for the *next* height are held here, not given to the core, until our
 commit of the current height has run: the core would otherwise judge them (and
@@ -67,7 +68,7 @@ from node.consensus.events import (
     ValueReady,
     VoteReceived,
 )
-from node.consensus.messages import Message, Proposal, Step
+from node.consensus.messages import Message, Misbehaviour, Proposal, Step
 from node.consensus.state import ConsensusState
 from node.consensus.wal import Wal
 from node.ledger_app import LedgerApp
@@ -125,10 +126,12 @@ class ConsensusLoop:
                  mempool: Mempool, metrics: NodeMetrics, clock: Clock, cfg: NodeConfig, *,
                  on_fatal: Callable[[BaseException], None],
                  on_future: Callable[[], None] = lambda: None,
-                 on_commit: Callable[[int], None] = lambda h: None) -> None:
+                 on_commit: Callable[[int], None] = lambda h: None,
+                 on_evidence: Callable[[Misbehaviour], None] = lambda m: None) -> None:
         self.ctx, self.app, self.wal, self.outbox = ctx, app, wal, outbox
         self.mempool, self.metrics, self.clock, self.cfg = mempool, metrics, clock, cfg
         self._on_fatal, self._on_future, self._on_commit = on_fatal, on_future, on_commit
+        self._on_evidence = on_evidence
         self.queue: queue.Queue[Any] = queue.Queue()
         self.timers = Timers(clock, self.queue.put)
         self.state: ConsensusState | None = None
@@ -308,7 +311,7 @@ class ConsensusLoop:
                 self._request_value(eff)
             elif isinstance(eff, Evidence):
                 self.metrics.evidence.inc()
-                log.warning("validator equivocated: %s", type(eff.misbehaviour).__name__)
+                self._on_evidence(eff.misbehaviour)
         self._flush(out)
 
     def _flush(self, out: list[Message]) -> None:

@@ -45,10 +45,12 @@ from node.api import ApiDeps, create_app
 from node.clock import Clock
 from node.config import NodeConfig
 from node.consensus.context import Context
+from node.consensus.messages import DuplicateVote, Misbehaviour
 from node.consensus.signing import Sm2Signer, Sm2Verifier
 from node.consensus.wal import FileStorage, Wal
 from node.effects import ConsensusLoop
 from node.errors import MempoolError
+from node.evidence import EvidenceLog, record_of
 from node.ledger_app import LedgerApp
 from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
@@ -102,11 +104,11 @@ class Node:
         self.chain = chain = open_chain(cfg, genesis, self.sig_cache)
         self.chain_id = chain.chain_id
         self._wal_storage: FileStorage | None = None
+        self.evidence: EvidenceLog | None = None
         try:
             self._build(cfg, key, clock, rng)
         except BaseException:
-            if self._wal_storage is not None:
-                self._wal_storage.close()
+            self._close_files()
             chain.close()
             raise
 
@@ -118,6 +120,10 @@ class Node:
         if self.wal.torn_bytes:
             log.warning("cut %d bytes of a torn WAL record (crash during a write)",
                         self.wal.torn_bytes)
+        self.evidence = EvidenceLog.open(cfg.data_dir / "evidence.log")
+        if self.evidence.torn_bytes:
+            log.warning("cut %d bytes of a torn evidence record (crash during a write)",
+                        self.evidence.torn_bytes)
         self.metrics = NodeMetrics()
         max_payload = cfg.block.max_bytes * 2 + 64 * 1024  # a gossip may carry two proposals
         max_env = max_payload + ENVELOPE_OVERHEAD
@@ -143,7 +149,8 @@ class Node:
                               max_response_bytes=self.max_consensus_body)
         self.loop = ConsensusLoop(self.ctx, self.app, self.wal, self.outbox, self.mempool,
                                   self.metrics, clock, cfg, on_fatal=self._fatal,
-                                  on_future=self.sync.kick, on_commit=self._committed)
+                                  on_future=self.sync.kick, on_commit=self._committed,
+                                  on_evidence=self._equivocated)
         self._keys = self.app.known_keys()
         self.admission = Admission(
             self.mempool, add_client=self._admit_client, add_peer=self._admit_peer,
@@ -157,7 +164,8 @@ class Node:
             chain=chain, submit=self.submit, pending=self.mempool.__contains__,
             status=self.status, metrics=self.metrics, inbox=self.inbox,
             max_tx_body=cfg.api.max_body_bytes, max_consensus_body=self.max_consensus_body,
-            max_sync_bytes=max_payload, recent_block=self.app.recent_block)),
+            max_sync_bytes=max_payload, recent_block=self.app.recent_block,
+            evidence=self.evidence_json)),
             cfg.api.host, cfg.api.port, threads=cfg.api.threads,
             max_body=self.max_consensus_body + 1024 * 1024)
         self._stop = threading.Event()
@@ -221,16 +229,40 @@ class Node:
             # what it writes. Each write is synced, so leaving them to process exit is safe.
             log.error("consensus thread did not stop in time; leaving the store to exit")
             return
-        if self._wal_storage is not None:
-            self._wal_storage.close()
+        self._close_files()
         self.chain.close()
         log.info("node stopped")
+
+    def _close_files(self) -> None:
+        if self._wal_storage is not None:
+            self._wal_storage.close()
+        if self.evidence is not None:
+            self.evidence.close()
 
     def _fatal(self, exc: BaseException) -> None:
         self._fatal_error = exc
         self._stop.set()
 
     # ------------------------------------------------------------------ callbacks
+
+    def _equivocated(self, m: Misbehaviour) -> None:
+        """Consensus thread: keep the core's find on disk, for ``GET /v1/evidence``."""
+        signer = m.first.validator if isinstance(m, DuplicateVote) else m.first.proposer
+        v = self.ctx.validators_for(m.first.height).by_key_id[signer]
+        rec = record_of(m, v.public_key, self.clock.time_ms())
+        assert self.evidence is not None
+        kept = self.evidence.add(rec)
+        log.warning("validator %s equivocated", v.name, extra={"fields": {
+            "validator": v.name, "key_id": v.key_id.hex(), "kind": rec.kind,
+            "height": rec.height, "round": rec.round, "kept": kept}})
+
+    def evidence_json(self) -> dict[str, Any]:
+        assert self.evidence is not None
+        names = {v.key_id: v.name
+                 for v in self.chain.validator_set(self.chain.head_height + 1).validators}
+        return {"chain_id": self.chain_id,
+                "evidence": [r.to_json(names) for r in self.evidence.records()],
+                "not_kept": self.evidence.not_kept}
 
     def _ctx(self) -> BlockContext:
         return BlockContext(self.chain_id, self.chain.head_height + 1, self.clock.time_ms())

@@ -458,6 +458,24 @@ def test_next_height_messages_are_buffered_and_replayed() -> None:
     assert s.height == 2 and s.log.round(0).prevotes.count(vid(a2)) == 2
 
 
+def test_an_equivocation_sent_ahead_of_its_height_is_evidence_when_it_starts() -> None:
+    a2, b2 = value(2, b"A"), value(2, b"B")
+    s = play(fresh(), [
+        Expect(ev_vote(PRE, 2, 0, a2, 0), []),
+        Expect(ev_vote(PRE, 2, 0, b2, 0), []),  # the same validator, another value
+        Expect(ev_vote(PRE, 2, 0, a2, 0), []),  # a re-send: held once
+        Expect(ProposalReceived(proposal(1, 0, A)), sent(vote(PRE, 1, 0, A))),
+        Expect(ev_vote(PC, 1, 0, A, 0), []),
+        Expect(ev_vote(PC, 1, 0, A, 1), []),
+    ])
+    assert s.stats.buffered == 2 and s.evidence == []
+    s, effects = step(s, ev_vote(PC, 1, 0, A, 3))
+    dup = DuplicateVote(vote(PRE, 2, 0, a2, 0), vote(PRE, 2, 0, b2, 0))
+    assert s.height == 2 and Evidence(dup) in effects and s.evidence == [dup]
+    pv = s.log.round(0).prevotes
+    assert (pv.count(vid(a2)), pv.count(vid(b2))) == (1, 1)  # both count, as at the height
+
+
 def test_round_window_bounds_what_is_stored() -> None:
     s = play(fresh(), [Expect(ev_vote(PRE, 1, 10_000, A, 0), [])])
     assert s.stats.round_window_dropped == 1 and 10_000 not in s.log.rounds

@@ -16,7 +16,10 @@ the cluster committing:
   validator's key around a payload that does not decode (the signature covers what is
   decoded from the payload, so it cannot be authenticated: ``envelope_malformed``);
 * an oversized body (413, ``envelope_oversized``) and an oversized envelope inside
-  a batch (``envelope_oversized``).
+  a batch (``envelope_oversized``);
+* a validator signing two prevotes for one step: counted (``certledger_evidence_total``)
+  and served by ``GET /v1/evidence`` as a record whose two signatures the test checks
+  itself, still served after the victim is SIGKILLed and restarted.
 
 The validator whose key seals the replay is stopped first and restarted after:
 its sequence numbers start from the wall clock in nanoseconds, so ours (taken
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -36,6 +40,7 @@ from certificates import canonical, sm2
 from ledger.commit import vote_sign_bytes
 from network.envelope import seal, seal_batch
 from node.consensus.messages import Vote
+from node.evidence import EvidenceRecord, check
 from node.wire import KIND_CONSENSUS, cover_messages, encode_messages
 from tests.cluster import Cluster
 
@@ -200,6 +205,48 @@ def test_replayed_old_vote_and_bad_relayed_votes(cluster: Cluster) -> None:
     keeps_committing(c)
 
     # The sealer comes back with fresh sequence numbers; the four of them go on.
+    c.restart(SEALER)
+    top = max(c.heights([n for n in c.names if n != SEALER]).values())
+    c.wait_height(top + 1, timeout=40, names=[SEALER])
+    keeps_committing(c)
+
+
+def test_a_double_vote_is_kept_as_checkable_evidence_across_a_restart(cluster: Cluster) -> None:
+    c = cluster
+    key = c.validator_key(SEALER)
+    assert c.stop([SEALER]) == {SEALER: 0}  # its sequence numbers, as above
+    # Two prevotes by the sealer for one step: a block id and nil. For the next height,
+    # so they are judged (buffered for it) even if a block lands meanwhile.
+    h = int(c.status(VICTIM)["consensus"]["height"]) + 1
+    x = bytes(range(32))
+    pair = [vote(c, key, h, 0, x), vote(c, key, h, 0, None)]
+    evidence_before = c.metrics(VICTIM).get("certledger_evidence_total", 0)
+    r = send(c, seal_batch([seal(c.chain_id, KIND_CONSENSUS, encode_messages(pair), key,
+                                 time.time_ns(), covers=cover_messages(pair))]))
+    assert r.status_code == 202, r.text
+
+    def served() -> list[dict[str, Any]]:
+        body = c.get(VICTIM, "/v1/evidence").json()
+        assert body["chain_id"] == c.chain_id and body["not_kept"] == 0, body
+        return [e for e in body["evidence"] if e["height"] == h]
+
+    deadline = time.monotonic() + 15
+    while not (mine := served()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(mine) == 1, mine
+    assert mine[0]["validator"] == SEALER and mine[0]["kind"] == "prevote", mine
+    rec = EvidenceRecord.from_json(mine[0])
+    check(rec, c.chain_id)  # the reader needs no trust in the node: both signatures hold
+    assert {rec.first.value_id, rec.second.value_id} == {x, None}
+    assert rec.key_id == key.public.key_id
+    assert c.metrics(VICTIM)["certledger_evidence_total"] == evidence_before + 1
+    keeps_committing(c)
+
+    # Kept on disk: the victim restarted (SIGKILL, no clean stop) still serves it.
+    c.kill(VICTIM)
+    c.restart(VICTIM)
+    assert served() == mine
+
     c.restart(SEALER)
     top = max(c.heights([n for n in c.names if n != SEALER]).values())
     c.wait_height(top + 1, timeout=40, names=[SEALER])

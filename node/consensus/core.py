@@ -202,7 +202,7 @@ def enter_height(s: ConsensusState, height: int, out: list[Effect]) -> None:
     buffered, s.next_height = s.next_height, {}
     start_round(s, 0, out)  # L54
     advance(s, out, 0)
-    for m in buffered.values():
+    for m in (m for held in buffered.values() for m in held):
         if s.height != height:
             break  # decided again on the way; the rest is for a height that is over
         if isinstance(m, Proposal):

@@ -11,6 +11,9 @@ A validly signed vote that conflicts with one we already hold from the same
 validator for the same (height, round, type) is evidence of equivocation: it is
 kept (``state.evidence``) and announced (an ``Evidence`` effect); it still
 counts for its own value (see ``votebook`` for why that is safe and needed).
+Messages for the next height are checked and buffered, different statements from
+one signer included (up to the same cap), so a conflict sent ahead of its height
+is found when the buffer is replayed.
 """
 
 from __future__ import annotations
@@ -95,8 +98,9 @@ def _other_height(s: ConsensusState, m: Message) -> None:
         key = ("proposal", m.proposer, m.round)
     else:
         key = (m.type, m.validator, m.round)
-    if key in s.next_height:
-        s.stats.duplicate += 1
+    held = s.next_height.get(key, [])
+    if any(_statement(h) == _statement(m) for h in held) or len(held) >= MAX_CONFLICTS:
+        s.stats.duplicate += 1  # a re-send (or re-signing) of what is held, or past the cap
         return
     # validators_for(h+1) is known at height h: the ledger applies changes at h+2.
     vs = s.next_validators
@@ -104,8 +108,13 @@ def _other_height(s: ConsensusState, m: Message) -> None:
         vs = s.next_validators = s.ctx.validators_for(m.height)
     ok = _check_proposal(s, vs, m, 0) if isinstance(m, Proposal) else _check_vote(s, vs, m, 0)
     if ok:
-        s.next_height[key] = m
+        s.next_height.setdefault(key, []).append(m)
         s.stats.buffered += 1
+
+
+def _statement(m: Message) -> tuple[bytes | None, int]:
+    """What a signer asserts: two different statements for one key are equivocation."""
+    return (m.value_id, m.pol_round) if isinstance(m, Proposal) else (m.value_id, -1)
 
 
 def _check_vote(s: ConsensusState, vs: ValidatorSet, v: Vote, base_round: int) -> bool:

@@ -72,7 +72,9 @@ class ConsensusState:
     log: HeightLog = field(default_factory=HeightLog)
     # Verified messages for height+1, keyed (kind, sender, round): a node a little
     # behind must not lose the next height's first votes while it finishes this one.
-    next_height: dict[tuple[str, bytes, int], Message] = field(default_factory=dict)
+    # Up to MAX_CONFLICTS different statements per key, like the vote book, so an
+    # equivocation sent ahead of its height is still found (as evidence) on replay.
+    next_height: dict[tuple[str, bytes, int], list[Message]] = field(default_factory=dict)
     next_validators: ValidatorSet | None = None  # validators_for(height + 1), once asked
     # Double-sign guard: what we signed at the current height. A key present
     # here is never signed again with any value.
