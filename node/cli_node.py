@@ -37,6 +37,7 @@ from network.client import NodeClient
 from node.cli_types import check_node_urls, echo_json, one_line
 from node.clock import SystemClock, production_rng
 from node.config import NodeConfig, cannot_listen, load_config
+from node.consensus.errors import ConsensusError
 from node.errors import NodeError
 from node.netinit import DEFAULT_BASE_PORT, IssuerSpec, NetworkPlan, init_network, with_consensus
 
@@ -133,7 +134,7 @@ def run(config: Path) -> None:
     setup_logging(cfg.name, cfg.log_level, cfg.log_file, stream=sys.stderr)
     try:
         node = Node(cfg, key, clock=SystemClock(), rng=production_rng())
-    except NodeError as exc:
+    except (NodeError, ConsensusError) as exc:  # a damaged WAL or evidence log, say
         raise click.ClickException(str(exc)) from exc
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from certificates import canonical, sm2
 from certificates.errors import CertificatesError
 from ledger.commit import vote_sign_bytes
+from node.consensus.errors import WalCorruptError
 from node.consensus.messages import DuplicateVote, Misbehaviour
 from node.consensus.messages import proposal_sign_bytes as _proposal_sign_bytes
 from node.consensus.wal import FileStorage, MemoryStorage, frame, unframe
@@ -45,6 +46,7 @@ from node.errors import NodeError
 #: Records kept per validator; later ones are counted in ``EvidenceLog.not_kept``.
 PER_VALIDATOR = 64
 _VERSION = 1
+_ASIDE = "move the file aside to start the node (its evidence is then lost to this node)"
 Kind = Literal["prevote", "precommit", "proposal"]
 _KINDS: tuple[Kind, ...] = ("prevote", "precommit", "proposal")
 
@@ -186,8 +188,16 @@ class EvidenceLog:
     def __init__(self, storage: FileStorage | MemoryStorage) -> None:
         self._storage = storage
         self._lock = threading.Lock()
+        where = getattr(storage, "path", "evidence log")
         data = storage.read()
-        payloads, good = unframe(data)
+        try:
+            payloads, good = unframe(data)
+            records = [EvidenceRecord.decode(p) for p in payloads]
+        except WalCorruptError as exc:
+            raise EvidenceError(f"{where}: a record before the last fails its checksum, which "
+                                f"is damage, not a torn write; {_ASIDE}") from exc
+        except EvidenceError as exc:
+            raise EvidenceError(f"{where}: {exc}; {_ASIDE}") from exc
         #: bytes of a torn last record cut at open (a crash during an append)
         self.torn_bytes = len(data) - good
         if self.torn_bytes:
@@ -197,8 +207,8 @@ class EvidenceLog:
         self._per_key: dict[bytes, int] = {}
         #: records not kept: a validator past ``PER_VALIDATOR``
         self.not_kept = 0
-        for p in payloads:
-            self._remember(EvidenceRecord.decode(p))
+        for rec in records:
+            self._remember(rec)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> EvidenceLog:

@@ -45,6 +45,7 @@ from node.api import ApiDeps, create_app
 from node.clock import Clock
 from node.config import NodeConfig
 from node.consensus.context import Context
+from node.consensus.errors import WalCorruptError
 from node.consensus.messages import DuplicateVote, Misbehaviour
 from node.consensus.signing import Sm2Signer, Sm2Verifier
 from node.consensus.wal import FileStorage, Wal
@@ -116,7 +117,10 @@ class Node:
                rng: random.Random) -> None:
         chain = self.chain
         self._wal_storage = FileStorage(cfg.data_dir / "consensus.wal")
-        self.wal = Wal(self._wal_storage)
+        try:
+            self.wal = Wal(self._wal_storage)
+        except WalCorruptError as exc:
+            raise WalCorruptError(f"{self._wal_storage.path}: {exc}") from exc
         if self.wal.torn_bytes:
             log.warning("cut %d bytes of a torn WAL record (crash during a write)",
                         self.wal.torn_bytes)

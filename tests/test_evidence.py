@@ -251,3 +251,20 @@ def test_the_cli_reports_an_unreachable_node_in_one_line() -> None:
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
     r = _run("--node", "ftp://example")
     assert r.exit_code == 2 and "--node" in r.output, r.output
+
+
+def test_damage_before_the_last_record_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "evidence.log"
+    log = EvidenceLog.open(path)
+    log.add(dup_vote())
+    log.add(replace(dup_vote(), round=9))
+    log.close()
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0xFF  # inside the first record, with a whole record after it
+    path.write_bytes(bytes(data))
+    with pytest.raises(EvidenceError, match=r"evidence\.log: a record before the last .* aside"):
+        EvidenceLog.open(path)
+    # A record that frames well but is no evidence record is refused the same way.
+    path.write_bytes(frame(b"\x81\xa1v\x02"))
+    with pytest.raises(EvidenceError, match=r"evidence\.log: .*version 1.* aside"):
+        EvidenceLog.open(path)

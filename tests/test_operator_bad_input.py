@@ -1,8 +1,9 @@
 """An operator's mistakes are one clear line and a non-zero exit, never a traceback.
 
-Covers ``node run`` with an unusable ``[api] host``, ``network init`` with a bad host or
-a bad argument (nothing is left behind, so a corrected re-run on the same --out works),
-``audit`` given a node's data_dir, and ``scripts/cluster.sh`` given a relative DIR.
+Covers ``node run`` with an unusable ``[api] host`` or a damaged consensus WAL or
+evidence log, ``network init`` with a bad host or a bad argument (nothing is left
+behind, so a corrected re-run on the same --out works), ``audit`` given a node's
+data_dir, and ``scripts/cluster.sh`` given a relative DIR.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ledger.chain import Chain
 from ledger.store import LevelDBStore
 from node.cli import cli
 from node.clock import ManualClock
+from node.consensus.wal import frame
 from node.errors import NetInitError
 from node.netinit import NetworkPlan, init_network
 from tests.crash_child import grow
@@ -251,3 +253,19 @@ def test_cluster_script_resolves_a_relative_dir_against_the_callers_cwd(
     assert re.search(rf"--out {re.escape(str(caller / 'net'))}(\s|$)", calls.read_text())
     assert (caller / "net" / "network.json").is_file()
     assert not (script.parents[1] / "net").exists()
+
+
+@pytest.mark.parametrize("name", ["consensus.wal", "evidence.log"])
+def test_node_run_with_a_damaged_log_is_one_line_naming_it(tmp_path: Path, name: str) -> None:
+    # Two records, the first one garbled: damage, not a torn last write.
+    init_network(NetworkPlan(1, kdf_iterations=1000), tmp_path / "net", ManualClock(), PASS)
+    cfg = tmp_path / "net" / "node-1.toml"
+    data_dir = tmp_path / "net" / "data" / "node-1"
+    data_dir.mkdir(parents=True)
+    first, second = bytearray(frame(b"\x01" * 40)), frame(b"\x02" * 40)
+    first[12] ^= 0xFF
+    (data_dir / name).write_bytes(bytes(first) + second)
+    res = certledger("node", "run", "--config", str(cfg), env={"CERTLEDGER_PASSPHRASE": PASS})
+    assert res.returncode != 0
+    line = one_error_line(res.stderr)
+    assert str(data_dir / name) in line and "not a torn write" in line, line
