@@ -12,7 +12,11 @@ Safety, checked as it happens (each commit, each message sent):
 * order       - an honest node commits heights 1, 2, 3, ... in order;
 * double-sign - no honest validator ever sent two different signed messages
   for one (height, round, step); every message any honest node sends is
-  looked at, including re-sends after a crash.
+  looked at, including re-sends after a crash;
+* evidence    - every piece of evidence an honest node's core reports names a
+  Byzantine validator (never an honest one, crashed and restarted or not), and
+  the record the node would keep of it (``node.evidence.record_of``) proves
+  itself under ``node.evidence.check`` with the nodes' own ``Verifier``.
 
 Liveness is judged by the runner: after GST every honest node must commit
 ``heights_after_gst`` more heights within the plan's budget of virtual time.
@@ -26,12 +30,13 @@ from ledger.commit import ValidatorSet
 from ledger.errors import CommitError
 from node.consensus.certs import commit_problem
 from node.consensus.events import Commit
-from node.consensus.messages import Message, Proposal, Verifier
+from node.consensus.messages import DuplicateVote, Message, Misbehaviour, Proposal, Verifier
+from node.evidence import EvidenceError, check, record_of
 from tests.sim import app
 
 #: Violations that end a run at once; the others are recorded and the run goes on
 #: (a broken quorum yields bad certificates first and forks a little later).
-STOPPING = frozenset({"agreement", "validity", "double-sign"})
+STOPPING = frozenset({"agreement", "validity", "double-sign", "false-evidence"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,26 @@ class Checker:
         if prev is not msg and _content(prev) != _content(msg):
             self._fail("double-sign", now, f"node {node} signed {key[3]} at h={key[1]} "
                        f"r={key[2]} twice: {_content(prev)} and {_content(msg)}")
+
+    def on_evidence(self, node: int, m: Misbehaviour, now: int) -> None:
+        if node not in self.honest:
+            return
+        signer = m.first.validator if isinstance(m, DuplicateVote) else m.first.proposer
+        index = {v.key_id: i for i, v in enumerate(self.validators.validators)}.get(signer)
+        if index is None:
+            self._fail("evidence", now, f"node {node} reported evidence against a key "
+                       f"outside the validator set: {signer.hex()}")
+            return
+        if index in self.honest:
+            self._fail("false-evidence", now, f"node {node} reported honest validator "
+                       f"{index} for {type(m).__name__} at h={m.first.height} "
+                       f"r={m.first.round}")
+        rec = record_of(m, self.validators.validators[index].public_key, now)
+        try:
+            check(rec, app.CHAIN_ID, self.verifier.verify)
+        except EvidenceError as exc:
+            self._fail("evidence", now, f"node {node}'s evidence against {index} does not "
+                       f"prove itself: {exc}")
 
     def on_commit(self, node: int, c: Commit, height_before: int, now: int) -> None:
         if node not in self.honest:

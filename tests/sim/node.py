@@ -167,6 +167,7 @@ class SimNode:
                 w.push(w.now + w.rng.randint(0, 30), VALUE, self.idx, (self.incarnation, ev2))
             elif isinstance(eff, Evidence):
                 w.count("evidence", 1)
+                w.checker.on_evidence(self.idx, eff.misbehaviour, w.now)
 
     def _crash_while_persisting(self, entry: Proposal | Vote, crash: Crash) -> None:
         if crash.mode == "torn":
