@@ -233,6 +233,9 @@ class EvidenceLog:
             self._remember(rec)
         return True
 
+    def __len__(self) -> int:
+        return len(self._records)
+
     def records(self) -> list[EvidenceRecord]:
         with self._lock:
             return list(self._records)

@@ -362,8 +362,11 @@ class Node:
             "last_block_hash": chain.head_hash.hex(),
             "last_block_time_ms": None if hdr is None else hdr.time_ms,
             "state_root": chain.state_root.hex(),
+            # evidence: what the core found since this start; evidence_kept: what
+            # GET /v1/evidence serves, kept across restarts (node.evidence)
             "consensus": {"height": snap.height, "round": snap.round, "step": snap.step,
-                          "running": snap.running, "evidence": snap.evidence},
+                          "running": snap.running, "evidence": snap.evidence,
+                          "evidence_kept": 0 if self.evidence is None else len(self.evidence)},
             "round": snap.round, "step": snap.step,
             "validators": [{"name": v.name, "key_id": v.key_id.hex(), "address": v.address}
                            for v in vs.validators],

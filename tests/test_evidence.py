@@ -146,7 +146,7 @@ def test_the_log_keeps_a_pair_once_and_survives_reopening() -> None:
     assert log.add(other) is True
     assert storage.appends == 2
     again = EvidenceLog(storage)
-    assert again.records() == [rec, other] and again.torn_bytes == 0
+    assert again.records() == [rec, other] and len(again) == 2 and again.torn_bytes == 0
     assert again.add(rec) is False  # what was kept before a restart still counts
 
 

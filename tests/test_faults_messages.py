@@ -246,6 +246,8 @@ def test_a_double_vote_is_kept_as_checkable_evidence_across_a_restart(cluster: C
     c.kill(VICTIM)
     c.restart(VICTIM)
     assert served() == mine
+    consensus = c.status(VICTIM)["consensus"]
+    assert consensus["evidence_kept"] >= 1 and consensus["evidence"] == 0, consensus
 
     c.restart(SEALER)
     top = max(c.heights([n for n in c.names if n != SEALER]).values())
