@@ -13,10 +13,10 @@ two places, and - liveness - while the nemesis kept a quorum running and linked,
 stretch that long: the nemesis's ``calm`` step). Every run also holds an even split of
 all four running nodes (the ``split`` step), where a quorum one vote too small would
 let both sides commit: with the quorum lowered to 2f by hand, seeds 1-5 each fail with
-divergence. Then everything is repaired, and the
-cluster must commit two more heights within 60 s, every tx a client was told is
-committed must be in the told block on every node, every node must stop cleanly on
-SIGTERM, and ``ledger.audit`` must pass on every store.
+divergence. Then everything is repaired, and the cluster must commit two more heights
+within 60 s, every tx a client was told is committed must be in the told block on
+every node, every node must stop cleanly on SIGTERM, and ``ledger.audit`` must pass on
+every store.
 
 A longer or different run: ``CERTLEDGER_CHAOS_SECONDS=300 CERTLEDGER_CHAOS_SEED=7
 pytest tests/test_faults_chaos.py``. The schedule (a function of the seed) and the
